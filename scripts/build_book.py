@@ -1,0 +1,110 @@
+"""Build the book with every chapter executed; used by `make book` and by tests/test_book.py.
+
+Why a script and not a bare `jupyter-book build`:
+- jupyter-book caches each chapter's execution keyed on the chapter's own code only. A change in
+  `segtutor/` would otherwise leave stale outputs in the book and let `make test` pass on old
+  results, so the cache is dropped whenever the package, the requirements or the mode change.
+- it records and prints how long each chapter took to execute, slowest first.
+- Sphinx warnings and failing cells fail the build (-W -n --keep-going): without -W, a chapter
+  whose cell raises still lets `jupyter-book build` exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["-W", "-n", "--keep-going"]
+
+
+def fingerprint(quick: bool | None) -> str:
+    """Hash of everything outside a chapter that changes what a chapter prints."""
+    h = hashlib.sha256()
+    files = sorted((ROOT / "segtutor").rglob("*.py")) + [ROOT / "requirements.txt", ROOT / "_config.yml"]
+    for f in files:
+        h.update(str(f.relative_to(ROOT)).encode())
+        h.update(f.read_bytes())
+    h.update(f"quick={quick}".encode())
+    return h.hexdigest()
+
+
+def chapter_times(build: Path) -> list[tuple[str, float]]:
+    """(chapter, seconds) for every executed chapter in the jupyter cache, slowest first."""
+    cache_dir = build / ".jupyter_cache"
+    if not cache_dir.exists():
+        return []
+    from jupyter_cache import get_cache
+
+    rows = []
+    for record in get_cache(str(cache_dir)).list_cache_records():
+        seconds = (record.data or {}).get("execution_seconds")
+        if seconds is None:
+            continue
+        try:
+            name = str(Path(record.uri).resolve().relative_to(ROOT))
+        except ValueError:
+            name = record.uri
+        rows.append((name, float(seconds)))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def build(quick: bool | None, out: Path = ROOT) -> int:
+    """Run the build; return jupyter-book's exit code. ``quick=None`` leaves the mode automatic."""
+    build_dir = out / "_build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    stamp = build_dir / ".segtutor-fingerprint"
+    fp = fingerprint(quick)
+    if stamp.exists() and stamp.read_text() != fp:
+        print("segtutor or the configuration changed since the last build: re-executing every chapter")
+        shutil.rmtree(build_dir / ".jupyter_cache", ignore_errors=True)
+        shutil.rmtree(build_dir / "jupyter_execute", ignore_errors=True)
+    env = dict(os.environ)
+    if quick is not None:
+        env["SEGTUTOR_QUICK"] = "1" if quick else "0"
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe), "build", str(ROOT), *FLAGS]
+    if out != ROOT:
+        cmd += ["--path-output", str(out)]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.time()
+    with open(build_dir / "build.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        code = proc.wait()
+    elapsed = time.time() - t0
+    stamp.write_text(fp)
+    times = chapter_times(build_dir)
+    (build_dir / "chapter_times.json").write_text(json.dumps(times, indent=1))
+    print(f"\nbook build: exit code {code} after {elapsed:.0f} s")
+    if times:
+        print("chapter execution times (cached chapters keep the time of their last run), slowest first:")
+        for name, seconds in times:
+            print(f"  {seconds:7.1f} s  {name}")
+    return code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="force quick mode (SEGTUTOR_QUICK=1)")
+    mode.add_argument("--full", action="store_true", help="force full mode (SEGTUTOR_QUICK=0)")
+    args = parser.parse_args()
+    quick = True if args.quick else (False if args.full else None)
+    sys.exit(build(quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Every chapter listed in _toc.yml executes in quick mode, and the book builds without warnings.
+
+The book is built once per test session, exactly as `make book` builds it (scripts/build_book.py,
+`-W -n --keep-going`), so a later `make book` reuses the execution cache. Each chapter then gets
+its own test that fails with the chapter's name and the failing cell's traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts import build_book
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+SUMMARY: list[str] = []
+
+
+def toc_files(node=None) -> list[str]:
+    """Every `root`/`file` entry of _toc.yml, in order."""
+    if node is None:
+        node = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if key in node:
+                found.append(node[key])
+        for value in node.values():
+            if isinstance(value, (list, dict)):
+                found += toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += toc_files(item)
+    return found
+
+
+CHAPTERS = toc_files()
+
+
+@pytest.fixture(scope="session")
+def book_build():
+    code = build_book.build(quick=True)
+    log = (BUILD / "build.log").read_text()
+    times = dict(build_book.chapter_times(BUILD))
+    SUMMARY[:] = [f"{s:7.1f} s  {name}" for name, s in sorted(times.items(), key=lambda kv: -kv[1])]
+    return code, log, times
+
+
+def test_toc_lists_existing_chapters():
+    assert CHAPTERS, "_toc.yml lists no chapter"
+    for chapter in CHAPTERS:
+        assert (ROOT / f"{chapter}.md").exists(), f"_toc.yml names {chapter}, which has no {chapter}.md"
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_executes(book_build, chapter):
+    _, log, times = book_build
+    reports = sorted((BUILD / "html" / "reports").glob(f"{chapter}*.log"))
+    if reports:
+        pytest.fail(f"chapter {chapter} failed to execute; the failing cell and traceback:\n"
+                    + reports[0].read_text()[-6000:], pytrace=False)
+    page = BUILD / "html" / f"{chapter}.html"
+    assert page.exists(), f"chapter {chapter} has no page {page.relative_to(ROOT)}"
+    assert any(Path(uri).with_suffix("") == Path(chapter) for uri in times), (
+        f"chapter {chapter} has no execution record in the jupyter cache: was it executed?")
+
+
+@pytest.mark.book
+def test_book_builds_without_warnings(book_build):
+    code, log, _ = book_build
+    problems = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert code == 0, "the book build failed:\n" + "\n".join(problems[-40:] or log.splitlines()[-40:])
+    assert (BUILD / "html" / "index.html").exists()
