@@ -7,7 +7,7 @@ STAMP := $(VENV)/.segtutor-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help setup book test unit notebooks lab serve bench visdom-assets browser clean
+.PHONY: help setup book chapter test unit notebooks lab serve bench visdom-assets browser clean
 
 help:
 	@echo "make book        build the book into _build/html, every chapter executed"
@@ -38,6 +38,10 @@ $(STAMP): requirements.txt pyproject.toml
 book: setup
 	$(BIN)/python scripts/build_book.py
 	@echo "The book is in _build/html/index.html"
+
+# one chapter alone, quick mode, into /tmp: make chapter CH=book/intro.md
+chapter: setup
+	$(BIN)/python scripts/build_book.py --quick --chapter $(CH)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -96,14 +96,49 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
     return code
 
 
+def build_chapter(chapter: str, quick: bool | None) -> int:
+    """Execute and render one chapter alone (as the book would), for working on that chapter.
+
+    Uses the book's configuration (minus the logo, whose path is relative to the root) and writes
+    into /tmp, so it neither touches nor depends on the other chapters or _build/.
+    """
+    import tempfile
+
+    import yaml
+
+    path = (ROOT / chapter).resolve()
+    if not path.exists():
+        raise SystemExit(f"no such chapter: {chapter}")
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    cfg.pop("logo", None)
+    out = Path(tempfile.gettempdir()) / f"segtutor-chapter-{path.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_file = out / "_config.yml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ)
+    if quick is not None:
+        env["SEGTUTOR_QUICK"] = "1" if quick else "0"
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe), "build", str(path), "--config", str(cfg_file), "--path-output", str(out), *FLAGS]
+    t0 = time.time()
+    code = subprocess.call(cmd, cwd=ROOT, env=env)
+    reports = sorted(out.rglob("reports/*.log"))
+    for report in reports:
+        print(f"--- {report}\n{report.read_text()[-6000:]}")
+    print(f"\n{chapter}: exit code {code}, {time.time() - t0:.1f} s (execution and rendering); "
+          f"page under {out}/_build/_page")
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="force quick mode (SEGTUTOR_QUICK=1)")
     mode.add_argument("--full", action="store_true", help="force full mode (SEGTUTOR_QUICK=0)")
+    parser.add_argument("--chapter", help="build only this chapter (e.g. book/intro.md), into /tmp")
     args = parser.parse_args()
     quick = True if args.quick else (False if args.full else None)
-    sys.exit(build(quick))
+    sys.exit(build_chapter(args.chapter, quick) if args.chapter else build(quick))
 
 
 if __name__ == "__main__":
