@@ -1,0 +1,70 @@
+"""segtutor.config: device choice, quick mode, describe()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segtutor import config
+
+
+def test_device_defaults_to_cuda_then_cpu(monkeypatch):
+    monkeypatch.delenv("SEGTUTOR_DEVICE", raising=False)
+    dev = config.device()
+    if torch.cuda.is_available():
+        assert dev.type == "cuda"
+    elif not config._mps_available():
+        assert dev == torch.device("cpu")
+
+
+def test_device_override_and_errors(monkeypatch):
+    monkeypatch.setenv("SEGTUTOR_DEVICE", "cpu")
+    assert config.device() == torch.device("cpu")
+    monkeypatch.setenv("SEGTUTOR_DEVICE", "banana")
+    with pytest.raises(ValueError, match="SEGTUTOR_DEVICE"):
+        config.device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("SEGTUTOR_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="no CUDA device"):
+            config.device()
+
+
+@pytest.mark.parametrize("raw, expected", [("1", True), ("true", True), ("0", False), ("off", False)])
+def test_quick_mode_from_environment(monkeypatch, raw, expected):
+    monkeypatch.setenv("SEGTUTOR_QUICK", raw)
+    assert config.is_quick() is expected
+    assert config.pick("q", "f") == ("q" if expected else "f")
+
+
+def test_quick_mode_automatic_without_cuda(monkeypatch):
+    monkeypatch.delenv("SEGTUTOR_QUICK", raising=False)
+    assert config.is_quick() is (not torch.cuda.is_available())
+    monkeypatch.setenv("SEGTUTOR_QUICK", "maybe")
+    with pytest.raises(ValueError, match="SEGTUTOR_QUICK"):
+        config.is_quick()
+
+
+def test_describe_names_device_and_mode(monkeypatch):
+    monkeypatch.setenv("SEGTUTOR_DEVICE", "cpu")
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    line = config.describe("3 epochs on 200 images")
+    assert line.startswith("device cpu (")
+    assert line.endswith("quick mode: 3 epochs on 200 images")
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    assert config.describe() == f"device {config.device_name(torch.device('cpu'))}, full mode"
+
+
+def test_seed_everything_is_reproducible():
+    g1 = config.seed_everything(123)
+    a = torch.rand(3), torch.rand(2, generator=g1)
+    g2 = config.seed_everything(123)
+    b = torch.rand(3), torch.rand(2, generator=g2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(TypeError, match="seed"):
+        config.seed_everything(1.5)
+
+
+def test_version_is_exposed():
+    import segtutor
+
+    assert isinstance(segtutor.__version__, str) and segtutor.__version__.count(".") >= 1
