@@ -1,0 +1,333 @@
+"""Segmentation metrics: everything from one confusion matrix, plus binary IoU and the TGS metric.
+
+The confusion matrix ``cm`` is ``[C, C]`` with **rows = ground truth, columns = prediction**:
+``cm[i, j]`` counts pixels of true class ``i`` predicted as ``j``. With ``n_ij = cm[i, j]``,
+``t_i = sum_j n_ij`` (pixels of class i) and ``p_j = sum_i n_ij`` (pixels predicted as j), the
+metrics of the FCN paper (Long et al., CVPR 2015) are
+
+- pixel accuracy        ``sum_i n_ii / sum_i t_i``
+- mean pixel accuracy   ``mean_i n_ii / t_i``                   (per-class *recall*)
+- mean IoU              ``mean_i n_ii / (t_i + p_i - n_ii)``
+- frequency-weighted IoU ``sum_i t_i * IoU_i / sum_i t_i``
+- Dice (F1)             ``mean_i 2 n_ii / (t_i + p_i)``
+
+A class that appears neither in the ground truth nor in the prediction has no IoU or Dice (0/0):
+its per-class value is NaN and it is left out of the mean. Mean pixel accuracy averages over the
+classes present in the ground truth (recall needs ``t_i > 0``); false positives of a class absent
+from the ground truth therefore lower IoU and Dice but not mean pixel accuracy.
+
+The Kaggle TGS Salt metric (:func:`tgs_map`) scores each image by the fraction of IoU thresholds
+0.50, 0.55, ..., 0.95 that its IoU exceeds (strictly), with an empty prediction of an empty mask
+scoring 1 and the mean over images as the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "confusion_matrix",
+    "pixel_accuracy",
+    "mean_pixel_accuracy",
+    "mean_iou",
+    "frequency_weighted_iou",
+    "dice_coefficient",
+    "iou_per_class",
+    "recall_per_class",
+    "precision_per_class",
+    "dice_per_class",
+    "ConfusionMatrix",
+    "binary_iou",
+    "tgs_scores",
+    "tgs_map",
+    "TGS_THRESHOLDS",
+]
+
+# Thresholds as integer twentieths (10/20 = 0.50 ... 19/20 = 0.95) so that "IoU > t" can be
+# decided in exact integer arithmetic: an IoU of exactly 3/5 is not above 0.60.
+_TWENTIETHS = torch.arange(10, 20, dtype=torch.int64)
+TGS_THRESHOLDS: tuple[float, ...] = tuple(k / 20 for k in range(10, 20))
+"""The ten IoU thresholds of the TGS metric: 0.50, 0.55, ..., 0.95."""
+
+
+def _as_tensor(x: Any, name: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+
+
+def _check_labels(x: Tensor, name: str) -> None:
+    if x.is_floating_point() or x.is_complex():
+        raise TypeError(
+            f"{name} must hold integer class labels, got dtype {x.dtype}; "
+            "for logits [B, C, H, W] pass logits.argmax(1), for binary logits (logits > 0).long()"
+        )
+
+
+def confusion_matrix(
+    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None
+) -> Tensor:
+    """Confusion matrix ``[C, C]`` (int64, rows = ground truth, columns = prediction).
+
+    Args:
+        pred: predicted labels, any shape (e.g. ``[B, H, W]``), integer or bool dtype.
+        target: true labels, same shape as ``pred``.
+        num_classes: ``C``; labels must lie in ``[0, C)``.
+        ignore_index: label in ``target`` whose pixels are not counted (e.g. 255), or None.
+
+    Built with a single ``torch.bincount`` over ``target * C + pred``: no loop over pixels or
+    classes. Raises ValueError for mismatched shapes or labels outside ``[0, C)``.
+    """
+    pred = _as_tensor(pred, "pred")
+    target = _as_tensor(target, "target")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    _check_labels(pred, "pred")
+    _check_labels(target, "target")
+    pred = pred.reshape(-1).long()
+    target = target.reshape(-1).to(pred.device).long()
+    if ignore_index is not None:
+        keep = target != ignore_index
+        pred, target = pred[keep], target[keep]
+    if target.numel():
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            extra = f" other than ignore_index={ignore_index}" if ignore_index is not None else ""
+            raise ValueError(f"target has label {bad}{extra}; expected labels in [0, {num_classes})")
+        lo, hi = int(pred.min()), int(pred.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"pred has label {bad}; expected labels in [0, {num_classes})")
+    counts = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def _check_cm(cm: Tensor) -> Tensor:
+    cm = _as_tensor(cm, "cm")
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square [C, C] matrix, got shape {tuple(cm.shape)}")
+    if (cm < 0).any():
+        raise ValueError("cm must hold non-negative counts")
+    return cm.double()
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    """num / den with NaN where den == 0 (an undefined per-class value, not a zero score)."""
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, float("nan")))
+
+
+def _nanmean(x: Tensor) -> float:
+    valid = ~torch.isnan(x)
+    return float(x[valid].mean()) if valid.any() else float("nan")
+
+
+def iou_per_class(cm: Tensor) -> Tensor:
+    """IoU of each class ``[C]`` (float64): ``n_ii / (t_i + p_i - n_ii)``; NaN if the class is
+    absent from both ground truth and prediction."""
+    cm = _check_cm(cm)
+    tp = cm.diagonal()
+    return _ratio(tp, cm.sum(1) + cm.sum(0) - tp)
+
+
+def recall_per_class(cm: Tensor) -> Tensor:
+    """Per-class recall ``[C]`` = ``n_ii / t_i`` (the "class accuracy" of the FCN paper);
+    NaN for classes absent from the ground truth."""
+    cm = _check_cm(cm)
+    return _ratio(cm.diagonal(), cm.sum(1))
+
+
+def precision_per_class(cm: Tensor) -> Tensor:
+    """Per-class precision ``[C]`` = ``n_ii / p_i``; NaN for classes never predicted."""
+    cm = _check_cm(cm)
+    return _ratio(cm.diagonal(), cm.sum(0))
+
+
+def dice_per_class(cm: Tensor) -> Tensor:
+    """Per-class Dice/F1 ``[C]`` = ``2 n_ii / (t_i + p_i)``; NaN if absent from both."""
+    cm = _check_cm(cm)
+    return _ratio(2 * cm.diagonal(), cm.sum(1) + cm.sum(0))
+
+
+def pixel_accuracy(cm: Tensor) -> float:
+    """Fraction of (non-ignored) pixels labelled correctly; NaN for an empty matrix."""
+    cm = _check_cm(cm)
+    total = cm.sum()
+    return float(cm.diagonal().sum() / total) if total > 0 else float("nan")
+
+
+def mean_pixel_accuracy(cm: Tensor) -> float:
+    """Mean over ground-truth classes of per-class recall ``n_ii / t_i`` (FCN's "mean accuracy").
+
+    It is recall, not precision: the denominator is the number of pixels that truly belong to
+    the class (a row sum of ``cm``).
+    """
+    return _nanmean(recall_per_class(cm))
+
+
+def mean_iou(cm: Tensor) -> float:
+    """Mean IoU over classes present in the ground truth or the prediction (macro average)."""
+    return _nanmean(iou_per_class(cm))
+
+
+def frequency_weighted_iou(cm: Tensor) -> float:
+    """IoU of each class weighted by its share of ground-truth pixels, ``sum_i t_i IoU_i / sum t``."""
+    cm64 = _check_cm(cm)
+    freq = cm64.sum(1)
+    total = freq.sum()
+    if total == 0:
+        return float("nan")
+    iou = torch.nan_to_num(iou_per_class(cm64), nan=0.0)  # NaN only where t_i = 0 anyway
+    return float((freq * iou).sum() / total)
+
+
+def dice_coefficient(cm: Tensor) -> float:
+    """Mean Dice (F1) over classes present in the ground truth or the prediction."""
+    return _nanmean(dice_per_class(cm))
+
+
+class ConfusionMatrix:
+    """Streaming confusion matrix: ``update`` per batch, ``compute`` at the end, ``reset``.
+
+    >>> cmacc = ConfusionMatrix(num_classes=3)
+    >>> cmacc.update(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 1]]))
+    >>> round(cmacc.compute()["pixel_accuracy"], 3)
+    0.667
+
+    Counts live on the device of the first update (no host sync per batch). Under
+    ``torch.distributed`` each rank accumulates its own shard; call :meth:`all_reduce` once
+    before :meth:`compute` to sum the counts over ranks.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def reset(self) -> None:
+        """Zero the counts (keeps the device)."""
+        self.matrix.zero_()
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch: ``pred`` labels ``[B, H, W]`` (integer), ``target`` labels ``[B, H, W]``."""
+        pred = _as_tensor(pred, "pred")
+        if self.matrix.device != pred.device:
+            self.matrix = self.matrix.to(pred.device)
+        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+
+    def all_reduce(self) -> ConfusionMatrix:
+        """Sum the counts over all ``torch.distributed`` ranks (a no-op when not initialised).
+
+        In place: call it once, after the last update and before compute. Returns self.
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        return self
+
+    def compute(self) -> dict[str, Any]:
+        """All metrics from the counts so far.
+
+        Keys: ``pixel_accuracy``, ``mean_pixel_accuracy``, ``mean_iou``,
+        ``frequency_weighted_iou``, ``dice`` (floats) and ``iou_per_class``,
+        ``recall_per_class``, ``dice_per_class`` (float64 tensors ``[C]`` on the CPU, NaN for
+        undefined classes).
+        """
+        cm = self.matrix.detach().cpu()
+        return {
+            "pixel_accuracy": pixel_accuracy(cm),
+            "mean_pixel_accuracy": mean_pixel_accuracy(cm),
+            "mean_iou": mean_iou(cm),
+            "frequency_weighted_iou": frequency_weighted_iou(cm),
+            "dice": dice_coefficient(cm),
+            "iou_per_class": iou_per_class(cm),
+            "recall_per_class": recall_per_class(cm),
+            "dice_per_class": dice_per_class(cm),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
+            f"pixels={int(self.matrix.sum())})"
+        )
+
+
+def _binary_masks(pred: Any, target: Any) -> tuple[Tensor, Tensor]:
+    """Validate two batches of binary masks and return them as bool ``[N, H*W]``."""
+    pred = _as_tensor(pred, "pred")
+    target = _as_tensor(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    if pred.ndim == 4 and pred.shape[1] == 1:
+        pred, target = pred[:, 0], target[:, 0]
+    if pred.ndim != 3:
+        raise ValueError(f"masks must be [N, H, W] (or [N, 1, H, W]), got shape {tuple(pred.shape)}")
+    for name, m in (("pred", pred), ("target", target)):
+        if m.dtype != torch.bool and ((m != 0) & (m != 1)).any():
+            raise ValueError(
+                f"{name} must be a binary mask with values in {{0, 1}}; threshold probabilities "
+                "(p > 0.5) or logits (z > 0) first"
+            )
+    n = pred.shape[0]
+    return pred.reshape(n, -1).bool(), target.to(pred.device).reshape(n, -1).bool()
+
+
+def _intersection_union(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    p, t = _binary_masks(pred, target)
+    inter = (p & t).sum(1)
+    union = (p | t).sum(1)  # |A| + |B| - |A and B|
+    return inter, union
+
+
+def binary_iou(pred: Tensor, target: Tensor, empty: float = 1.0) -> Tensor:
+    """Per-image IoU ``[N]`` (float64) of binary masks ``[N, H, W]`` (bool or 0/1 values).
+
+    Two empty masks agree perfectly; their IoU (0/0) is reported as ``empty`` (default 1, as in
+    the TGS metric). Vectorised over images.
+    """
+    inter, union = _intersection_union(pred, target)
+    iou = inter.double() / union.clamp_min(1).double()
+    return torch.where(union > 0, iou, torch.full_like(iou, float(empty)))
+
+
+def tgs_scores(pred_masks: Tensor, true_masks: Tensor) -> Tensor:
+    """Per-image TGS score ``[N]`` (float64): the fraction of thresholds 0.50..0.95 (step 0.05)
+    that the image's IoU exceeds strictly; 1 when both masks are empty, 0 when exactly one is."""
+    inter, union = _intersection_union(pred_masks, true_masks)
+    k = _TWENTIETHS.to(inter.device)
+    # IoU > k/20  <=>  20 * inter > k * union, exact in integers; both empty: 0 > 0 is False,
+    # so that case is set to 1 explicitly. One empty: inter = 0, never above a threshold.
+    hits = (20 * inter[:, None]) > (k[None, :] * union[:, None])
+    scores = hits.double().mean(1)
+    return torch.where(union == 0, torch.ones_like(scores), scores)
+
+
+def tgs_map(pred_masks: Tensor, true_masks: Tensor) -> float:
+    """The Kaggle TGS Salt metric: mean over images of :func:`tgs_scores`.
+
+    Args:
+        pred_masks: predicted binary masks ``[N, H, W]`` (bool or 0/1).
+        true_masks: true binary masks ``[N, H, W]``.
+    """
+    scores = tgs_scores(pred_masks, true_masks)
+    if scores.numel() == 0:
+        raise ValueError("tgs_map needs at least one image, got N=0")
+    return float(scores.mean())

@@ -1,0 +1,302 @@
+"""Metrics against hand-worked matrices, sklearn, and the definitions of the FCN paper and Kaggle."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from segtutor import metrics as M
+
+sk_metrics = pytest.importorskip("sklearn.metrics", reason="sklearn is the independent reference")
+
+# A 4x4 scene, 3 classes, worked by hand in the Metrics chapter too.
+TARGET = torch.tensor([[0, 0, 0, 0],
+                       [0, 0, 1, 1],
+                       [0, 0, 1, 1],
+                       [2, 2, 2, 0]])
+PRED = torch.tensor([[0, 0, 0, 0],
+                     [0, 1, 1, 1],
+                     [0, 0, 0, 1],
+                     [2, 2, 0, 0]])
+# rows = truth, columns = prediction, counted by hand:
+# truth 0 (9 px): 8 -> 0, 1 -> 1;  truth 1 (4 px): 1 -> 0, 3 -> 1;  truth 2 (3 px): 1 -> 0, 2 -> 2
+HAND_CM = torch.tensor([[8, 1, 0],
+                        [1, 3, 0],
+                        [1, 0, 2]])
+
+
+def test_confusion_matrix_hand_worked():
+    cm = M.confusion_matrix(PRED, TARGET, 3)
+    assert cm.dtype == torch.int64
+    assert torch.equal(cm, HAND_CM)
+
+
+def test_metrics_hand_worked():
+    cm = HAND_CM
+    assert M.pixel_accuracy(cm) == pytest.approx(13 / 16)
+    assert M.mean_pixel_accuracy(cm) == pytest.approx((8 / 9 + 3 / 4 + 2 / 3) / 3)
+    iou = [8 / (9 + 10 - 8), 3 / (4 + 4 - 3), 2 / (3 + 2 - 2)]
+    assert torch.allclose(M.iou_per_class(cm), torch.tensor(iou, dtype=torch.float64))
+    assert M.mean_iou(cm) == pytest.approx(sum(iou) / 3)
+    assert M.frequency_weighted_iou(cm) == pytest.approx((9 * iou[0] + 4 * iou[1] + 3 * iou[2]) / 16)
+    dice = [16 / 19, 6 / 8, 4 / 5]
+    assert M.dice_coefficient(cm) == pytest.approx(sum(dice) / 3)
+    # precision differs from recall here: class 0 is predicted 10 times, right 8 times
+    assert M.precision_per_class(cm)[0] == pytest.approx(8 / 10)
+    assert M.recall_per_class(cm)[0] == pytest.approx(8 / 9)
+
+
+def test_confusion_matrix_matches_sklearn_with_ignore():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 5, (3, 17, 23), generator=g)
+    pred = torch.randint(0, 5, (3, 17, 23), generator=g)
+    target[torch.rand(target.shape, generator=g) < 0.2] = 255
+    cm = M.confusion_matrix(pred, target, 5, ignore_index=255)
+    keep = target != 255
+    ref = sk_metrics.confusion_matrix(target[keep].numpy(), pred[keep].numpy(), labels=range(5))
+    np.testing.assert_array_equal(cm.numpy(), ref)
+    # per-class recall/precision/F1 against sklearn's classification metrics
+    y, p = target[keep].numpy(), pred[keep].numpy()
+    np.testing.assert_allclose(M.recall_per_class(cm).numpy(),
+                               sk_metrics.recall_score(y, p, average=None, labels=range(5)))
+    np.testing.assert_allclose(M.dice_per_class(cm).numpy(),
+                               sk_metrics.f1_score(y, p, average=None, labels=range(5)))
+    np.testing.assert_allclose(M.iou_per_class(cm).numpy(),
+                               sk_metrics.jaccard_score(y, p, average=None, labels=range(5)))
+    assert M.pixel_accuracy(cm) == pytest.approx(sk_metrics.accuracy_score(y, p))
+
+
+def test_absent_classes_left_out_of_means():
+    target = torch.tensor([[0, 0, 1, 1]])
+    pred = torch.tensor([[0, 0, 1, 0]])
+    cm = M.confusion_matrix(pred, target, 4)  # classes 2 and 3 appear nowhere
+    iou = M.iou_per_class(cm)
+    assert torch.isnan(iou[2:]).all()
+    assert M.mean_iou(cm) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert M.dice_coefficient(cm) == pytest.approx((4 / 5 + 2 / 3) / 2)
+    # a class predicted but absent from the truth: IoU 0 counts in the mean, recall is undefined
+    cm2 = M.confusion_matrix(torch.tensor([[0, 2, 1, 1]]), target, 4)
+    assert M.iou_per_class(cm2)[2] == 0
+    assert M.mean_iou(cm2) == pytest.approx((1 / 2 + 1 / 1 + 0) / 3)
+    assert math.isnan(float(M.recall_per_class(cm2)[2]))
+    assert M.mean_pixel_accuracy(cm2) == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_imbalance_pixel_accuracy_high_miou_low():
+    target = torch.zeros(1, 100, 100, dtype=torch.long)
+    target[0, :5, :5] = 1  # 25 of 10000 pixels
+    pred = torch.zeros_like(target)  # predict background everywhere
+    cm = M.confusion_matrix(pred, target, 2)
+    assert M.pixel_accuracy(cm) == pytest.approx(0.9975)
+    assert M.mean_iou(cm) == pytest.approx(0.9975 / 2)
+    assert M.mean_pixel_accuracy(cm) == pytest.approx(0.5)
+
+
+def test_empty_matrix_gives_nan_not_error():
+    cm = torch.zeros(3, 3, dtype=torch.long)
+    for f in (M.pixel_accuracy, M.mean_pixel_accuracy, M.mean_iou, M.frequency_weighted_iou,
+              M.dice_coefficient):
+        assert math.isnan(f(cm))
+
+
+@pytest.mark.parametrize(
+    "pred,target,kwargs,match",
+    [
+        (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long), {}, "same shape"),
+        (torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 3, 0]), {}, "target has label 3"),
+        (torch.tensor([0, -1, 0, 0]), torch.zeros(4, dtype=torch.long), {}, "pred has label -1"),
+        (torch.zeros(4, dtype=torch.long), torch.tensor([0, 255, 1, 0]), {}, "target has label 255"),
+    ],
+)
+def test_confusion_matrix_bad_input(pred, target, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        M.confusion_matrix(pred, target, 3, **kwargs)
+
+
+def test_confusion_matrix_rejects_logits():
+    with pytest.raises(TypeError, match="argmax"):
+        M.confusion_matrix(torch.randn(2, 4), torch.zeros(2, 4, dtype=torch.long), 3)
+
+
+def test_streaming_equals_one_shot_and_reset():
+    g = torch.Generator().manual_seed(2)
+    target = torch.randint(0, 4, (6, 9, 9), generator=g)
+    target[0, :3] = 255
+    pred = torch.randint(0, 4, (6, 9, 9), generator=g)
+    acc = M.ConfusionMatrix(4)
+    for i in range(0, 6, 2):
+        acc.update(pred[i:i + 2], target[i:i + 2])
+    full = M.confusion_matrix(pred, target, 4, ignore_index=255)
+    assert torch.equal(acc.matrix, full)
+    out = acc.compute()
+    assert set(out) >= {"pixel_accuracy", "mean_pixel_accuracy", "mean_iou",
+                        "frequency_weighted_iou", "dice", "iou_per_class"}
+    assert out["mean_iou"] == pytest.approx(M.mean_iou(full))
+    assert out["dice"] == pytest.approx(M.dice_coefficient(full))
+    assert torch.allclose(out["iou_per_class"], M.iou_per_class(full), equal_nan=True)
+    acc.all_reduce()  # not distributed: a no-op
+    assert torch.equal(acc.matrix, full)
+    acc.reset()
+    assert int(acc.matrix.sum()) == 0
+
+
+def test_binary_usage_with_logits_threshold():
+    logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]]])
+    target = torch.tensor([[[1, 1], [0, 0]]])
+    acc = M.ConfusionMatrix(2)
+    acc.update((logits > 0).long(), target)
+    assert torch.equal(acc.matrix, torch.tensor([[1, 1], [1, 1]]))
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, result_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(7)
+        target = torch.randint(0, 3, (4, 5, 5), generator=g)
+        pred = torch.randint(0, 3, (4, 5, 5), generator=g)
+        acc = M.ConfusionMatrix(3)
+        acc.update(pred[rank::world], target[rank::world])  # each rank sees its own shard
+        acc.all_reduce()
+        if rank == 0:
+            torch.save(acc.matrix, result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+def test_all_reduce_sums_counts_over_ranks(tmp_path):
+    init_file = tmp_path / "init"
+    result_file = tmp_path / "cm.pt"
+    # fork: the children need not re-import torch (spawn costs ~20 s on a small CPU box)
+    method = "fork" if "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized() \
+        else "spawn"
+    mp.start_processes(_ddp_worker, args=(2, str(init_file), str(result_file)), nprocs=2,
+                       join=True, start_method=method)
+    g = torch.Generator().manual_seed(7)
+    target = torch.randint(0, 3, (4, 5, 5), generator=g)
+    pred = torch.randint(0, 3, (4, 5, 5), generator=g)
+    assert torch.equal(torch.load(result_file, weights_only=True),
+                       M.confusion_matrix(pred, target, 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_streaming_on_cuda():
+    target = torch.randint(0, 3, (2, 8, 8), device="cuda")
+    pred = torch.randint(0, 3, (2, 8, 8), device="cuda")
+    acc = M.ConfusionMatrix(3)
+    acc.update(pred, target)
+    assert acc.matrix.device.type == "cuda"
+    assert torch.equal(acc.matrix.cpu(), M.confusion_matrix(pred.cpu(), target.cpu(), 3))
+
+
+# ----------------------------------------------------------------------------- binary IoU / TGS
+
+def _mask(shape, *boxes):
+    m = torch.zeros(shape, dtype=torch.bool)
+    for r0, r1, c0, c1 in boxes:
+        m[r0:r1, c0:c1] = True
+    return m
+
+
+def test_binary_iou_hand_worked_and_empty():
+    a = _mask((6, 6), (0, 2, 0, 3))  # 6 px
+    b = _mask((6, 6), (1, 3, 0, 3))  # 6 px, overlap 3
+    empty = _mask((6, 6))
+    pred = torch.stack([a, a, empty, empty])
+    true = torch.stack([b, a, empty, a])
+    iou = M.binary_iou(pred, true)
+    assert iou.tolist() == pytest.approx([3 / 9, 1.0, 1.0, 0.0])
+    assert torch.isnan(M.binary_iou(empty[None], empty[None], empty=float("nan"))).all()
+    # agrees with sklearn's jaccard on non-empty masks
+    assert iou[0] == pytest.approx(sk_metrics.jaccard_score(b.flatten().numpy(), a.flatten().numpy()))
+
+
+def _tgs_reference(pred: np.ndarray, true: np.ndarray) -> float:
+    """Plain per-image loop, straight from the Kaggle description."""
+    scores = []
+    for p, t in zip(pred.astype(bool), true.astype(bool)):
+        if t.sum() == 0 and p.sum() == 0:
+            scores.append(1.0)
+            continue
+        iou = Fraction(int((p & t).sum()), int((p | t).sum()))  # exact, so ties are decided right
+        scores.append(np.mean([iou > Fraction(k, 20) for k in range(10, 20)]))
+    return float(np.mean(scores))
+
+
+def test_tgs_map_hand_worked():
+    a = _mask((10, 10), (0, 5, 0, 10))  # 50 px
+    # IoU 40/50 = 0.80: above 0.50 .. 0.75 (6 of 10), not above 0.80 (strict)
+    b = _mask((10, 10), (0, 4, 0, 10))
+    assert M.tgs_scores(b[None], a[None]).item() == pytest.approx(0.6)
+    # IoU exactly 0.5: no threshold is exceeded
+    c = _mask((10, 10), (0, 5, 0, 5))  # 25 px inside a
+    assert M.tgs_scores(c[None], a[None]).item() == 0.0
+    empty = _mask((10, 10))
+    assert M.tgs_map(empty[None], empty[None]) == 1.0
+    assert M.tgs_map(a[None], empty[None]) == 0.0
+    assert M.tgs_map(empty[None], a[None]) == 0.0
+    assert M.tgs_map(torch.stack([b, empty, a]), torch.stack([a, empty, empty])) == \
+        pytest.approx((0.6 + 1 + 0) / 3)
+
+
+def test_tgs_map_matches_loop_reference_on_random_masks():
+    g = torch.Generator().manual_seed(3)
+    n = 200
+    true = torch.rand(n, 1, 1, generator=g) < 0.7
+    true = true & (torch.rand(n, 12, 12, generator=g) < torch.rand(n, 1, 1, generator=g))
+    pred = true ^ (torch.rand(n, 12, 12, generator=g) < 0.15 * torch.rand(n, 1, 1, generator=g))
+    pred[:20] = False  # some empty predictions
+    assert M.tgs_map(pred, true) == pytest.approx(_tgs_reference(pred.numpy(), true.numpy()))
+
+
+def _buggy_iou_union_is_sum(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    # The widely copied snippet: "union" = |A| + |B|, missing "- |A and B|".
+    inter = (pred & true).flatten(1).sum(1).double()
+    return inter / (pred.flatten(1).sum(1) + true.flatten(1).sum(1)).double()
+
+
+def test_erratum_union_must_subtract_intersection():
+    a = _mask((6, 6), (0, 2, 0, 3))
+    iou_buggy = _buggy_iou_union_is_sum(a[None], a[None])
+    assert iou_buggy.item() == pytest.approx(0.5)  # a perfect prediction scored 0.5
+    assert M.binary_iou(a[None], a[None]).item() == 1.0
+    # the buggy value is Dice / 2, never the IoU
+    b = _mask((6, 6), (1, 3, 0, 3))
+    dice = 2 * 3 / (6 + 6)
+    assert _buggy_iou_union_is_sum(a[None], b[None]).item() == pytest.approx(dice / 2)
+    assert M.binary_iou(a[None], b[None]).item() == pytest.approx(3 / 9)
+
+
+def _buggy_tgs_hits_le(iou: float) -> float:
+    # The other copied variant: counts a threshold as hit when t <= IoU.
+    return float(np.mean([th <= iou for th in np.arange(0.5, 1.0, 0.05)]))
+
+
+def test_erratum_threshold_is_strictly_greater():
+    a = _mask((10, 10), (0, 5, 0, 10))
+    c = _mask((10, 10), (0, 5, 0, 5))  # IoU exactly 0.5
+    assert M.binary_iou(c[None], a[None]).item() == 0.5
+    assert _buggy_tgs_hits_le(0.5) == pytest.approx(0.1)  # the <= version credits the 0.50 step
+    assert M.tgs_scores(c[None], a[None]).item() == 0.0
+
+
+def test_binary_masks_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        M.binary_iou(torch.zeros(2, 4, 4), torch.zeros(2, 4, 5))
+    with pytest.raises(ValueError, match="binary mask"):
+        M.tgs_map(torch.rand(2, 4, 4), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match=r"\[N, H, W\]"):
+        M.tgs_map(torch.zeros(4, 4), torch.zeros(4, 4))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        M.tgs_map([[0]], [[0]])
+
+
+def test_binary_iou_accepts_channel_dim_and_float():
+    a = _mask((5, 5), (0, 2, 0, 2)).float()[None, None]
+    assert M.binary_iou(a, a).tolist() == [1.0]
