@@ -57,9 +57,12 @@ notebooks: setup
 	done
 	@echo "Notebooks are in notebooks/ (open them in Jupyter or upload to Colab)"
 
+# .jupyter/labconfig makes "Jupytext Notebook" the default viewer of Markdown, so a double click
+# opens a chapter as a notebook (JupyterLab alone opens .md files as text).
 lab: setup
 	$(BIN)/python -m pip install -q "jupyterlab>=4.1,<5"
-	$(BIN)/jupyter lab --ip=$(HOST) --notebook-dir=. --LabApp.default_url=/lab/tree/book/intro.md
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter $(BIN)/jupyter lab --ip=$(HOST) --notebook-dir=. \
+	  --ServerApp.default_url=/lab/tree/book/intro.md $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 serve:
 	@test -f _build/html/index.html || { echo "no _build/html yet: run 'make book' first"; exit 2; }

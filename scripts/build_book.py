@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["-W", "-n", "--keep-going"]
+# --all: Sphinx re-reads every page, so the warnings of a chapter that failed last time are
+# raised again (an incremental build would skip the unchanged page and exit 0).
+FLAGS = ["-W", "-n", "--keep-going", "--all"]
 
 
 def fingerprint(quick: bool | None) -> str:
@@ -66,6 +68,8 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
         print("segtutor or the configuration changed since the last build: re-executing every chapter")
         shutil.rmtree(build_dir / ".jupyter_cache", ignore_errors=True)
         shutil.rmtree(build_dir / "jupyter_execute", ignore_errors=True)
+    # reports of earlier failures would otherwise outlive the fix
+    shutil.rmtree(build_dir / "html" / "reports", ignore_errors=True)
     env = dict(os.environ)
     if quick is not None:
         env["SEGTUTOR_QUICK"] = "1" if quick else "0"
