@@ -1,0 +1,83 @@
+"""Segmentation models, one builder per name, all made of the blocks in :mod:`.blocks`.
+
+>>> from segtutor.models import build_model
+>>> model = build_model("unet", num_classes=5, base_width=8)   # doctest: +SKIP
+
+Output convention, the same for every model:
+
+- ``model.eval()(x)`` with ``x [N, in_channels, H, W]`` returns logits ``[N, num_classes, H, W]``
+  at the input size, for any ``H, W`` (networks that halve the resolution pad inside and crop the
+  logits back).
+- In training mode, models with auxiliary outputs return a dict (torchvision style):
+  ``{"out": [N, K, H, W], "aux": ...}`` where ``"aux"`` is one logits tensor (PSPNet's and
+  DeepLab's layer3 head) or a list of logits tensors (deep supervision in U-Net++ and the
+  ResNet34 U-Net), all at the input size; ``resunet34`` with ``classify=True`` adds
+  ``"cls": [N]``, the logit of "this image has a non-empty mask". Models without auxiliary
+  outputs return the logits tensor in both modes.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+from .blocks import (
+    ASPP,
+    PPM,
+    SCSE,
+    ConvBNReLU,
+    DoubleConv,
+    Hypercolumn,
+    SegHead,
+    UpBlock,
+    crop_to,
+    pad_to_multiple,
+)
+
+# name -> (module, builder function); imported on first use so one model's import cost
+# (or a half-written sibling) never affects another
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "unet": ("unet", "unet"),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+"""Every name :func:`build_model` accepts."""
+
+
+def build_model(name: str, num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
+                **options) -> nn.Module:
+    """Build the segmentation model ``name`` (one of :data:`MODEL_NAMES`).
+
+    Args:
+        name: e.g. ``"unet"``, ``"fcn8s"``, ``"deeplabv3plus"``.
+        num_classes: output channels of the logits ``[N, num_classes, H, W]``.
+        in_channels: channels of the input image (1 for grey, 3 for RGB).
+        pretrained: load torchvision's ImageNet weights into the encoder (offline: the files
+            must already be in ``$TORCH_HOME/hub/checkpoints``; the error says which file).
+        **options: model-specific sizes, e.g. ``base_width=8`` for ``unet`` (see each builder).
+
+    Returns:
+        An ``nn.Module`` in training mode, following the output convention of this package.
+    """
+    if not isinstance(name, str) or name.lower() not in _REGISTRY:
+        raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    module_name, fn_name = _REGISTRY[name.lower()]
+    builder = getattr(importlib.import_module(f"{__name__}.{module_name}"), fn_name)
+    return builder(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained,
+                   **options)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared modules counted once, as ``model.parameters()`` does)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = [
+    "ASPP", "PPM", "SCSE", "ConvBNReLU", "DoubleConv", "Hypercolumn", "MODEL_NAMES", "SegHead",
+    "UpBlock", "build_model", "count_parameters", "crop_to", "pad_to_multiple",
+]

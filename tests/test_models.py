@@ -1,0 +1,328 @@
+"""Tests of segtutor.models: blocks against PyTorch references, every model's output contract,
+parameter counts of the canonical configurations against published/hand-derived numbers, and the
+model errata of DESIGN.md (freezing by attribute, SegNet's shared layers, unpadded U-Net shapes).
+
+Small widths and inputs keep the file fast; canonical-size models are only built to count
+parameters, never run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segtutor.models import MODEL_NAMES, build_model, count_parameters
+from segtutor.models import blocks
+
+# Small configurations of every model, used wherever a model is run.
+SMALL: dict[str, dict] = {
+    "unet": {"base_width": 4},
+    "fcn8s": {"width": 0.0625, "fc_width": 32},
+    "segnet": {"width": 0.0625},
+    "unetpp": {"base_width": 4},
+    "deeplabv3": {"backbone": "resnet18", "head_width": 16},
+    "deeplabv3plus": {"backbone": "resnet18", "head_width": 16},
+    "pspnet": {"backbone": "resnet18", "head_width": 16},
+    "resunet34": {"decoder_width": 8, "encoder_width": 0.25},
+}
+# Models whose training-mode output is a dict {"out", "aux", ...} with these options.
+AUX_OPTIONS: dict[str, dict] = {
+    "unetpp": {"deep_supervision": True},
+    "deeplabv3": {"aux": True},
+    "deeplabv3plus": {"aux": True},
+    "pspnet": {"aux": True},
+    "resunet34": {"deep_supervision": True, "classify": True},
+}
+
+
+def small(name: str, num_classes: int = 3, in_channels: int = 3, **extra) -> nn.Module:
+    return build_model(name, num_classes=num_classes, in_channels=in_channels,
+                       **{**SMALL[name], **extra})
+
+
+def test_every_registered_name_has_a_small_config() -> None:
+    assert set(SMALL) >= set(MODEL_NAMES)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def test_conv_bn_relu_matches_functional_reference() -> None:
+    block = blocks.ConvBNReLU(3, 5, 3, dilation=2).eval()
+    x = torch.randn(2, 3, 9, 11)
+    conv, bn = block[0], block[1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        expected = F.relu(F.batch_norm(F.conv2d(x, conv.weight, padding=2, dilation=2),
+                                       bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                       eps=bn.eps))
+        torch.testing.assert_close(block(x), expected)
+    assert conv.bias is None  # BN follows, a bias would be redundant
+
+
+def test_scse_matches_the_paper_formula() -> None:
+    torch.manual_seed(1)
+    se = blocks.SCSE(8, reduction=2)
+    x = torch.randn(2, 8, 5, 6)
+    c1, c2 = se.cse[1], se.cse[3]
+    z = x.mean(dim=(2, 3))                                       # squeeze: [B, C]
+    s = torch.sigmoid(F.linear(F.relu(F.linear(z, c1.weight[:, :, 0, 0], c1.bias)),
+                               c2.weight[:, :, 0, 0], c2.bias))  # excitation: [B, C]
+    q = torch.sigmoid((x * se.sse[0].weight[0, :, 0, 0][None, :, None, None]).sum(1, keepdim=True)
+                      + se.sse[0].bias)                          # spatial map: [B, 1, H, W]
+    torch.testing.assert_close(se(x), x * s[:, :, None, None] + x * q)
+    se_max = blocks.SCSE(8, reduction=2, mode="max")
+    se_max.load_state_dict(se.state_dict())
+    torch.testing.assert_close(se_max(x), torch.maximum(x * s[:, :, None, None], x * q))
+    with pytest.raises(ValueError, match="mode"):
+        blocks.SCSE(8, mode="mul")
+
+
+def test_aspp_branches_and_image_pooling() -> None:
+    aspp = blocks.ASPP(16, 8, rates=(2, 4), image_pooling=True).eval()
+    assert len(aspp.branches) == 4  # 1x1, two atrous, pooling
+    assert [b[0].dilation for b in aspp.branches[1:3]] == [(2, 2), (4, 4)]
+    x = torch.randn(2, 16, 7, 9)
+    assert aspp(x).shape == (2, 8, 7, 9)
+    pooled = aspp.branches[-1](x)
+    # the image-pooling branch is constant over space: one vector per image, broadcast back
+    torch.testing.assert_close(pooled, pooled[:, :, :1, :1].expand_as(pooled))
+    assert len(blocks.ASPP(16, 8, rates=(2, 4), image_pooling=False).branches) == 3
+
+
+def test_ppm_bins_and_output_channels() -> None:
+    ppm = blocks.PPM(32, bins=(1, 2, 3, 6)).eval()
+    assert ppm.out_channels == 64
+    x = torch.randn(2, 32, 12, 12)
+    y = ppm(x)
+    assert y.shape == (2, 64, 12, 12)
+    torch.testing.assert_close(y[:, :32], x)  # the input passes through unchanged
+    # bin 1 is global average pooling: its branch is the 1x1 conv-BN-ReLU of the mean, broadcast
+    branch = ppm.stages[0][1]
+    expected = branch(x.mean(dim=(2, 3), keepdim=True)).expand(-1, -1, 12, 12)
+    torch.testing.assert_close(y[:, 32:40], expected)
+
+
+def test_hypercolumn_matches_interpolate_and_cat() -> None:
+    feats = [torch.randn(1, 2, 8, 8), torch.randn(1, 3, 4, 4), torch.randn(1, 4, 2, 2)]
+    expected = torch.cat([feats[0]] + [F.interpolate(f, size=(8, 8), mode="bilinear",
+                                                     align_corners=False) for f in feats[1:]], 1)
+    torch.testing.assert_close(blocks.Hypercolumn()(feats), expected)
+
+
+def test_bilinear_kernel_transposed_conv_equals_bilinear_interpolation() -> None:
+    x = torch.randn(1, 2, 6, 6)
+    up = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1, bias=False)
+    with torch.no_grad():
+        up.weight.copy_(blocks.bilinear_kernel(2, 2, 4))
+    y = up(x)
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    # equal away from the border (the transposed conv pads with zeros, interpolate clamps)
+    torch.testing.assert_close(y[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1])
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (5, 3)])
+def test_pad_to_multiple_and_crop_are_inverse(size) -> None:
+    x = torch.randn(1, 2, *size)
+    padded, original = blocks.pad_to_multiple(x, 16)
+    assert padded.shape[-2] % 16 == 0 and padded.shape[-1] % 16 == 0
+    assert original == size
+    torch.testing.assert_close(blocks.crop_to(padded, original), x)
+    with pytest.raises(ValueError, match="multiple"):
+        blocks.pad_to_multiple(x, 0)
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "bilinear", "nearest"])
+def test_up_block_shapes_and_channels(upsample) -> None:
+    block = blocks.UpBlock(16, 8, 8, upsample=upsample, attention=True)
+    y = block(torch.randn(2, 16, 4, 5), torch.randn(2, 8, 8, 10))
+    assert y.shape == (2, 8, 8, 10)
+    first_conv = block.conv[0][0]
+    assert first_conv.in_channels == (8 if upsample == "transpose" else 16) + 8
+    with pytest.raises(ValueError, match="upsample"):
+        blocks.UpBlock(16, 8, 8, upsample="bicubic")
+
+
+def test_center_crop_matches_slicing() -> None:
+    x = torch.arange(64.0).reshape(1, 1, 8, 8)
+    torch.testing.assert_close(blocks.center_crop_or_pad(x, (4, 4)), x[..., 2:6, 2:6])
+
+
+# --------------------------------------------------------------------------- build_model
+
+
+def test_build_model_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="name must be one of"):
+        build_model("vgg_unet_deluxe")
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("unet", num_classes=0)
+    with pytest.raises(ValueError, match="in_channels"):
+        build_model("unet", in_channels=-1)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_eval_output_shapes(name, in_channels) -> None:
+    model = small(name, num_classes=3, in_channels=in_channels).eval()
+    with torch.no_grad():
+        for shape in [(2, in_channels, 128, 128), (1, in_channels, 96, 160),
+                      (1, in_channels, 101, 75)]:
+            y = model(torch.randn(shape))
+            assert isinstance(y, torch.Tensor), f"{name}: eval mode must return a tensor"
+            assert y.shape == (shape[0], 3, *shape[2:]), (name, shape, y.shape)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_train_mode_backward_reaches_every_parameter(name) -> None:
+    model = small(name, num_classes=2, **AUX_OPTIONS.get(name, {})).train()
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    if name in AUX_OPTIONS:
+        assert isinstance(out, dict) and set(out) >= {"out", "aux"}, name
+        aux = out["aux"] if isinstance(out["aux"], list) else [out["aux"]]
+        for a in aux:
+            assert a.shape == (2, 2, 64, 64)
+        total = out["out"].sum() + sum(a.sum() for a in aux)
+        if "cls" in out:
+            assert out["cls"].shape == (2,)
+            total = total + out["cls"].sum()
+    else:
+        assert isinstance(out, torch.Tensor)
+        total = out.sum()
+    main = out["out"] if isinstance(out, dict) else out
+    assert main.shape == (2, 2, 64, 64)
+    total.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"{name}: no gradient for {missing[:5]}"
+    # auxiliary outputs exist only in training mode
+    model.eval()
+    with torch.no_grad():
+        assert isinstance(model(x), torch.Tensor)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_state_dict_round_trip_with_weights_only(name, tmp_path) -> None:
+    model = small(name).eval()
+    path = tmp_path / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    clone = small(name).eval()
+    clone.load_state_dict(torch.load(path, weights_only=True))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x))
+
+
+# --------------------------------------------------------------------------- U-Net
+
+
+def unet_paper_parameter_count(in_ch: int, classes: int, widths=(64, 128, 256, 512, 1024)) -> int:
+    """Parameters of the U-Net of Ronneberger et al. (MICCAI 2015, Fig. 1), counted by hand from
+    the figure's layer list, with BN after each 3x3 conv (no conv bias, 2 BN parameters)."""
+    def conv3(cin, cout):
+        return 9 * cin * cout + 2 * cout
+    total = conv3(in_ch, widths[0]) + conv3(widths[0], widths[0])
+    for a, b in zip(widths[:-1], widths[1:]):       # contracting path
+        total += conv3(a, b) + conv3(b, b)
+    for a, b in zip(widths[::-1][:-1], widths[::-1][1:]):   # expanding path
+        total += 4 * a * (a // 2) + a // 2              # 2x2 up-conv halving the channels (+bias)
+        total += conv3(a // 2 + b, b) + conv3(b, b)
+    return total + widths[0] * classes + classes      # 1x1 classifier
+
+
+def test_unet_parameter_count_matches_the_paper() -> None:
+    # ~31.0M for 3 -> 2 classes: the hand count from the paper's figure (31,037,698), which is
+    # also the number the widely used milesial/Pytorch-UNet reports for the same configuration.
+    model = build_model("unet", num_classes=2, in_channels=3)
+    n = count_parameters(model)
+    assert unet_paper_parameter_count(3, 2) == 31_037_698
+    assert abs(n - 31_037_698) / 31_037_698 < 0.05
+    assert model.widths == [64, 128, 256, 512, 1024]
+
+
+def test_unet_base_width_scales_channels() -> None:
+    model = build_model("unet", num_classes=5, base_width=8)
+    assert model.widths == [8, 16, 32, 64, 128]
+    assert count_parameters(model) == unet_paper_parameter_count(3, 5, tuple(model.widths))
+
+
+def test_unet_bilinear_decoder_builds_and_runs() -> None:
+    model = build_model("unet", num_classes=2, base_width=4, upsample="bilinear").eval()
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in model.modules())
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 50, 70)).shape == (1, 2, 50, 70)
+
+
+def test_unet_has_no_pretrained_weights() -> None:
+    with pytest.raises(ValueError, match="resunet34"):
+        build_model("unet", pretrained=True)
+
+
+def test_erratum_unpadded_unet_shapes() -> None:
+    """The paper's valid convolutions shrink the map: 572x572 in, 388x388 out (Fig. 1).
+
+    The buggy snippet copies the paper's padding=0 convolutions and concatenates the skip as it
+    is: the shapes no longer match and torch.cat fails. The paper crops the skip (our
+    ``padding=False`` mode); our default pads the convolutions, so the output has the input's size.
+    """
+    valid = build_model("unet", num_classes=2, base_width=2, padding=False).eval()
+    with torch.no_grad():
+        assert valid(torch.zeros(1, 3, 572, 572)).shape == (1, 2, 388, 388)
+    padded = build_model("unet", num_classes=2, base_width=2).eval()
+    with torch.no_grad():
+        assert padded(torch.zeros(1, 3, 572, 572)).shape == (1, 2, 572, 572)
+
+    # the buggy snippet: valid double convs and an uncropped skip
+    def double_conv(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3), nn.ReLU(), nn.Conv2d(cout, cout, 3), nn.ReLU())
+    enc1, enc2 = double_conv(3, 4), double_conv(4, 8)
+    up, dec1 = nn.ConvTranspose2d(8, 4, 2, stride=2), double_conv(8, 4)
+    x = torch.zeros(1, 3, 64, 64)
+    s1 = enc1(x)                                   # 60x60
+    bottom = enc2(F.max_pool2d(s1, 2))              # 26x26
+    upsampled = up(bottom)                          # 52x52, while the skip is 60x60
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        dec1(torch.cat([upsampled, s1], dim=1))
+    fixed = dec1(torch.cat([upsampled, blocks.center_crop_or_pad(s1, (52, 52))], dim=1))
+    assert fixed.shape[-2:] == (48, 48)
+
+
+# --------------------------------------------------------------------------- freezing
+
+
+def _sgd_step(model: nn.Module, x: torch.Tensor) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1)
+    out = model(x)
+    out = out["out"] if isinstance(out, dict) else out
+    out.square().mean().backward()
+    opt.step()
+
+
+def test_freezing_with_requires_grad_(tmp_path) -> None:
+    model = build_model("unet", num_classes=2, base_width=4).train()
+    encoder = nn.ModuleList([model.inc, model.downs])
+    encoder.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _sgd_step(model, torch.randn(2, 3, 32, 32))
+    after = model.state_dict()
+    for name, p in model.named_parameters():
+        changed = not torch.equal(before[name], after[name])
+        frozen = name.startswith(("inc.", "downs."))
+        assert changed != frozen, (name, changed)
+
+
+def test_erratum_freezing_by_attribute_freezes_nothing() -> None:
+    """``module.requires_grad = False`` sets a plain Python attribute on the Module; its
+    parameters keep ``requires_grad=True`` and the optimizer still updates them."""
+    model = build_model("unet", num_classes=2, base_width=4).train()
+    model.inc.requires_grad = False               # the buggy snippet
+    assert all(p.requires_grad for p in model.inc.parameters())
+    before = model.inc[0][0].weight.detach().clone()
+    _sgd_step(model, torch.randn(2, 3, 32, 32))
+    assert not torch.equal(before, model.inc[0][0].weight)   # it trained anyway
