@@ -1,0 +1,351 @@
+"""The TGS Salt Identification workflow, end to end, as thin glue over the package.
+
+Every step calls the tested building blocks of ``segtutor``: the Kaggle layout and RLE from
+:mod:`segtutor.data`, the metric from :mod:`segtutor.metrics`, the losses from
+:mod:`segtutor.losses`, the ResNet34 U-Net from :mod:`segtutor.models`, the trainer, schedules and
+snapshot ensemble from :mod:`segtutor.train`, flip TTA from :mod:`segtutor.train.tta` and
+small-component removal from :mod:`segtutor.postprocess`. What lives here is only what is
+specific to the competition: the two-stage recipe, the out-of-fold threshold search, the
+empty-image rule and the submission file.
+
+The command line (``segtutor tgs synth|train|predict|evaluate``, :mod:`segtutor.cli`) calls the
+functions of this module and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: The image size of the competition, and the size the network sees (a multiple of 32).
+TGS_SIZE = 101
+MODEL_SIZE = 128
+
+SUBMISSION_HEADER = ("id", "rle_mask")
+
+
+class TGSInputError(ValueError):
+    """Bad input to the workflow (a path, a file, a submission): the CLI prints it on one line."""
+
+
+# --------------------------------------------------------------------------------------------
+# Files written atomically
+# --------------------------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A crash half-way leaves the previous file (or none) in place, never a truncated one: a
+    submission that is half written would otherwise look valid up to its last complete row.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise TGSInputError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Submission: write, read back, validate
+# --------------------------------------------------------------------------------------------
+
+
+def _as_numpy_masks(masks: Tensor | np.ndarray | Sequence, name: str) -> np.ndarray:
+    arr = masks.detach().cpu().numpy() if isinstance(masks, Tensor) else np.asarray(masks)
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be [N, H, W], got shape {arr.shape}")
+    return arr
+
+
+def write_submission(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    masks: Tensor | np.ndarray,
+) -> Path:
+    """Write Kaggle's ``submission.csv`` (columns ``id,rle_mask``) atomically and validate it.
+
+    Args:
+        path: the file to write; its folder must exist.
+        ids: ``N`` image ids (file stems, e.g. ``"000e218f21"``), unique.
+        masks: ``[N, 101, 101]`` binary masks (bool, or 0/1 numbers) at the competition's size.
+
+    Returns:
+        The path written. The file is read back and every row decoded before this returns
+        (:func:`validate_submission`), so a file that exists is a file Kaggle would parse.
+    """
+    from segtutor.data import rle_encode
+
+    arr = _as_numpy_masks(masks, "masks")
+    ids = [str(i) for i in ids]
+    if len(ids) != arr.shape[0]:
+        raise ValueError(f"ids has {len(ids)} entries but masks has {arr.shape[0]}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    if not np.isin(arr, (0, 1)).all():
+        raise ValueError("masks must be binary (0/1 or bool); threshold probabilities first")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUBMISSION_HEADER)
+    for image_id, mask in zip(ids, arr):
+        writer.writerow((image_id, rle_encode(mask.astype(np.uint8))))
+    path = Path(path)
+    _atomic_write_text(path, buffer.getvalue())
+    validate_submission(path, expected_ids=ids, shape=tuple(arr.shape[1:]))
+    return path
+
+
+def validate_submission(
+    path: str | os.PathLike,
+    expected_ids: Iterable[str] | None = None,
+    shape: tuple[int, int] = (TGS_SIZE, TGS_SIZE),
+) -> dict[str, np.ndarray]:
+    """Read a submission and decode every row; raise :class:`TGSInputError` on the first problem.
+
+    Checks: the file exists and is not empty, the header is exactly ``id,rle_mask``, each row has
+    two fields and a non-empty id, ids are unique, every ``rle_mask`` decodes
+    (:func:`segtutor.data.rle_decode`: pairs of positive integers, runs inside the image, not
+    overlapping) and, when ``expected_ids`` is given, the ids are exactly those.
+
+    Returns:
+        ``{id: mask}`` with ``mask`` a ``uint8`` array of ``shape`` in {0, 1}, in file order.
+    """
+    from segtutor.data import rle_decode
+
+    path = Path(path)
+    if not path.is_file():
+        raise TGSInputError(f"submission {path} does not exist or is not a file")
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        raise TGSInputError(f"{path}: empty file; expected the header 'id,rle_mask'")
+    if tuple(c.strip() for c in rows[0]) != SUBMISSION_HEADER:
+        raise TGSInputError(f"{path}: header is {','.join(rows[0])!r}; expected 'id,rle_mask'")
+    decoded: dict[str, np.ndarray] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != 2:
+            raise TGSInputError(f"{path} line {line}: {len(row)} fields; expected 2 (id,rle_mask)")
+        image_id, rle = row[0].strip(), row[1]
+        if not image_id:
+            raise TGSInputError(f"{path} line {line}: empty id")
+        if image_id in decoded:
+            raise TGSInputError(f"{path} line {line}: id {image_id!r} appears twice")
+        try:
+            decoded[image_id] = np.asarray(rle_decode(rle, shape=shape), dtype=np.uint8)
+        except ValueError as err:
+            raise TGSInputError(
+                f"{path} line {line}: malformed rle_mask for id {image_id!r}: {err}"
+            ) from None
+    if expected_ids is not None:
+        expected = {str(i) for i in expected_ids}
+        missing = sorted(expected - decoded.keys())
+        extra = sorted(decoded.keys() - expected)
+        if missing or extra:
+            raise TGSInputError(
+                f"{path}: ids differ from the expected ones "
+                f"({len(missing)} missing, e.g. {missing[:3]}; {len(extra)} unexpected, e.g. {extra[:3]})"
+            )
+    return decoded
+
+
+# --------------------------------------------------------------------------------------------
+# Threshold search and post-processing
+# --------------------------------------------------------------------------------------------
+
+
+class ThresholdSearch(NamedTuple):
+    """Result of :func:`search_threshold`: the best threshold, its score, and the whole curve."""
+
+    threshold: float
+    score: float
+    thresholds: list[float]
+    scores: list[float]
+
+
+def default_thresholds() -> list[float]:
+    """The grid searched by default: 0.20, 0.25, ..., 0.80 (probabilities)."""
+    return [round(0.20 + 0.05 * i, 2) for i in range(13)]
+
+
+def search_threshold(
+    probs: Tensor,
+    masks: Tensor,
+    thresholds: Sequence[float] | None = None,
+    metric: Callable[[Tensor, Tensor], float] | None = None,
+    postprocess: Callable[[Tensor], Tensor] | None = None,
+) -> ThresholdSearch:
+    """Pick the probability threshold that maximises the metric on out-of-fold predictions.
+
+    Args:
+        probs: ``[N, H, W]`` predicted salt probabilities in [0, 1] of images the models did
+            *not* train on (out-of-fold), so that the choice is not tuned on training data.
+        masks: ``[N, H, W]`` true masks in {0, 1}.
+        thresholds: candidates; a pixel is salt when ``prob > threshold``. Default
+            :func:`default_thresholds`.
+        metric: ``metric(pred_masks, true_masks) -> float``, higher is better; default the
+            competition's :func:`segtutor.metrics.tgs_map`.
+        postprocess: optional ``[N,H,W] bool -> [N,H,W] bool`` applied after thresholding
+            (e.g. small-component removal), so the threshold is chosen for the final masks.
+
+    Returns:
+        :class:`ThresholdSearch`; ties go to the threshold nearest 0.5 (the unbiased default).
+    """
+    if metric is None:
+        from segtutor.metrics import tgs_map as metric
+    probs = torch.as_tensor(probs)
+    masks = torch.as_tensor(masks)
+    if probs.dim() != 3 or probs.shape != masks.shape:
+        raise ValueError(
+            f"probs and masks must both be [N, H, W] of the same shape, got "
+            f"{tuple(probs.shape)} and {tuple(masks.shape)}"
+        )
+    grid = default_thresholds() if thresholds is None else [float(t) for t in thresholds]
+    if not grid:
+        raise ValueError("thresholds must not be empty")
+    truth = masks > 0.5
+    scores = []
+    for t in grid:
+        pred = probs > t
+        if postprocess is not None:
+            pred = postprocess(pred)
+        scores.append(float(metric(pred, truth)))
+    best = max(range(len(grid)), key=lambda i: (scores[i], -abs(grid[i] - 0.5)))
+    return ThresholdSearch(grid[best], scores[best], grid, scores)
+
+
+def suppress_empty(masks: Tensor, salt_prob: Tensor | None, empty_threshold: float = 0.5) -> Tensor:
+    """Blank the masks of images that the image-level classifier calls empty.
+
+    Args:
+        masks: ``[N, H, W]`` bool predicted masks.
+        salt_prob: ``[N]`` probability that each image contains salt (the empty/non-empty
+            classification head after a sigmoid); ``None`` leaves the masks unchanged.
+        empty_threshold: images with ``salt_prob < empty_threshold`` get an empty mask.
+
+    In this competition an empty image predicted with even one salt pixel scores 0 instead of 1,
+    and about 39% of the real training images are empty, so a good image-level decision is worth
+    more than any boundary refinement.
+    """
+    if salt_prob is None:
+        return masks
+    salt_prob = torch.as_tensor(salt_prob, device=masks.device).reshape(-1)
+    if salt_prob.numel() != masks.shape[0]:
+        raise ValueError(f"salt_prob has {salt_prob.numel()} values for {masks.shape[0]} masks")
+    keep = (salt_prob >= empty_threshold).view(-1, 1, 1)
+    return masks & keep
+
+
+def remove_small(masks: Tensor, min_size: int) -> Tensor:
+    """Remove predicted connected components smaller than ``min_size`` pixels from each mask.
+
+    ``masks`` is ``[N, H, W]`` bool; delegates to :func:`segtutor.postprocess.remove_small_objects`.
+    """
+    if min_size <= 0:
+        return masks
+    from segtutor.postprocess import remove_small_objects
+
+    out = [torch.as_tensor(np.asarray(remove_small_objects(m.cpu().numpy(), min_size)))
+           for m in masks]
+    return torch.stack(out).to(device=masks.device, dtype=torch.bool)
+
+
+def postprocess(
+    probs: Tensor,
+    threshold: float = 0.5,
+    min_size: int = 0,
+    salt_prob: Tensor | None = None,
+    empty_threshold: float = 0.5,
+) -> Tensor:
+    """Probabilities ``[N, H, W]`` -> final bool masks ``[N, H, W]``.
+
+    Threshold (``prob > threshold``), drop components under ``min_size`` pixels, then blank
+    images the classifier head calls empty (:func:`suppress_empty`).
+    """
+    probs = torch.as_tensor(probs)
+    if probs.dim() != 3:
+        raise ValueError(f"probs must be [N, H, W], got {tuple(probs.shape)}")
+    masks = remove_small(probs > threshold, min_size)
+    return suppress_empty(masks, salt_prob, empty_threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring a submission against the masks on disk
+# --------------------------------------------------------------------------------------------
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise TGSInputError(f"{what} {path} does not exist")
+    if not path.is_dir():
+        raise TGSInputError(f"{what} {path} is not a folder")
+    return path
+
+
+def find_mask(data_dir: str | os.PathLike, image_id: str) -> Path:
+    """The true-mask file of ``image_id``: ``DIR/train/masks/<id>.png``, else ``DIR/test/masks``.
+
+    Only the synthetic set has ``test/masks``; the real competition kept its test masks secret.
+    """
+    root = Path(data_dir)
+    for split in ("train", "test"):
+        candidate = root / split / "masks" / f"{image_id}.png"
+        if candidate.is_file():
+            return candidate
+    raise TGSInputError(
+        f"no mask for id {image_id!r}: looked for {root / 'train' / 'masks' / (image_id + '.png')} "
+        f"and {root / 'test' / 'masks' / (image_id + '.png')}"
+    )
+
+
+def evaluate_submission(data_dir: str | os.PathLike, submission: str | os.PathLike) -> float:
+    """The TGS mAP of a submission file: every row decoded and scored against its true mask.
+
+    Args:
+        data_dir: a folder in Kaggle's layout; masks come from :func:`find_mask`.
+        submission: a ``id,rle_mask`` CSV (:func:`validate_submission` checks every row).
+
+    Returns:
+        :func:`segtutor.metrics.tgs_map` over all rows of the submission (a float in [0, 1]).
+
+    Raises:
+        TGSInputError: a missing folder or file, a malformed row, an id with no mask, or a mask
+        whose size differs from the decoded prediction.
+    """
+    from segtutor.data import read_label_png
+    from segtutor.metrics import tgs_map
+
+    root = _require_dir(Path(data_dir), "data folder")
+    rows = validate_submission(submission)
+    if not rows:
+        raise TGSInputError(f"{submission}: no rows to score")
+    preds, truths = [], []
+    for image_id, pred in rows.items():
+        path = find_mask(root, image_id)
+        try:
+            truth = read_label_png(path) > 0
+        except (OSError, ValueError) as err:
+            raise TGSInputError(f"cannot read mask {path}: {err}") from None
+        if truth.shape != pred.shape:
+            raise TGSInputError(f"mask {path} is {truth.shape[0]}x{truth.shape[1]}; the "
+                                f"submission's masks are {pred.shape[0]}x{pred.shape[1]}")
+        preds.append(pred.astype(bool))
+        truths.append(truth)
+    return tgs_map(torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(truths)))

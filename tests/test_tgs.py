@@ -1,0 +1,89 @@
+"""The TGS Salt workflow: threshold search, post-processing, the submission file, end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segtutor import tgs
+from segtutor.metrics import tgs_map
+
+# --------------------------------------------------------------------------------------------
+# threshold search
+# --------------------------------------------------------------------------------------------
+
+
+def _constructed_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """Four 20x20 images whose best threshold on the 0.30..0.70 grid is 0.55 and only 0.55.
+
+    Salt pixels get probability 0.57, a one-pixel ring around the salt 0.52, and the two empty
+    images a false-positive blob of 0.52; everything else 0.2. Then
+      t <= 0.50: the ring and the blobs are predicted: IoU of the salt images drops below 0.95,
+                 empty images score 0;
+      t  = 0.55: exactly the salt: every image scores 1;
+      t >= 0.60: nothing is predicted: the salt images score 0, the empty ones 1.
+    """
+    probs = torch.full((4, 20, 20), 0.2)
+    masks = torch.zeros(4, 20, 20)
+    for i, (r, c, s) in enumerate([(3, 3, 8), (9, 6, 6)]):
+        probs[i, r - 1:r + s + 1, c - 1:c + s + 1] = 0.52
+        probs[i, r:r + s, c:c + s] = 0.57
+        masks[i, r:r + s, c:c + s] = 1
+    probs[2, 5:9, 5:9] = 0.52
+    probs[3, 12:15, 2:6] = 0.52
+    return probs, masks
+
+
+def test_threshold_search_finds_the_constructed_best():
+    probs, masks = _constructed_case()
+    grid = [0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70]
+    result = tgs.search_threshold(probs, masks, grid)
+    assert result.threshold == pytest.approx(0.55)
+    assert result.score == pytest.approx(1.0)
+    assert result.thresholds == grid
+    by_t = dict(zip(result.thresholds, result.scores))
+    assert by_t[0.60] == pytest.approx(0.5)  # only the two empty images right
+    assert max(s for t, s in by_t.items() if t != 0.55) < 1.0
+    # each score is the metric of the thresholded masks, computed independently here
+    for t, s in by_t.items():
+        assert s == pytest.approx(tgs_map(probs > t, masks > 0.5))
+
+
+def test_threshold_search_ties_go_to_the_threshold_nearest_one_half():
+    probs = torch.tensor([[[0.9, 0.1], [0.1, 0.1]]])  # any t in [0.1, 0.9) is perfect
+    masks = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    assert tgs.search_threshold(probs, masks, [0.2, 0.45, 0.6, 0.8]).threshold == 0.45
+
+
+def test_threshold_search_applies_postprocessing_before_scoring():
+    probs, masks = _constructed_case()
+    # a post-processing step that blanks images 2 and 3 (the empty ones) rescues t = 0.50
+    def blank_empty(pred):
+        pred = pred.clone()
+        pred[2:] = False
+        return pred
+
+    result = tgs.search_threshold(probs, masks, [0.50, 0.60], postprocess=blank_empty)
+    assert result.scores[1] == pytest.approx(0.5)
+    assert result.scores[0] == pytest.approx(tgs_map(blank_empty(probs > 0.5), masks))
+
+
+def test_threshold_search_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="probs and masks"):
+        tgs.search_threshold(torch.zeros(2, 4, 4), torch.zeros(2, 4, 5))
+    with pytest.raises(ValueError, match="thresholds"):
+        tgs.search_threshold(torch.zeros(2, 4, 4), torch.zeros(2, 4, 4), [])
+
+
+# --------------------------------------------------------------------------------------------
+# post-processing
+# --------------------------------------------------------------------------------------------
+
+
+def test_suppress_empty_blanks_only_images_called_empty():
+    masks = torch.ones(3, 4, 4, dtype=torch.bool)
+    out = tgs.suppress_empty(masks, torch.tensor([0.9, 0.2, 0.5]), empty_threshold=0.5)
+    assert out[0].all() and not out[1].any() and out[2].all()
+    assert tgs.suppress_empty(masks, None) is masks
+    with pytest.raises(ValueError, match="salt_prob"):
+        tgs.suppress_empty(masks, torch.tensor([0.9]))
