@@ -1,0 +1,33 @@
+"""Monitoring: one :class:`Logger` interface with TensorBoard, visdom and console backends.
+
+``start_visdom`` starts a local visdom server; ``read_scalars`` reads TensorBoard event files back;
+``replay`` loads a visdom offline log into a server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import ConsoleLogger, Logger, MultiLogger, to_image_batch
+
+_LAZY = {
+    "TensorBoardLogger": "tensorboard",
+    "read_scalars": "tensorboard",
+    "read_images": "tensorboard",
+    "VisdomLogger": "visdom",
+    "replay": "visdom",
+    "start_visdom": "server",
+    "VisdomServer": "server",
+    "ensure_assets": "assets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # backends import tensorboardX / visdom only when used, so `import segtutor.monitor` is cheap
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Logger", "ConsoleLogger", "MultiLogger", "to_image_batch", *_LAZY]
