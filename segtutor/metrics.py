@@ -30,21 +30,21 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "confusion_matrix",
-    "pixel_accuracy",
-    "mean_pixel_accuracy",
-    "mean_iou",
-    "frequency_weighted_iou",
-    "dice_coefficient",
-    "iou_per_class",
-    "recall_per_class",
-    "precision_per_class",
-    "dice_per_class",
+    "TGS_THRESHOLDS",
     "ConfusionMatrix",
     "binary_iou",
-    "tgs_scores",
+    "confusion_matrix",
+    "dice_coefficient",
+    "dice_per_class",
+    "frequency_weighted_iou",
+    "iou_per_class",
+    "mean_iou",
+    "mean_pixel_accuracy",
+    "pixel_accuracy",
+    "precision_per_class",
+    "recall_per_class",
     "tgs_map",
-    "TGS_THRESHOLDS",
+    "tgs_scores",
 ]
 
 # Thresholds as integer twentieths (10/20 = 0.50 ... 19/20 = 0.95) so that "IoU > t" can be

@@ -1,0 +1,521 @@
+"""Losses against PyTorch's own ops, hand-worked values and the papers' definitions.
+
+The Lovász losses are checked against a plain per-image, per-pixel reference written here from
+Algorithm 1 of Berman et al. (CVPR 2018), value and gradient, and against the defining property
+of the Lovász extension: on hard predictions it equals the Jaccard loss 1 - IoU.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segtutor import losses as L
+from segtutor import metrics as M
+
+DT = torch.float64
+
+
+def _binary_batch(b=3, h=6, w=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (2 * torch.randn(b, h, w, generator=g, dtype=DT)).requires_grad_()
+    target = (torch.rand(b, h, w, generator=g) < 0.4).to(DT)
+    return logits, target
+
+
+def _multi_batch(b=3, c=4, h=5, w=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, h, w, generator=g, dtype=DT).requires_grad_()
+    target = torch.randint(0, c, (b, h, w), generator=g)
+    return logits, target
+
+
+def _grad(loss_fn, x, *args, **kwargs):
+    x = x.detach().clone().requires_grad_()
+    value = loss_fn(x, *args, **kwargs)
+    (g,) = torch.autograd.grad(value, x)
+    return value.detach(), g
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+
+
+def test_bce_matches_formula_and_torch():
+    z, y = _binary_batch()
+    naive = -(y * torch.log(torch.sigmoid(z)) + (1 - y) * torch.log(1 - torch.sigmoid(z))).mean()
+    assert torch.allclose(L.bce_loss(z, y), naive)
+    pw = torch.tensor(3.0, dtype=DT)
+    ref = F.binary_cross_entropy_with_logits(z, y, pos_weight=pw)
+    assert torch.allclose(L.bce_loss(z[:, None], y[:, None], pos_weight=3.0), ref)
+
+
+def test_bce_stable_at_extreme_logits():
+    z = torch.tensor([[[1000.0, -1000.0]]], requires_grad=True)
+    y = torch.tensor([[[0.0, 1.0]]])
+    loss = L.bce_loss(z, y)
+    loss.backward()
+    assert loss.item() == pytest.approx(1000.0)
+    assert torch.isfinite(z.grad).all()
+
+
+def test_bce_ignore_index_drops_pixels():
+    z, y = _binary_batch()
+    y_ign = y.clone()
+    y_ign[0, :2] = 255
+    keep = y_ign != 255
+    ref = F.binary_cross_entropy_with_logits(z[keep], y[keep])
+    assert torch.allclose(L.bce_loss(z, y_ign), ref)
+
+
+def test_cross_entropy_matches_torch_with_weights_and_ignore():
+    x, t = _multi_batch()
+    t[1, 0] = 255
+    w = torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=DT)
+    ref = F.cross_entropy(x, t, weight=w, ignore_index=255)
+    assert torch.allclose(L.cross_entropy_loss(x, t, weight=w), ref)
+    assert torch.allclose(L.CrossEntropyLoss(weight=w)(x, t), ref)
+
+
+def test_all_ignored_gives_zero_not_nan():
+    x, t = _multi_batch()
+    t[:] = 255
+    assert torch.isnan(F.cross_entropy(x, t, ignore_index=255))  # why we do our own mean
+    for fn in (L.cross_entropy_loss, L.focal_loss, L.ohem_loss, L.dice_loss, L.ce_dice_loss,
+               L.LovaszSoftmaxLoss()):
+        v, g = _grad(fn, x, t)
+        assert torch.isfinite(v) and torch.isfinite(g).all(), fn
+    v, g = _grad(L.lovasz_hinge, _binary_batch()[0], torch.full((3, 6, 7), 255.0), ignore=255)
+    assert v.item() == 0 and torch.isfinite(g).all()
+
+
+# ----------------------------------------------------------------------------- focal
+
+
+def test_focal_hand_worked_binary():
+    p = torch.tensor([0.9, 0.2], dtype=DT)
+    z = torch.logit(p).reshape(1, 1, 2)
+    y = torch.tensor([[[1.0, 0.0]]], dtype=DT)
+    # p_t = 0.9 and 0.8; alpha_t = 0.25 (positive) and 0.75 (negative)
+    expected = (0.25 * 0.1**2 * -math.log(0.9) + 0.75 * 0.2**2 * -math.log(0.8)) / 2
+    assert L.focal_loss(z, y, alpha=0.25, gamma=2).item() == pytest.approx(expected)
+
+
+def test_focal_gamma0_is_cross_entropy_and_alpha_is_outside_the_log():
+    x, t = _multi_batch()
+    assert torch.allclose(L.focal_loss(x, t, gamma=0.0), F.cross_entropy(x, t))
+    a = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=DT)
+    logp = F.log_softmax(x, 1).gather(1, t[:, None])[:, 0]
+    ref = (-a[t] * (1 - logp.exp()) ** 2 * logp).mean()
+    assert torch.allclose(L.focal_loss(x, t, alpha=a, gamma=2.0), ref)
+    assert torch.allclose(L.FocalLoss(alpha=a.tolist(), gamma=2.0)(x, t), ref.float().double(),
+                          atol=1e-6)
+
+
+def test_focal_downweights_easy_pixels():
+    z = torch.tensor([[[4.0, 0.1]]], dtype=DT)  # an easy and a hard positive
+    y = torch.ones(1, 1, 2, dtype=DT)
+    bce = L.bce_loss(z, y, reduction="none")[0, 0]
+    fl = L.focal_loss(z, y, gamma=2.0, reduction="none")[0, 0]
+    ratio = fl / bce  # (1 - p_t)^2
+    assert torch.allclose(ratio, (1 - torch.sigmoid(z[0, 0])) ** 2)
+    assert ratio[0] < 1e-3
+    assert ratio[1] > 0.2
+
+
+def _buggy_focal(logits, target, alpha, gamma=2.0):
+    # The widely copied version: class weights go into CrossEntropy as `weight`, so
+    # exp(-ce) is p_t ** alpha_t rather than p_t.
+    ce = F.cross_entropy(logits, target, weight=alpha, reduction="none")
+    pt = torch.exp(-ce)
+    return ((1 - pt) ** gamma * ce).mean()
+
+
+def test_erratum_focal_alpha_inside_cross_entropy():
+    x, t = _multi_batch()
+    a = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=DT)
+    pt_true = F.softmax(x, 1).gather(1, t[:, None])[:, 0]
+    ce = F.cross_entropy(x, t, weight=a, reduction="none")
+    assert not torch.allclose(torch.exp(-ce), pt_true)  # the "p_t" of the buggy code
+    assert torch.allclose(torch.exp(-ce), pt_true ** a[t])
+    assert not torch.allclose(_buggy_focal(x, t, a), L.focal_loss(x, t, alpha=a), rtol=1e-2)
+
+
+def test_erratum_focal_reduction_none_and_sum_without_call():
+    x, t = _multi_batch()
+    with pytest.raises(ValueError, match="reduction"):
+        L.focal_loss(x, t, reduction=None)
+    per_pixel = L.focal_loss(x, t, reduction="none")
+    buggy = per_pixel.sum  # `return loss.sum`: a bound method, not a number
+    assert callable(buggy) and not isinstance(buggy, torch.Tensor)
+    assert torch.allclose(per_pixel.sum(), L.focal_loss(x, t, reduction="sum"))
+
+
+# ----------------------------------------------------------------------------- OHEM
+
+
+def test_ohem_keeps_the_hardest_fraction():
+    z, y = _binary_batch()
+    per = F.binary_cross_entropy_with_logits(z, y, reduction="none").flatten()
+    k = math.ceil(0.25 * per.numel())
+    ref = per.sort(descending=True).values[:k].mean()
+    v, g = _grad(L.ohem_loss, z, y, keep=0.25)
+    assert torch.allclose(v, ref)
+    assert int((g != 0).sum()) == k  # only the kept pixels learn
+    assert torch.allclose(L.ohem_loss(z, y, keep=1.0), L.bce_loss(z, y))
+    x, t = _multi_batch()
+    assert torch.allclose(L.OHEMLoss(keep=1.0)(x, t), F.cross_entropy(x, t))
+
+
+# ----------------------------------------------------------------------------- Dice & co
+
+
+def test_dice_hand_worked_and_gradient():
+    p = torch.tensor([[0.8, 0.6], [0.1, 0.3]], dtype=DT)
+    t = torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=DT)
+    z = torch.logit(p)[None].requires_grad_()
+    inter, psum, tsum = 0.8 + 0.6 + 0.3, 1.8, 3.0
+    assert L.dice_loss(z, t[None], smooth=0).item() == pytest.approx(1 - 2 * inter / (psum + tsum))
+    sq = (0.64 + 0.36 + 0.01 + 0.09)
+    assert L.dice_loss(z, t[None], smooth=0, squared=True).item() == \
+        pytest.approx(1 - 2 * inter / (sq + tsum))
+    # d(1 - 2I/(P+T))/dp_i = -(2 t_i (P+T) - 2I) / (P+T)^2; chain rule through the sigmoid
+    L.dice_loss(z, t[None], smooth=0).backward()
+    dl_dp = -(2 * t * (psum + tsum) - 2 * inter) / (psum + tsum) ** 2
+    assert torch.allclose(z.grad[0], dl_dp * p * (1 - p))
+
+
+def test_dice_perfect_empty_and_per_image():
+    y = torch.zeros(2, 1, 5, 5, dtype=DT)
+    y[0, 0, 1:3, 1:4] = 1
+    perfect = 30 * (2 * y - 1)
+    assert L.dice_loss(perfect, y).item() == pytest.approx(0, abs=1e-6)
+    empty = torch.zeros(1, 5, 5, dtype=DT)
+    assert L.dice_loss(torch.full((1, 5, 5), -30.0, dtype=DT), empty).item() == \
+        pytest.approx(0, abs=1e-6)
+    v, g = _grad(L.dice_loss, torch.zeros(1, 5, 5, dtype=DT), empty, smooth=0)
+    assert torch.isfinite(v) and torch.isfinite(g).all()
+    # per-image: an empty image predicted wrong counts as much as a big one
+    z = perfect.clone()
+    z[1, 0, 0, 0] = 30  # one false-positive pixel on the empty image
+    batch = L.dice_loss(z, y, smooth=1).item()
+    per_img = L.dice_loss(z, y, smooth=1, per_image=True).item()
+    assert batch == pytest.approx(1 - (2 * 6 + 1) / (7 + 6 + 1), rel=1e-6)
+    assert per_img == pytest.approx(1 - (1 + 1 / 2) / 2, rel=1e-6)
+
+
+def test_multiclass_dice_is_mean_over_classes():
+    x, t = _multi_batch()
+    p = x.softmax(1)
+    dices = []
+    for c in range(4):
+        pc, tc = p[:, c], (t == c).to(DT)
+        dices.append((2 * (pc * tc).sum() + 1) / (pc.sum() + tc.sum() + 1))
+    assert torch.allclose(L.dice_loss(x, t), 1 - torch.stack(dices).mean())
+
+
+def test_jaccard_and_tversky_special_cases():
+    z, y = _binary_batch()
+    p = torch.sigmoid(z)
+    i, s = (p * y).sum(), p.sum() + y.sum()
+    assert torch.allclose(L.jaccard_loss(z, y, smooth=0), 1 - i / (s - i))
+    assert torch.allclose(L.tversky_loss(z, y, 1.0, 1.0, smooth=0), L.jaccard_loss(z, y, smooth=0))
+    assert torch.allclose(L.tversky_loss(z, y, 0.5, 0.5, smooth=0.5), L.dice_loss(z, y, smooth=1))
+    # beta > alpha: missing foreground costs more than a false alarm
+    miss = torch.full_like(y, -3.0)  # predicts (almost) nothing
+    assert L.tversky_loss(miss, y, 0.3, 0.7) > L.tversky_loss(miss, y, 0.7, 0.3)
+
+
+def _buggy_dice_flatten_twice(pred, target, smooth=1.0):
+    iflat = pred.reshape(-1)
+    tflat = pred.reshape(-1)  # the copy-paste slip: should be target
+    inter = (iflat * tflat).sum()
+    return 1 - (2 * inter + smooth) / (iflat.sum() + tflat.sum() + smooth)
+
+
+def test_erratum_dice_flattens_output_twice():
+    z, y = _binary_batch()
+    p = torch.sigmoid(z)
+    other = 1 - y
+    # the buggy loss does not look at the target at all
+    assert _buggy_dice_flatten_twice(p, y) == _buggy_dice_flatten_twice(p, other)
+    assert not torch.allclose(L.dice_loss(z, y), L.dice_loss(z, other))
+
+
+def test_erratum_one_hot_with_misspelled_zeros():
+    labels = torch.tensor([[0, 2], [1, 2]])
+    with pytest.raises(AttributeError):
+        torch.empty(1, 3, 2, 2)._zeros()  # the snippet's misspelling of .zero_()
+    one_hot = torch.empty(1, 3, 2, 2).zero_().scatter_(1, labels[None, None], 1.0)
+    assert torch.equal(one_hot, F.one_hot(labels, 3).permute(2, 0, 1)[None].float())
+    # overlap_stats builds the same one-hot internally: T = pixel count of each class
+    _, _, tsum = L.overlap_stats(torch.zeros(1, 3, 2, 2), labels[None])
+    assert tsum.tolist() == [1.0, 1.0, 2.0]
+
+
+# ----------------------------------------------------------------------------- Lovász
+
+
+def _jaccard_set_loss(n_fg: int, wrong_fg: int, wrong_bg: int) -> float:
+    """Delta_J(M) for a set M of mispredicted pixels: 1 - |F minus M| / |F union M|."""
+    union = n_fg + wrong_bg
+    return 1.0 - (n_fg - wrong_fg) / union if union > 0 else 0.0
+
+
+def _lovasz_flat_reference(errors: torch.Tensor, fg: torch.Tensor, act=torch.relu) -> torch.Tensor:
+    """Algorithm 1 of Berman et al., one image, one class, pixel by pixel.
+
+    Sort errors decreasingly; the i-th sorted pixel's weight is Delta_J(first i+1) - Delta_J(first
+    i), where the first i pixels are taken as mispredicted.
+    """
+    if errors.numel() == 0:
+        return errors.sum() * 0
+    order = torch.argsort(errors.detach(), descending=True)
+    e, g = errors[order], fg[order]
+    n_fg = int(g.sum())
+    weights, prev, wrong_fg, wrong_bg = [], 0.0, 0, 0
+    for gi in g.tolist():
+        if gi > 0.5:
+            wrong_fg += 1
+        else:
+            wrong_bg += 1
+        cur = _jaccard_set_loss(n_fg, wrong_fg, wrong_bg)
+        weights.append(cur - prev)
+        prev = cur
+    return (act(e) * torch.tensor(weights, dtype=e.dtype)).sum()
+
+
+def _hinge_reference(logits, labels, per_image=True, ignore=None, act=torch.relu):
+    if not per_image:
+        logits, labels = logits.reshape(1, -1), labels.reshape(1, -1)
+    losses = []
+    for z, y in zip(logits, labels):
+        z, y = z.reshape(-1), y.reshape(-1)
+        if ignore is not None:
+            keep = y != ignore
+            z, y = z[keep], y[keep]
+        losses.append(_lovasz_flat_reference(1 - z * (2 * y - 1), y, act))
+    return torch.stack(losses).mean()
+
+
+def _softmax_reference(probas, labels, classes="present", per_image=False, ignore=None):
+    if not per_image:
+        probas = probas.transpose(0, 1).reshape(1, probas.shape[1], -1)
+        labels = labels.reshape(1, -1)
+    losses = []
+    for p, y in zip(probas, labels):
+        p, y = p.reshape(p.shape[0], -1), y.reshape(-1)
+        if ignore is not None:
+            keep = y != ignore
+            p, y = p[:, keep], y[keep]
+        per_class = []
+        for c in (range(p.shape[0]) if isinstance(classes, str) else classes):
+            fg = (y == c).to(p.dtype)
+            if classes == "present" and fg.sum() == 0:
+                continue
+            per_class.append(_lovasz_flat_reference((fg - p[c]).abs(), fg, act=lambda e: e))
+        losses.append(torch.stack(per_class).mean() if per_class else p.sum() * 0)
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("per_image", [True, False])
+@pytest.mark.parametrize("activation", ["relu", "elu+1"])
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_lovasz_hinge_matches_reference_value_and_gradient(per_image, activation, with_ignore):
+    z, y = _binary_batch(seed=1)
+    ignore = None
+    if with_ignore:
+        y = y.clone()
+        y[0, :2] = 255
+        y[2] = 255  # one image entirely ignored
+        ignore = 255
+    act = torch.relu if activation == "relu" else (lambda e: F.elu(e) + 1)
+    v, g = _grad(L.lovasz_hinge, z, y, per_image=per_image, ignore=ignore, activation=activation)
+    rv, rg = _grad(_hinge_reference, z, y, per_image=per_image, ignore=ignore, act=act)
+    assert torch.allclose(v, rv, atol=1e-10)
+    assert torch.allclose(g, rg, atol=1e-10)
+
+
+def test_lovasz_hinge_on_hard_logits_is_twice_jaccard_loss():
+    # logits +-1 make every hinge error 0 (right) or 2 (wrong); the Lovász extension is exact
+    # on such vertices, so the loss is 2 * (1 - IoU) per image.
+    _, y = _binary_batch(seed=2)
+    g = torch.Generator().manual_seed(5)
+    pred = (torch.rand(y.shape, generator=g) < 0.5).to(DT)
+    z = 2 * pred - 1
+    iou = M.binary_iou(pred.bool(), y.bool())
+    assert L.lovasz_hinge(z, y, per_image=True).item() == pytest.approx(float((2 * (1 - iou)).mean()))
+
+
+def test_lovasz_hinge_perfect_empty_and_batch_of_one():
+    _, y = _binary_batch(b=1)
+    assert L.lovasz_hinge(5 * (2 * y - 1), y).item() == 0.0  # margins beyond 1: no loss
+    empty = torch.zeros(1, 6, 7, dtype=DT)
+    v, g = _grad(L.lovasz_hinge, torch.full((1, 6, 7), -3.0, dtype=DT), empty)
+    assert v.item() == 0.0 and torch.isfinite(g).all()
+    v, g = _grad(L.lovasz_hinge, torch.full((1, 6, 7), 0.5, dtype=DT), empty)
+    assert v.item() == pytest.approx(1.5)  # relu of the largest error, 1 + 0.5
+    assert torch.isfinite(g).all()
+
+
+def test_symmetric_lovasz_is_mean_of_both_problems():
+    z, y = _binary_batch(seed=3)
+    ref = 0.5 * (_hinge_reference(z, y) + _hinge_reference(-z, 1 - y))
+    v, g = _grad(L.symmetric_lovasz_hinge, z, y)
+    _, rg = _grad(lambda x: 0.5 * (_hinge_reference(x, y) + _hinge_reference(-x, 1 - y)), z)
+    assert torch.allclose(v, ref) and torch.allclose(g, rg)
+    assert torch.allclose(L.LovaszHingeLoss(symmetric=True)(z, y), ref)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("classes", ["present", "all", [0, 2]])
+def test_lovasz_softmax_matches_reference(per_image, classes):
+    x, t = _multi_batch(seed=4)
+    t[t == 3] = 1  # class 3 absent, so "present" and "all" differ
+    t[0, 0] = 255
+    t[1] = torch.where(t[1] == 2, 255, t[1])
+    probas = x.softmax(1)
+
+    def ours(p):
+        return L.lovasz_softmax(p, t, classes=classes, per_image=per_image, ignore=255)
+
+    def ref(p):
+        return _softmax_reference(p, t, classes=classes, per_image=per_image, ignore=255)
+
+    v, g = _grad(ours, probas)
+    rv, rg = _grad(ref, probas)
+    assert torch.allclose(v, rv, atol=1e-10) and torch.allclose(g, rg, atol=1e-10)
+
+
+def test_lovasz_softmax_on_hard_probas_is_one_minus_miou_of_present_classes():
+    _, t = _multi_batch(b=2, c=5, h=8, w=8, seed=6)
+    t[t == 4] = 0  # class 4 absent from the truth
+    g = torch.Generator().manual_seed(6)
+    pred = torch.where(torch.rand(t.shape, generator=g) < 0.7, t, torch.randint(0, 5, t.shape, generator=g))
+    probas = F.one_hot(pred, 5).permute(0, 3, 1, 2).to(DT)
+    iou = M.iou_per_class(M.confusion_matrix(pred, t, 5))
+    present = torch.bincount(t.flatten(), minlength=5) > 0
+    expected = float((1 - iou[present]).mean())
+    assert L.lovasz_softmax(probas, t).item() == pytest.approx(expected)
+
+
+def test_lovasz_softmax_rejects_logits():
+    x, t = _multi_batch()
+    with pytest.raises(ValueError, match="probabilities"):
+        L.lovasz_softmax(5 * x, t)
+    with pytest.raises(ValueError, match="classes"):
+        L.lovasz_softmax(x.softmax(1), t, classes="presnt")
+
+
+def test_erratum_classes_compared_with_is():
+    x, t = _multi_batch(seed=4)
+    t[t == 3] = 1
+    probas = x.softmax(1)
+    option = "".join(["pre", "sent"])  # noqa: FLY002  (built at run time: equal, not identical)
+
+    def buggy_selects_present(classes):
+        return operator.is_(classes, "present")  # the snippet's `classes is 'present'`
+
+    assert option == "present" and not buggy_selects_present(option)
+    # so the buggy code silently averages over *all* classes, absent ones included
+    as_buggy = L.lovasz_softmax(probas, t, classes="all")
+    assert not torch.allclose(as_buggy, L.lovasz_softmax(probas, t, classes=option))
+    assert torch.allclose(L.lovasz_softmax(probas, t, classes=option),
+                          L.lovasz_softmax(probas, t, classes="present"))
+
+
+# ----------------------------------------------------------------------------- modules, combos
+
+
+def test_combos_and_modules_equal_functional_forms():
+    z, y = _binary_batch()
+    assert torch.allclose(L.BCEDiceLoss(bce_weight=0.3, dice_weight=2.0)(z, y),
+                          0.3 * L.bce_loss(z, y) + 2.0 * L.dice_loss(z, y))
+    x, t = _multi_batch()
+    w = [1.0, 2.0, 1.0, 0.5]
+    assert torch.allclose(L.CEDiceLoss(weight=w, dice_weight=0.5)(x.float(), t),
+                          L.cross_entropy_loss(x.float(), t, torch.tensor(w)) + 0.5 *
+                          L.dice_loss(x.float(), t))
+    assert torch.allclose(L.DiceLoss(squared=True)(z, y), L.dice_loss(z, y, squared=True))
+    assert torch.allclose(L.JaccardLoss()(z, y), L.jaccard_loss(z, y))
+    assert torch.allclose(L.TverskyLoss(0.3, 0.7)(z, y), L.tversky_loss(z, y, 0.3, 0.7))
+    assert torch.allclose(L.BCEWithLogitsLoss(pos_weight=2.0)(z, y), L.bce_loss(z, y, 2.0))
+    assert torch.allclose(L.LovaszSoftmaxLoss(per_image=True)(x, t),
+                          L.lovasz_softmax(x.softmax(1), t, per_image=True, ignore=255))
+    # class weights are buffers: they follow the module to another dtype/device
+    m = L.CEDiceLoss(weight=w).double()
+    assert m._opt_weight.dtype == torch.float64
+
+
+def test_deep_supervision_resizes_target_with_nearest():
+    t = torch.zeros(2, 8, 8, dtype=torch.long)
+    t[:, :4, :4] = 2
+    t[:, 6:, 6:] = 255
+    small = L.DeepSupervisionLoss.resize_target(t, (4, 4))
+    assert small.dtype == torch.long
+    assert set(small.unique().tolist()) <= {0, 2, 255}  # no invented labels
+    assert torch.equal(small, t[:, 1::2, 1::2])  # nearest-exact picks the centre-right pixel
+    x, _ = _multi_batch(b=2, c=3, h=8, w=8)
+    aux = torch.randn(2, 3, 4, 4, dtype=DT)
+    loss = L.DeepSupervisionLoss(L.cross_entropy_loss, weights=[1.0, 0.4])
+    expected = (L.cross_entropy_loss(x, t) + 0.4 * L.cross_entropy_loss(aux, small)) / 1.4
+    assert torch.allclose(loss({"out": x, "aux": aux}, t), expected)
+    assert torch.allclose(loss([x, aux], t), expected)
+    assert torch.allclose(L.DeepSupervisionLoss(L.cross_entropy_loss)(x, t),
+                          L.cross_entropy_loss(x, t))
+    with pytest.raises(ValueError, match="2 outputs but 3 weights"):
+        L.DeepSupervisionLoss(L.cross_entropy_loss, [1, 1, 1])([x, aux], t)
+    # binary masks [B, 1, H, W] float
+    yb = (t == 2).to(DT)[:, None]
+    zb = torch.randn(2, 1, 4, 4, dtype=DT)
+    assert torch.allclose(L.DeepSupervisionLoss(L.bce_loss)([zb], yb),
+                          L.bce_loss(zb, yb[:, :, 1::2, 1::2]))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "fn,logits,target,exc,match",
+    [
+        (L.bce_loss, torch.zeros(2, 4, 4), torch.zeros(2, 4, 5), ValueError, "target must match"),
+        (L.bce_loss, torch.zeros(2, 4, 4), torch.full((2, 4, 4), 0.5), ValueError, r"\{0, 1\}"),
+        (L.bce_loss, torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), ValueError, "one channel"),
+        (L.cross_entropy_loss, torch.zeros(2, 3, 4, 4), torch.full((2, 4, 4), 3), ValueError,
+         "label 3"),
+        (L.cross_entropy_loss, torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4), TypeError, "long"),
+        (L.dice_loss, torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 5, dtype=torch.long), ValueError,
+         r"\[B, H, W\]"),
+        (L.focal_loss, torch.zeros(4, 4), torch.zeros(4, 4), ValueError, "logits must be"),
+        (L.lovasz_hinge, torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 4, 4), TypeError,
+         "floating"),
+    ],
+)
+def test_bad_input_raises_clear_errors(fn, logits, target, exc, match):
+    with pytest.raises(exc, match=match):
+        fn(logits, target)
+
+
+def test_bad_options():
+    z, y = _binary_batch()
+    with pytest.raises(ValueError, match="activation"):
+        L.lovasz_hinge(z, y, activation="gelu")
+    with pytest.raises(ValueError, match="alpha"):
+        L.focal_loss(z, y, alpha=[0.2, 0.8])
+    with pytest.raises(ValueError, match="keep"):
+        L.OHEMLoss(keep=0)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        L.dice_loss(z, y.tolist())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_losses_on_cuda_match_cpu():
+    z, y = _binary_batch()
+    x, t = _multi_batch()
+    for fn, a, b in ((L.lovasz_hinge, z, y), (L.dice_loss, x, t), (L.focal_loss, x, t)):
+        cpu = fn(a.detach(), b)
+        gpu = fn(a.detach().cuda(), b.cuda())
+        assert torch.allclose(cpu, gpu.cpu(), atol=1e-8)
