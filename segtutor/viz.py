@@ -32,8 +32,9 @@ def palette(num_classes: int, seed: int = 3) -> np.ndarray:
 
     Up to 10 classes use matplotlib's ``tab10``; more are drawn from a seeded generator.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = int(num_classes)
     base = np.array(plt.get_cmap("tab10").colors, dtype=np.float64)
     if num_classes <= len(base) + 1:
         colours = base[: num_classes - 1]
