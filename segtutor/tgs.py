@@ -18,9 +18,11 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -349,3 +351,200 @@ def evaluate_submission(data_dir: str | os.PathLike, submission: str | os.PathLi
         preds.append(pred.astype(bool))
         truths.append(truth)
     return tgs_map(torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(truths)))
+
+
+# --------------------------------------------------------------------------------------------
+# Data: the Kaggle layout in memory, 101 <-> 128
+# --------------------------------------------------------------------------------------------
+
+
+class TGSArrays(NamedTuple):
+    """One split of a TGS folder in memory.
+
+    ``images`` float32 ``[N, 1, 101, 101]`` in [0, 1]; ``masks`` float32 ``[N, 101, 101]`` in
+    {0, 1} or None (the real test split); ``depths`` float32 ``[N]``; ``ids`` N strings.
+    """
+
+    ids: list[str]
+    images: Tensor
+    masks: Tensor | None
+    depths: Tensor
+
+
+def synth(out: str | os.PathLike, n: int = 4000, n_test: int | None = None, seed: int = 0) -> Path:
+    """Write the synthetic TGS-like set (``n`` train, ``n_test`` test images) in Kaggle's layout.
+
+    Thin over :func:`segtutor.data.write_tgs_layout`; ``n_test`` defaults to ``n // 4``.
+    """
+    from segtutor.data import write_tgs_layout
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TGSInputError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise TGSInputError(f"--out {out} is not empty; choose a new folder")
+    n_test = max(n // 4, 1) if n_test is None else n_test
+    write_tgs_layout(out, n_train=n, n_test=n_test, seed=seed)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Training: options, the trainer with the empty-image head, one fold, all folds
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainOptions:
+    """Every choice of the training recipe; ``None`` means "the quick/full default" (:meth:`resolved`).
+
+    Recipe switches (``scse``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``augment``)
+    exist so that the ablation chapter can turn the techniques off one at a time.
+    """
+
+    folds: int = 5
+    train_folds: list[int] | None = None
+    model: str = "resunet34"
+    width: float | None = None
+    pretrained: bool = False
+    size_mode: str = "pad"
+    stage1_loss: str = "bce"
+    stage1_epochs: int | None = None
+    lovasz: str = "elu"
+    cycles: int | None = None
+    cycle_epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    n_images: int | None = None
+    seed: int = 0
+    amp: bool = True
+    gpu_data: bool = True
+    tensorboard: str | None = None
+    visdom: int | None = None
+    progress: bool = True
+    scse: bool = True
+    hypercolumn: bool = True
+    deep_supervision: bool = True
+    classify: bool = True
+    augment: bool = True
+    aux_weight: float = 0.2
+    cls_weight: float = 0.05
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> "TrainOptions":
+        """Options from the ``segtutor tgs train`` arguments (see :mod:`segtutor.cli`)."""
+        return cls(
+            folds=args.folds, train_folds=args.train_folds, model=args.model, width=args.width,
+            pretrained=args.pretrained, size_mode=args.size_mode, stage1_loss=args.stage1_loss,
+            stage1_epochs=args.stage1_epochs, lovasz=args.lovasz, cycles=args.cycles,
+            cycle_epochs=args.cycle_epochs, lr=args.lr, batch_size=args.batch_size,
+            n_images=args.n_images, seed=args.seed, amp=not args.no_amp,
+            gpu_data=not args.no_gpu_data,
+            tensorboard=str(args.tensorboard) if args.tensorboard else None,
+            visdom=args.visdom, progress=not args.no_progress,
+        )
+
+    def resolved(self) -> "TrainOptions":
+        """A copy with every ``None`` size filled from quick mode or full mode."""
+        from segtutor import config
+
+        opts = replace(self)
+        opts.stage1_epochs = config.pick(2, 30) if self.stage1_epochs is None else self.stage1_epochs
+        opts.cycles = config.pick(1, 4) if self.cycles is None else self.cycles
+        opts.cycle_epochs = config.pick(1, 20) if self.cycle_epochs is None else self.cycle_epochs
+        opts.lr = 1e-3 if self.lr is None else float(self.lr)
+        opts.batch_size = config.pick(16, 32) if self.batch_size is None else self.batch_size
+        if self.width is None:
+            opts.width = config.pick(0.25, 1.0) if self.model == "resunet34" else config.pick(8, 32)
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option that is out of range."""
+        if self.folds < 2:
+            raise ValueError(f"folds must be >= 2 (one fold is held out), got {self.folds}")
+        if self.train_folds is not None:
+            bad = [f for f in self.train_folds if not 0 <= f < self.folds]
+            if bad:
+                raise ValueError(f"train_folds {bad} out of range 0..{self.folds - 1}")
+        if self.size_mode not in ("pad", "resize"):
+            raise ValueError(f"size_mode must be 'pad' or 'resize', got {self.size_mode!r}")
+        if self.stage1_loss not in ("bce", "bce_dice"):
+            raise ValueError(f"stage1_loss must be 'bce' or 'bce_dice', got {self.stage1_loss!r}")
+        if self.lovasz not in ("hinge", "elu"):
+            raise ValueError(f"lovasz must be 'hinge' or 'elu', got {self.lovasz!r}")
+        if (self.stage1_epochs or 0) + (self.cycles or 0) * (self.cycle_epochs or 0) < 1:
+            raise ValueError("nothing to train: stage1_epochs and cycles are both 0")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`segtutor.models.build_model` (without the name)."""
+        if self.model == "resunet34":
+            return dict(num_classes=1, in_channels=1, pretrained=self.pretrained,
+                        width=self.width, scse=self.scse, hypercolumn=self.hypercolumn,
+                        deep_supervision=self.deep_supervision, classify=self.classify)
+        kwargs: dict[str, Any] = dict(num_classes=1, in_channels=1, pretrained=self.pretrained)
+        if self.model == "unet" and self.width is not None:
+            kwargs["base_width"] = int(self.width)
+        return kwargs
+
+
+def has_salt(masks: Tensor) -> Tensor:
+    """``[B, H, W]`` masks -> ``[B]`` float: 1 where the image contains any salt pixel."""
+    return (masks.flatten(1) > 0.5).any(dim=1).float()
+
+
+_TRAINER_CLASS: type | None = None
+
+
+def tgs_trainer_class() -> type:
+    """:class:`segtutor.train.Trainer` plus the empty-image classification loss.
+
+    The ResNet34 U-Net with ``classify=True`` returns ``{"out", "aux", "cls"}`` in training mode;
+    the base trainer scores ``out`` (criterion) and ``aux`` (deep supervision). This subclass adds
+    ``cls_weight * BCE(cls, has_salt(mask))``, the image-level target being "the mask is not
+    empty". Built on first use so that importing :mod:`segtutor.tgs` stays cheap.
+    """
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is None:
+        import torch.nn.functional as F
+
+        from segtutor.train import Trainer
+
+        class TGSTrainer(Trainer):
+            cls_weight: float = 0.05
+
+            def compute_loss(self, output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
+                loss, logits = super().compute_loss(output, target)
+                if isinstance(output, Mapping) and output.get("cls") is not None and self.cls_weight:
+                    cls_logit = output["cls"].reshape(-1).float()
+                    loss = loss + self.cls_weight * F.binary_cross_entropy_with_logits(
+                        cls_logit, has_salt(target))
+                return loss, logits
+
+        _TRAINER_CLASS = TGSTrainer
+    return _TRAINER_CLASS
+
+
+def _stage1_criterion(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    from segtutor import losses
+
+    return losses.BCEWithLogitsLoss() if name == "bce" else losses.BCEDiceLoss()
+
+
+def _stage2_criterion(variant: str) -> Callable[[Tensor, Tensor], Tensor]:
+    from segtutor import losses
+
+    return losses.LovaszHingeLoss(activation="elu+1" if variant == "elu" else "relu")
+
+
+def _make_logger(opts: TrainOptions, name: str) -> Any:
+    """TensorBoard and/or visdom loggers as asked for; None when neither is."""
+    from segtutor import monitor
+
+    loggers = []
+    if opts.tensorboard:
+        loggers.append(monitor.TensorBoardLogger(Path(opts.tensorboard) / name))
+    if opts.visdom:
+        loggers.append(monitor.VisdomLogger(env=name.replace("/", "_"), port=opts.visdom))
+    if not loggers:
+        return None
+    return loggers[0] if len(loggers) == 1 else monitor.MultiLogger(loggers)
