@@ -22,7 +22,7 @@ from segtutor.models import blocks
 # Small configurations of every model, used wherever a model is run.
 SMALL: dict[str, dict] = {
     "unet": {"base_width": 4},
-    "fcn8s": {"width": 0.0625, "fc_width": 32},
+    "fcn8s": {"width": 0.0625, "fc_width": 32},  # the paper's 4096-wide fc6 is far too slow here
     "segnet": {"width": 0.0625},
     "unetpp": {"base_width": 4},
     "deeplabv3": {"backbone": "resnet18", "head_width": 16},
@@ -326,3 +326,164 @@ def test_erratum_freezing_by_attribute_freezes_nothing() -> None:
     before = model.inc[0][0].weight.detach().clone()
     _sgd_step(model, torch.randn(2, 3, 32, 32))
     assert not torch.equal(before, model.inc[0][0].weight)   # it trained anyway
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg16_bn", "resnet18", "resnet50"])
+def test_encoder_loads_torchvision_weights_and_matches_its_features(arch) -> None:
+    """Same layer names as torchvision: its state dict loads strictly, and the features equal
+    torchvision's own ``IntermediateLayerGetter`` outputs."""
+    import torchvision
+    from torchvision.models._utils import IntermediateLayerGetter
+
+    from segtutor.models.encoders import Encoder
+
+    ref = getattr(torchvision.models, arch)().eval()
+    enc = Encoder(arch).eval()
+    enc.load_state_dict({k: v for k, v in ref.state_dict().items()
+                         if not k.startswith(("fc.", "classifier."))}, strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = enc(x)
+        if arch.startswith("vgg"):
+            pools = [i for i, m in enumerate(ref.features) if isinstance(m, nn.MaxPool2d)]
+            getter = IntermediateLayerGetter(ref.features, {str(i): str(i) for i in pools})
+        else:
+            getter = IntermediateLayerGetter(ref, {f"layer{i}": str(i) for i in range(1, 5)})
+        expected = list(getter(x).values())
+    for ours, theirs in zip(feats[-len(expected):], expected):
+        torch.testing.assert_close(ours, theirs)
+    assert [f.shape[1] for f in feats] == enc.channels
+    assert [64 // f.shape[-1] for f in feats] == enc.reductions == [2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_encoder_dilation_matches_torchvision_replace_stride_with_dilation(output_stride) -> None:
+    import torchvision
+
+    from segtutor.models.encoders import Encoder
+
+    ref = torchvision.models.resnet50(
+        replace_stride_with_dilation=[False, output_stride == 8, True]).eval()
+    enc = Encoder("resnet50", output_stride=output_stride).eval()
+    enc.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref_out = torchvision.models._utils.IntermediateLayerGetter(ref, {"layer4": "o"})(x)["o"]
+        torch.testing.assert_close(enc(x)[-1], ref_out)
+    assert enc.reductions[-1] == output_stride and ref_out.shape[-1] == 64 // output_stride
+    # BasicBlock ResNets too (torchvision refuses dilation there; the encoder sets it itself)
+    small_enc = Encoder("resnet18", output_stride=output_stride)
+    assert small_enc(x)[-1].shape[-1] == 64 // output_stride
+
+
+def test_encoder_rejects_bad_arguments() -> None:
+    from segtutor.models.encoders import Encoder
+
+    with pytest.raises(ValueError, match="encoder name"):
+        Encoder("alexnet")
+    with pytest.raises(ValueError, match="output_stride"):
+        Encoder("resnet18", output_stride=4)
+    with pytest.raises(ValueError, match="output_stride"):
+        Encoder("vgg16", output_stride=16)
+    with pytest.raises(ValueError, match="width=1"):
+        Encoder("resnet18", width=0.5, pretrained=True)
+
+
+def test_pretrained_without_cached_weights_names_file_and_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = os.path.join(str(tmp_path), "hub", "checkpoints")
+    with pytest.raises(FileNotFoundError) as err:
+        build_model("fcn8s", num_classes=2, pretrained=True)
+    assert "vgg16-397923af.pth" in str(err.value) and folder in str(err.value)
+    assert not os.path.exists(os.path.join(folder, "vgg16-397923af.pth"))  # nothing downloaded
+
+
+def test_pretrained_loads_a_cached_file_offline(tmp_path, monkeypatch) -> None:
+    """A file placed where the error message says is used (here a stand-in with random weights,
+    so no download is needed); a one-channel input gets the sum of the RGB filters."""
+    import torchvision
+
+    from segtutor.models.encoders import Encoder, checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    filename, folder = checkpoint_path("resnet18")
+    assert filename == "resnet18-f37072fd.pth"
+    os.makedirs(folder)
+    ref = torchvision.models.resnet18()
+    torch.save(ref.state_dict(), os.path.join(folder, filename))
+    enc = Encoder("resnet18", pretrained=True)
+    torch.testing.assert_close(enc.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
+    grey = Encoder("resnet18", in_channels=1, pretrained=True)
+    torch.testing.assert_close(grey.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))
+
+
+# --------------------------------------------------------------------------- FCN-8s
+
+
+def test_fcn8s_parameter_count_matches_the_paper() -> None:
+    # Long et al. (CVPR 2015), Table 1: FCN-VGG16 has 134M parameters (21 PASCAL classes).
+    n = count_parameters(build_model("fcn8s", num_classes=21))
+    assert abs(n - 134e6) / 134e6 < 0.05
+
+
+def test_fcn8s_fc6_matmul_equals_convolution() -> None:
+    from segtutor.models.fcn import MatmulConv2d
+
+    conv = MatmulConv2d(6, 5, 7, padding=3)
+    x = torch.randn(2, 6, 4, 5)
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=3))
+    strided = MatmulConv2d(3, 4, 3, stride=2, padding=2, dilation=2)
+    x = torch.randn(1, 3, 9, 8)
+    torch.testing.assert_close(strided(x), F.conv2d(x, strided.weight, strided.bias, stride=2,
+                                                    padding=2, dilation=2))
+
+
+def test_fcn8s_learned_upsampling_starts_as_bilinear() -> None:
+    model = build_model("fcn8s", num_classes=2, **SMALL["fcn8s"])
+    x = torch.randn(1, 2, 8, 8)
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(model.up2(x)[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1])
+    fixed = build_model("fcn8s", num_classes=2, upsample="bilinear", **SMALL["fcn8s"])
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in fixed.modules())
+
+
+# --------------------------------------------------------------------------- SegNet
+
+
+def test_segnet_parameter_count_matches_the_paper() -> None:
+    # Badrinarayanan et al. (TPAMI 2017), Table 6: SegNet has 29.5M trainable parameters.
+    n = count_parameters(build_model("segnet", num_classes=11))
+    assert abs(n - 29.5e6) / 29.5e6 < 0.05
+
+
+def test_segnet_unpools_to_the_argmax_positions() -> None:
+    """Max unpooling puts each value back where the max came from and zeros elsewhere."""
+    x = torch.randn(1, 1, 4, 4)
+    pooled, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+    un = F.max_unpool2d(pooled, idx, 2, 2)
+    mask = un != 0
+    assert mask.sum() == 4
+    torch.testing.assert_close(un[mask], x[mask])
+
+
+def test_erratum_segnet_decoder_with_repeated_list_shares_weights() -> None:
+    """``[conv, bn, relu] * n`` repeats the same module objects: three 'layers' with one set of
+    weights. ``decoder_stage`` builds a new module per layer."""
+    from segtutor.models.segnet import decoder_stage
+
+    conv, bn, relu = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+    buggy = nn.Sequential(*[conv, bn, relu] * 3)
+    fixed = decoder_stage(8, 8, 3)
+    assert len(buggy) == 9 and buggy[0] is buggy[3] is buggy[6]
+    one_layer = count_parameters(nn.Sequential(conv, bn))
+    assert count_parameters(buggy) == one_layer          # 3 layers, 1 layer's parameters
+    assert count_parameters(fixed) == 3 * (9 * 8 * 8 + 2 * 8)
+    convs = [m for m in fixed.modules() if isinstance(m, nn.Conv2d)]
+    assert len({id(c.weight) for c in convs}) == 3
+    # and in the whole model: 13 encoder + 13 decoder convolutions, all distinct
+    model = build_model("segnet", num_classes=2, **SMALL["segnet"])
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 26 and len({id(c.weight) for c in convs}) == 26

@@ -38,7 +38,9 @@ from .blocks import (
 # name -> (module, builder function); imported on first use so one model's import cost
 # (or a half-written sibling) never affects another
 _REGISTRY: dict[str, tuple[str, str]] = {
+    "fcn8s": ("fcn", "fcn8s"),
     "unet": ("unet", "unet"),
+    "segnet": ("segnet", "segnet"),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
