@@ -256,3 +256,205 @@ def test_cuda_amp_channels_last_learns():
                  progress=False, verbose=False)
     hist = tr.fit(10)
     assert hist[-1]["val_mean_iou"] > 0.8
+
+
+# ---------------------------------------------------------------------------- schedules
+from segtutor.train import schedules  # noqa: E402
+
+
+def test_step_and_poly_lr_closed_form():
+    lrs = schedules.lr_sequence(lambda o: schedules.step_lr(o, step_size=3, gamma=0.5), 10, lr=0.2)
+    assert lrs == pytest.approx([0.2 * 0.5 ** (t // 3) for t in range(10)])
+    T, p, lo = 8, 0.9, 0.01
+    lrs = schedules.lr_sequence(lambda o: schedules.poly_lr(o, T, power=p, min_lr=lo), 11, lr=0.1)
+    assert lrs == pytest.approx([(0.1 - lo) * (1 - min(t, T) / T) ** p + lo for t in range(11)])
+    assert lrs[T:] == pytest.approx([lo] * 3)
+
+
+def test_cosine_warm_restarts_closed_form_and_hand_values():
+    lrs = schedules.lr_sequence(lambda o: schedules.cosine_warm_restarts(o, 4), 8, lr=0.1)
+    # worked by hand: 0.1 * (1 + cos(pi * t / 4)) / 2 for t = 0..3, then a restart
+    hand = [0.1, 0.0853553, 0.05, 0.0146447]
+    assert lrs == pytest.approx(hand + hand, abs=1e-7)
+    # cycles of 2, 4, 8 steps (mult 2), floor 0.001: SGDR's formula
+    lrs = schedules.lr_sequence(lambda o: schedules.cosine_warm_restarts(o, 2, 2, 0.001), 14, lr=0.1)
+    expected, length, t_cur = [], 2, 0
+    for _ in range(14):
+        expected.append(0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * t_cur / length)) / 2)
+        t_cur += 1
+        if t_cur == length:
+            t_cur, length = 0, length * 2
+    assert lrs == pytest.approx(expected)
+    assert schedules.cycle_ends(2, 2, total=14) == [2, 6, 14]
+    assert schedules.cycle_ends(3, cycles=3) == [3, 6, 9]
+
+
+def test_one_cycle_closed_form():
+    total, max_lr, pct, div, fdiv = 20, 1.0, 0.25, 25.0, 1e3
+    lrs = schedules.lr_sequence(
+        lambda o: schedules.one_cycle(o, max_lr, total, pct_start=pct, div_factor=div,
+                                      final_div_factor=fdiv), total)
+    start, low = max_lr / div, max_lr / div / fdiv
+    up_end = pct * total - 1  # the peak is reached at this (0-based) step
+
+    def cos_between(a, b, frac):
+        return b + (a - b) * (1 + math.cos(math.pi * frac)) / 2
+
+    expected = [cos_between(start, max_lr, t / up_end) if t <= up_end
+                else cos_between(max_lr, low, (t - up_end) / (total - 1 - up_end)) for t in range(total)]
+    assert lrs == pytest.approx(expected)
+    assert max(lrs) == pytest.approx(max_lr) and lrs[-1] == pytest.approx(low)
+
+
+def test_snapshot_saver_counts_cycles_and_saves_at_the_lr_minimum(tmp_path):
+    x, y = threshold_task(16)
+    model = tiny_net(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train = loader(x, y, batch_size=4)  # 4 steps per epoch
+    saver = schedules.SnapshotSaver(cycle_epochs=1, cycle_mult=2, directory=tmp_path)
+    seen = []
+
+    class RecordLR(schedules.Callback):
+        def on_epoch_end(self, trainer, row):
+            seen.append(trainer.lr)  # LR the next epoch starts with
+
+    tr = Trainer(model, nn.BCEWithLogitsLoss(), opt, train, num_classes=1, device="cpu",
+                 scheduler=schedules.cosine_warm_restarts(opt, 4, 2), scheduler_interval="step",
+                 callbacks=[saver, RecordLR()], progress=False, verbose=False)
+    tr.fit(7)
+    assert saver.epochs == [1, 3, 7]  # cycles of 1, 2, 4 epochs
+    assert len(saver.snapshots) == 3 and len(list(tmp_path.glob("snapshot_*.pt"))) == 3
+    # right after each cycle end the schedule restarts at the base LR
+    assert [seen[e - 1] for e in saver.epochs] == pytest.approx([0.1] * 3)
+    assert torch.equal(saver.snapshots[-1]["2.weight"], model.state_dict()["2.weight"])
+    # snapshot files load with weights_only
+    assert checkpoint.load_checkpoint(tmp_path / "snapshot_2.pt")["epoch"] == 3
+
+
+def test_snapshot_ensemble_averages_probabilities(tmp_path):
+    from segtutor.train import SnapshotEnsemble
+
+    torch.manual_seed(1)
+    x = torch.rand(2, 1, 5, 5)
+    members = [tiny_net(3) for _ in range(3)]
+    ens = SnapshotEnsemble(members).eval()
+    mean_p = torch.stack([m(x).softmax(1) for m in members]).mean(0)
+    assert torch.allclose(ens(x).exp(), mean_p, atol=1e-6)
+    assert torch.allclose(ens(x).softmax(1), mean_p, atol=1e-6)
+    # binary members: the output is the logit of the mean probability
+    bins = [tiny_net(1) for _ in range(2)]
+    ens_b = SnapshotEnsemble(bins)
+    assert torch.allclose(ens_b(x).sigmoid(), (bins[0](x).sigmoid() + bins[1](x).sigmoid()) / 2,
+                          atol=1e-6)
+    # from checkpoint files
+    paths = [checkpoint.save_checkpoint(tmp_path / f"m{i}.pt", model=m) for i, m in enumerate(bins)]
+    ens_f = SnapshotEnsemble.from_state_dicts(lambda: tiny_net(1), paths)
+    assert torch.allclose(ens_f(x), ens_b(x), atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        SnapshotEnsemble([])
+
+
+def test_lr_range_test_sweeps_geometrically_and_leaves_the_model_alone():
+    x, y = threshold_task(32)
+    model = tiny_net(1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    tr = make_trainer(model, loader(x, y, shuffle=True), lr=0.01)
+    tr.optimizer = opt
+    res = schedules.lr_range_test(tr, start_lr=1e-4, end_lr=1e3, num_steps=60)
+    n = len(res.lrs)
+    assert res.lrs == pytest.approx([1e-4 * (1e7) ** (i / 59) for i in range(n)])
+    assert res.diverged_at is not None and n < 60  # lr up to 1000 with SGD blows up
+    assert 1e-4 <= res.suggested_lr <= res.diverged_at
+    # the suggestion lies on the falling part of the curve, before the smoothed minimum
+    k = res.lrs.index(res.suggested_lr)
+    k_min = min(range(n), key=lambda i: res.losses[i])
+    assert k < k_min and res.losses[k + 1] < res.losses[k] < res.losses[0]
+    assert all(torch.equal(before[k2], v) for k2, v in model.state_dict().items())
+    assert opt.param_groups[0]["lr"] == 0.01 and tr.global_step == 0
+    fig = res.plot()
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_device_loader_batches_and_resumes_order():
+    from segtutor.train import DeviceLoader
+
+    x, y = threshold_task(10)
+    dl = DeviceLoader(x, y, batch_size=4, shuffle=True, seed=5, device="cpu")
+    assert len(dl) == 3
+    seen = torch.cat([b[0] for b in dl])
+    assert torch.equal(seen.sort(0).values, x.sort(0).values)  # every image once
+    state = dl.generator.get_state()
+    first = [b[1] for b in dl]
+    dl.generator.set_state(state)
+    assert all(torch.equal(a, b[1]) for a, b in zip(first, dl))
+    with pytest.raises(ValueError, match="same N"):
+        DeviceLoader(x, y[:3], batch_size=2, device="cpu")
+
+
+# ---------------------------------------------------------------------------- DDP
+DDP_SCRIPT = textwrap.dedent('''
+    import json, sys, torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+    from segtutor.train import Trainer
+    from segtutor.train import distributed as D
+
+    torch.set_num_threads(1)
+    info, device = D.init_distributed()
+    per_rank = int(sys.argv[2]) // info.world_size   # same global batch in both runs
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 1, 8, 8, generator=g)
+    y = (x[:, 0] * 3).long().clamp_max(2)
+    ds = TensorDataset(x, y)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tr = Trainer(model, nn.CrossEntropyLoss(), opt, D.distributed_loader(ds, per_rank),
+                 D.distributed_loader(ds, per_rank), num_classes=3, device=device,
+                 progress=False, verbose=False)
+    hist = tr.fit(3)
+    if info.is_main:
+        out = {"world_size": info.world_size, "history": hist,
+               "weight_sum": float(sum(p.detach().double().sum() for p in tr.module.parameters()))}
+        with open(sys.argv[1], "w") as fh:
+            json.dump(out, fh)
+    D.cleanup()
+''')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGTUTOR_DEVICE": "cpu", "PYTHONPATH": str(ROOT)}
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    # the single-process reference runs in this process (a second torch import costs seconds)
+    import runpy
+
+    argv = sys.argv
+    try:
+        sys.argv = [str(script), str(one), "4"]
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+                "--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
+    proc = subprocess.run(torchrun + [str(script), str(two), "4"], env=env, timeout=180,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert (a["world_size"], b["world_size"]) == (1, 2)
+    for ra, rb in zip(a["history"], b["history"]):
+        for key in ("train_loss", "val_loss", "val_mean_iou", "val_pixel_accuracy"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), key
+    assert b["weight_sum"] == pytest.approx(a["weight_sum"], rel=1e-5)
+    assert a["history"][-1]["val_loss"] < a["history"][0]["val_loss"]  # it did train

@@ -4,7 +4,12 @@ snapshot ensembles and DistributedDataParallel helpers."""
 from __future__ import annotations
 
 from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from .trainer import Callback, NonFiniteLossError, Trainer
+from .ensemble import SnapshotEnsemble
+from .schedules import (LRRangeResult, SnapshotSaver, cosine_warm_restarts, cycle_ends, lr_range_test,
+                        lr_sequence, one_cycle, poly_lr, step_lr)
+from .trainer import Callback, DeviceLoader, NonFiniteLossError, Trainer
 
-__all__ = ["Trainer", "Callback", "NonFiniteLossError", "atomic_save", "save_checkpoint",
-           "load_checkpoint"]
+__all__ = ["Trainer", "Callback", "DeviceLoader", "NonFiniteLossError", "atomic_save", "save_checkpoint",
+           "load_checkpoint", "SnapshotEnsemble", "SnapshotSaver", "LRRangeResult",
+           "cosine_warm_restarts", "cycle_ends", "lr_range_test", "lr_sequence", "one_cycle",
+           "poly_lr", "step_lr"]
