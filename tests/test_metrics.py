@@ -255,6 +255,16 @@ def test_tgs_map_matches_loop_reference_on_random_masks():
     assert M.tgs_map(pred, true) == pytest.approx(_tgs_reference(pred.numpy(), true.numpy()))
 
 
+def test_cpu_bit_counting_matches_torch_ops():
+    g = torch.Generator().manual_seed(4)
+    for w in (1, 7, 8, 13, 101):  # rows whose length is not a multiple of 8 get padding bits
+        a = torch.rand(9, 3, w, generator=g) < 0.5
+        b = torch.rand(9, 3, w, generator=g) < 0.5
+        ours = M._intersection_union(a, b)
+        ref = M._intersection_union_torch(a.reshape(9, -1), b.reshape(9, -1))
+        assert all(torch.equal(x, y) for x, y in zip(ours, ref))
+
+
 def _buggy_iou_union_is_sum(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     # The widely copied snippet: "union" = |A| + |B|, missing "- |A and B|".
     inter = (pred & true).flatten(1).sum(1).double()
