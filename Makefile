@@ -31,7 +31,22 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --no-build-isolation "visdom==0.2.4" "tornado>=6.3,<6.6"
 	$(BIN)/python -m pip install --no-build-isolation --no-deps -e .
 	$(BIN)/python -c "import torch, torchvision, visdom, segtutor; print('segtutor', segtutor.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| visdom ok')"
+	$(MAKE) --no-print-directory visdom-assets || echo "warning: visdom's web assets could not be fetched (is npm installed?); live visdom is off, its offline log still works"
 	touch $(STAMP)
+
+# visdom's server fetches its JavaScript/MathJax from CDNs on first start and exits offline;
+# take the same versions from the npm registry instead (idempotent: checks the files first)
+visdom-assets:
+	$(BIN)/python -m segtutor.monitor.assets
+
+# Debian chromium for the headless-browser tests; never fails the build (they skip without it)
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+	    || echo "note: chromium could not be installed; the headless-browser tests will be skipped"; \
+	else echo "note: no chromium and no usable apt-get; the headless-browser tests will be skipped"; fi
 
 # scripts/build_book.py runs `jupyter-book build . -W -n --keep-going`, drops the execution cache
 # when segtutor/ changed, and prints each chapter's execution time.
@@ -43,7 +58,7 @@ book: setup
 chapter: setup
 	$(BIN)/python scripts/build_book.py --quick --chapter $(CH)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
 
 unit: setup
