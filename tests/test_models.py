@@ -487,3 +487,153 @@ def test_erratum_segnet_decoder_with_repeated_list_shares_weights() -> None:
     model = build_model("segnet", num_classes=2, **SMALL["segnet"])
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 26 and len({id(c.weight) for c in convs}) == 26
+
+
+# --------------------------------------------------------------------------- U-Net++
+
+
+def test_unetpp_parameter_count_matches_the_paper() -> None:
+    # Zhou et al. (DLMIA 2018), Table 1: U-Net++ with deep supervision has 9.04M parameters
+    # (widths 32, 64, 128, 256, 512).
+    with torch.device("meta"):
+        model = build_model("unetpp", num_classes=1, deep_supervision=True)
+    assert model.widths == [32, 64, 128, 256, 512]
+    assert abs(count_parameters(model) - 9.04e6) / 9.04e6 < 0.05
+    assert len(model.heads) == 4
+
+
+def test_unetpp_pruned_inference_is_the_kth_head_and_ignores_deeper_levels() -> None:
+    model = build_model("unetpp", num_classes=2, base_width=4, deep_supervision=True)
+    x = torch.randn(2, 3, 32, 32)
+    # train mode with frozen BN statistics: the same arithmetic as eval, but all four heads out
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    with torch.no_grad():
+        heads = model(x)
+        heads = heads["aux"] + [heads["out"]]
+    model.eval()
+    for k in (1, 2, 3, 4):
+        model.set_prune_level(k)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), heads[k - 1])
+    # the pruned L^2 network never touches levels 3 and 4
+    model.set_prune_level(2)
+    with torch.no_grad():
+        before = model(x)
+        for name in ("3_0", "4_0", "2_1", "3_1"):
+            for p in model.nodes[name].parameters():
+                p.add_(1.0)
+        torch.testing.assert_close(model(x), before)
+    with pytest.raises(ValueError, match="deep_supervision"):
+        build_model("unetpp", base_width=4, prune_level=2)
+    with pytest.raises(ValueError, match="prune_level"):
+        build_model("unetpp", base_width=4, deep_supervision=True, prune_level=5)
+
+
+# --------------------------------------------------------------------------- DeepLab, PSPNet
+
+
+def test_deeplabv3_parameter_count_equals_torchvision() -> None:
+    """Same architecture as torchvision's DeepLabV3-ResNet50 (ASPP 256, 3x3 head), counted
+    side by side: 39,638,869 parameters for 21 classes without the auxiliary head."""
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    with torch.device("meta"):
+        ours = count_parameters(build_model("deeplabv3", num_classes=21))
+        theirs = count_parameters(deeplabv3_resnet50(weights=None, weights_backbone=None,
+                                                     num_classes=21, aux_loss=False))
+        ours_aux = count_parameters(build_model("deeplabv3", num_classes=21, aux=True))
+        theirs_aux = count_parameters(deeplabv3_resnet50(weights=None, weights_backbone=None,
+                                                         num_classes=21, aux_loss=True))
+    assert abs(ours - theirs) / theirs < 0.05 and theirs == 39_638_869
+    assert abs(ours_aux - theirs_aux) / theirs_aux < 0.05
+
+
+def test_deeplabv3plus_parameter_count_from_the_paper_decoder() -> None:
+    """v3+ = v3 minus its 3x3 head conv, plus the decoder of Chen et al. (ECCV 2018, Sec. 3.1):
+    1x1 conv 256 -> 48 on the low-level features, two 3x3 convs (256+48 -> 256, 256 -> 256)."""
+    conv = lambda cin, cout, k: k * k * cin * cout + 2 * cout  # noqa: E731 (conv + BN)
+    v3 = 39_638_869
+    expected = v3 - conv(256, 256, 3) + conv(256, 48, 1) + conv(304, 256, 3) + conv(256, 256, 3)
+    with torch.device("meta"):
+        n = count_parameters(build_model("deeplabv3plus", num_classes=21))
+    assert abs(n - expected) / expected < 0.05
+
+
+@pytest.mark.parametrize("name", ["deeplabv3", "deeplabv3plus", "pspnet"])
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_dilated_models_keep_output_stride(name, output_stride) -> None:
+    model = small(name, output_stride=output_stride).eval()
+    assert model.encoder(torch.zeros(1, 3, 64, 64))[-1].shape[-1] == 64 // output_stride
+    if name != "pspnet":
+        rates = [b[0].dilation[0] for b in model.aspp.branches[1:4]]
+        assert rates == ([6, 12, 18] if output_stride == 16 else [12, 24, 36])
+    with pytest.raises(ValueError, match="output_stride"):
+        small(name, output_stride=32)
+
+
+def test_pspnet_parameter_count_from_the_paper_layers() -> None:
+    """Zhao et al. (CVPR 2017): ResNet-50 trunk (torchvision, no fc: 23,508,032), PPM with four
+    1x1 convs 2048 -> 512, a 3x3 conv 4096 -> 512, a 1x1 classifier, and the auxiliary head on
+    layer3 (3x3 conv 1024 -> 256, 1x1 classifier)."""
+    k = 21
+    expected = (23_508_032 + 4 * (2048 * 512 + 2 * 512) + 9 * 4096 * 512 + 2 * 512
+                + 512 * k + k + 9 * 1024 * 256 + 2 * 256 + 256 * k + k)
+    with torch.device("meta"):
+        n = count_parameters(build_model("pspnet", num_classes=k))
+    assert abs(n - expected) / expected < 0.05
+
+
+def test_pspnet_aux_head_only_in_training() -> None:
+    model = small("pspnet", num_classes=2)
+    calls = []
+    model.aux_head.register_forward_hook(lambda *a: calls.append(1))
+    assert set(model.train()(torch.randn(2, 3, 64, 64))) == {"out", "aux"}
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 64, 64))
+    assert len(calls) == 1
+    assert isinstance(small("pspnet", aux=False).train()(torch.randn(2, 3, 32, 32)), torch.Tensor)
+
+
+# --------------------------------------------------------------------------- ResNet34 U-Net
+
+
+def test_resunet34_encoder_is_resnet34_and_extras() -> None:
+    import torchvision
+
+    with torch.device("meta"):
+        model = build_model("resunet34", num_classes=1)
+        resnet34 = torchvision.models.resnet34()
+    fc = count_parameters(resnet34.fc)
+    assert count_parameters(model.encoder) == count_parameters(resnet34) - fc == 21_284_672
+    grey = small("resunet34", num_classes=1, in_channels=1, classify=True,
+                 deep_supervision=True).train()
+    out = grey(torch.randn(2, 1, 101, 101))
+    assert out["out"].shape == (2, 1, 101, 101) and out["cls"].shape == (2,)
+    assert len(out["aux"]) == 4
+    assert sum(isinstance(m, blocks.SCSE) for m in grey.modules()) == 5
+    plain = small("resunet34", attention=False, hypercolumn=False)
+    assert not any(isinstance(m, blocks.SCSE) for m in plain.modules())
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def test_summary_counts_flops_like_the_formula() -> None:
+    from segtutor.models.summary import summary
+
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False))
+    s = summary(conv, (2, 3, 16, 16), repeats=1)
+    assert s.params == 3 * 8 * 9
+    assert s.flops == 2 * (2 * 16 * 16) * 8 * 3 * 9   # 2 FLOPs per multiply-add
+    assert s.output_stride == 1
+    model = small("unet")
+    s = summary(model, (2, 3, 32, 32), repeats=1)
+    assert s.output_stride == 16 and s.params == count_parameters(model)
+    assert s.forward_ms > 0 and s.backward_ms > 0 and model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert "params" in str(s)
+    with pytest.raises(ValueError, match="input_size"):
+        summary(model, (3, 32, 32))

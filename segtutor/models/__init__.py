@@ -41,6 +41,11 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "fcn8s": ("fcn", "fcn8s"),
     "unet": ("unet", "unet"),
     "segnet": ("segnet", "segnet"),
+    "unetpp": ("unetpp", "unetpp"),
+    "deeplabv3": ("deeplab", "deeplabv3"),
+    "deeplabv3plus": ("deeplab", "deeplabv3plus"),
+    "pspnet": ("pspnet", "pspnet"),
+    "resunet34": ("resunet", "resunet34"),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)

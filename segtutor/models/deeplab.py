@@ -1,0 +1,85 @@
+"""DeepLab v3 (Chen et al., arXiv 2017) and v3+ (Chen et al., ECCV 2018) on ResNet encoders."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ASPP, ConvBNReLU, SegHead, aux_output, crop_to, pad_to_multiple, resize_to
+from .encoders import Encoder
+
+
+class DeepLabV3(nn.Module):
+    """DeepLab v3: a ResNet whose last stride(s) became dilation (output stride 16 or 8), ASPP
+    on its last map, a 3x3 conv-BN-ReLU and a 1x1 classifier, logits upsampled bilinearly.
+
+    With ``decoder=True`` it is DeepLab v3+: the ASPP output is upsampled 4x, concatenated with
+    the encoder's stride-4 features (``layer1``) reduced to ``low_level_width`` channels by a 1x1
+    conv, refined by two 3x3 conv-BN-ReLU, classified and upsampled 4x.
+
+    ``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits (padded inside to a multiple of
+    the output stride, cropped back). In training with ``aux=True``: ``{"out", "aux"}``, where
+    ``aux`` comes from a small head on ``layer3`` (as torchvision's ``aux_loss``).
+
+    Args:
+        backbone: ``resnet18``, ``resnet34`` or ``resnet50`` (the paper uses ResNet-101).
+        output_stride: 16 (ASPP rates 6, 12, 18) or 8 (rates doubled).
+        head_width: channels of ASPP and the decoder (256 in the papers).
+        rates: ASPP rates at output stride 16 (doubled at 8).
+        low_level_width: v3+ projection of the low-level features (48 in the paper; default
+            ``head_width * 3 / 16``).
+    """
+
+    def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
+                 backbone: str = "resnet50", output_stride: int = 16, head_width: int = 256,
+                 rates: tuple[int, ...] = (6, 12, 18), aux: bool = False, decoder: bool = False,
+                 low_level_width: int | None = None) -> None:
+        super().__init__()
+        if backbone not in ("resnet18", "resnet34", "resnet50"):
+            raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {backbone!r}")
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 16 or 8, got {output_stride!r}")
+        self.encoder = Encoder(backbone, in_channels, pretrained=pretrained,
+                               output_stride=output_stride)
+        self.output_stride = output_stride
+        c = self.encoder.channels
+        scale = 16 // output_stride
+        self.aspp = ASPP(c[4], head_width, rates=tuple(r * scale for r in rates))
+        self.decoder = None
+        if decoder:
+            low = low_level_width or max(head_width * 3 // 16, 1)
+            self.low_level = ConvBNReLU(c[1], low, 1)
+            self.decoder = nn.Sequential(ConvBNReLU(head_width + low, head_width),
+                                         ConvBNReLU(head_width, head_width))
+            self.classifier = SegHead(head_width, num_classes)
+        else:
+            self.classifier = SegHead(head_width, num_classes, mid_channels=head_width)
+        self.aux_head = (SegHead(c[3], num_classes, mid_channels=max(c[3] // 4, 1), dropout=0.1)
+                         if aux else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
+        x, size = pad_to_multiple(x, self.output_stride)
+        feats = self.encoder(x)
+        y = self.aspp(feats[4])
+        if self.decoder is not None:
+            low = self.low_level(feats[1])
+            y = self.decoder(torch.cat([resize_to(y, low.shape[-2:]), low], dim=1))
+        out = crop_to(resize_to(self.classifier(y), x.shape[-2:]), size)
+        aux = None
+        if self.aux_head is not None and self.training:
+            aux = crop_to(resize_to(self.aux_head(feats[3]), x.shape[-2:]), size)
+        return aux_output(out, aux, self.training)
+
+
+def deeplabv3(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
+              **options) -> DeepLabV3:
+    """Build DeepLab v3; ``options``: ``backbone``, ``output_stride``, ``head_width``,
+    ``rates``, ``aux``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
+    return DeepLabV3(num_classes, in_channels, pretrained, decoder=False, **options)
+
+
+def deeplabv3plus(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
+                  **options) -> DeepLabV3:
+    """Build DeepLab v3+ (v3 with the low-level-feature decoder); ``options`` as
+    :func:`deeplabv3` plus ``low_level_width``."""
+    return DeepLabV3(num_classes, in_channels, pretrained, decoder=True, **options)

@@ -1,0 +1,62 @@
+"""PSPNet (Zhao et al., CVPR 2017): dilated ResNet, pyramid pooling module, auxiliary loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import PPM, SegHead, aux_output, crop_to, pad_to_multiple, resize_to
+from .encoders import Encoder
+
+
+class PSPNet(nn.Module):
+    """PSPNet: a ResNet dilated to output stride 8, the pyramid pooling module (global context
+    at 1x1, 2x2, 3x3 and 6x6 bins concatenated with the local features), a 3x3 conv-BN-ReLU,
+    dropout and a 1x1 classifier; logits upsampled bilinearly.
+
+    ``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits. In training with ``aux=True``
+    (default, as in the paper, which weights its loss 0.4) the model returns
+    ``{"out": logits, "aux": logits of a head on layer3}``; the auxiliary head is not run in eval
+    mode.
+
+    Args:
+        backbone: ``resnet18``, ``resnet34`` or ``resnet50`` (the paper: ResNet-50/101).
+        output_stride: 8 (paper) or 16.
+        bins: pooled grid sizes of the PPM.
+        head_width: channels of the 3x3 conv after the PPM (512 in the paper).
+    """
+
+    def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
+                 backbone: str = "resnet50", output_stride: int = 8,
+                 bins: tuple[int, ...] = (1, 2, 3, 6), head_width: int = 512,
+                 aux: bool = True) -> None:
+        super().__init__()
+        if backbone not in ("resnet18", "resnet34", "resnet50"):
+            raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {backbone!r}")
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
+        self.encoder = Encoder(backbone, in_channels, pretrained=pretrained,
+                               output_stride=output_stride)
+        self.output_stride = output_stride
+        c = self.encoder.channels
+        self.ppm = PPM(c[4], bins=bins)
+        self.classifier = SegHead(self.ppm.out_channels, num_classes, mid_channels=head_width,
+                                  dropout=0.1)
+        self.aux_head = (SegHead(c[3], num_classes, mid_channels=max(c[3] // 4, 1), dropout=0.1)
+                         if aux else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
+        x, size = pad_to_multiple(x, self.output_stride)
+        feats = self.encoder(x)
+        out = crop_to(resize_to(self.classifier(self.ppm(feats[4])), x.shape[-2:]), size)
+        aux = None
+        if self.aux_head is not None and self.training:
+            aux = crop_to(resize_to(self.aux_head(feats[3]), x.shape[-2:]), size)
+        return aux_output(out, aux, self.training)
+
+
+def pspnet(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
+           **options) -> PSPNet:
+    """Build :class:`PSPNet`; ``options``: ``backbone``, ``output_stride``, ``bins``,
+    ``head_width``, ``aux``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
+    return PSPNet(num_classes, in_channels, pretrained, **options)

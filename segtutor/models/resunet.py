@@ -1,0 +1,109 @@
+"""The ResNet34 U-Net of the Kaggle TGS Salt solutions: a pretrained-able ResNet34 encoder, a
+U-Net decoder with scSE attention, hypercolumn fusion, optional deep supervision and an
+empty-image classification head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import (
+    DoubleConv,
+    Hypercolumn,
+    SegHead,
+    UpBlock,
+    ConvBNReLU,
+    aux_output,
+    crop_to,
+    init_weights,
+    pad_to_multiple,
+    resize_to,
+)
+from .encoders import Encoder
+
+
+class ResUNet34(nn.Module):
+    """U-Net with a ResNet34 encoder.
+
+    Encoder maps at 1/2 (stem), 1/4, 1/8, 1/16, 1/32; a DoubleConv centre; five decoder
+    :class:`~segtutor.models.blocks.UpBlock` steps (bilinear upsampling, skip concatenation,
+    DoubleConv, scSE of Roy et al., MICCAI 2018) back to full resolution. With
+    ``hypercolumn=True`` the decoder maps of every scale are upsampled and concatenated before
+    the classifier (Hariharan et al., CVPR 2015), so the final pixel sees coarse and fine
+    features at once.
+
+    ``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits (padded inside to a multiple of
+    32, cropped back: a 101x101 TGS image works directly).
+
+    Training mode returns a dict when extras are on:
+    ``{"out": logits, "aux": [logits from decoder levels 1/2, 1/4, 1/8, 1/16]}`` with
+    ``deep_supervision=True`` (each upsampled to the input size), and ``"cls": [B]``, the logit
+    of "the mask is not empty" from global-pooled deepest features, with ``classify=True``.
+
+    Args:
+        decoder_width: channels of the finest decoder level (64 by default; deeper levels have
+            2x and 4x).
+        encoder_width: channel multiplier of the ResNet34 (1 for ImageNet weights).
+        attention: scSE in each decoder block.
+    """
+
+    def __init__(self, num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
+                 decoder_width: int = 64, encoder_width: float = 1.0, attention: bool = True,
+                 hypercolumn: bool = True, deep_supervision: bool = False,
+                 classify: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = Encoder("resnet34", in_channels, pretrained=pretrained,
+                               width=encoder_width)
+        self.output_stride = 32
+        c = self.encoder.channels                       # [64, 64, 128, 256, 512] * width
+        w = decoder_width
+        d = [w, w, w, 2 * w, 4 * w]                     # decoder channels at 1/1 .. 1/16
+        self.center = DoubleConv(c[4], 4 * w)
+        self.decoder = nn.ModuleList([
+            UpBlock(4 * w, c[3], d[4], "bilinear", attention),   # 1/32 -> 1/16
+            UpBlock(d[4], c[2], d[3], "bilinear", attention),    # -> 1/8
+            UpBlock(d[3], c[1], d[2], "bilinear", attention),    # -> 1/4
+            UpBlock(d[2], c[0], d[1], "bilinear", attention),    # -> 1/2
+            UpBlock(d[1], 0, d[0], "bilinear", attention),       # -> 1/1, no skip at full size
+        ])
+        self.hypercolumn = Hypercolumn() if hypercolumn else None
+        fused = sum(d) if hypercolumn else d[0]
+        self.head = nn.Sequential(ConvBNReLU(fused, w), nn.Dropout2d(dropout),
+                                  nn.Conv2d(w, num_classes, 1))
+        # deep supervision heads on the decoder levels 1/2 .. 1/16
+        self.aux_heads = (nn.ModuleList(SegHead(ch, num_classes) for ch in d[1:])
+                          if deep_supervision else None)
+        self.classifier = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                         nn.Linear(c[4], 1)) if classify else None)
+        init_weights(self.center)
+        init_weights(self.decoder)
+        init_weights(self.head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
+        x, size = pad_to_multiple(x, 32)
+        e0, e1, e2, e3, e4 = self.encoder(x)
+        y = self.center(e4)
+        levels = []                                     # 1/16, 1/8, 1/4, 1/2, 1/1
+        for block, skip in zip(self.decoder, (e3, e2, e1, e0, None)):
+            y = block(y, skip)
+            levels.append(y)
+        levels = levels[::-1]                           # 1/1 first, for the hypercolumn
+        fused = self.hypercolumn(levels) if self.hypercolumn is not None else levels[0]
+        out = crop_to(self.head(fused), size)
+        if not self.training:
+            return out
+        aux = None
+        if self.aux_heads is not None:
+            aux = [crop_to(resize_to(head(f), x.shape[-2:]), size)
+                   for head, f in zip(self.aux_heads, levels[1:])]
+        extra = {"cls": self.classifier(e4).squeeze(1)} if self.classifier is not None else {}
+        return aux_output(out, aux, True, **extra)
+
+
+def resunet34(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
+              **options) -> ResUNet34:
+    """Build :class:`ResUNet34`; ``options``: ``decoder_width``, ``encoder_width``,
+    ``attention``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``dropout``.
+    ``pretrained=True`` loads the ImageNet ResNet34 (a 1-channel input gets the sum of the RGB
+    filters)."""
+    return ResUNet34(num_classes, in_channels, pretrained, **options)
