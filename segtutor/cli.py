@@ -63,6 +63,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -160,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only these folds, e.g. 0 or 0,2 (default: all K)")
     p.add_argument("--model", default="resunet34",
                    help="a name for segtutor.models.build_model (the recipe uses resunet34)")
-    p.add_argument("--width", type=_positive_int, default=None, metavar="C",
-                   help="decoder/base width of the model (default: the model's own; quick mode "
-                        "uses a small one)")
+    p.add_argument("--width", type=_positive_float, default=None, metavar="W",
+                   help="channel multiplier of the model, 1 = the published widths (ResNet34 "
+                        "encoder and a 64-channel decoder; U-Net base 64); default: quick 0.25, "
+                        "full 1")
     p.add_argument("--pretrained", action="store_true",
                    help="start from ImageNet weights (must already be in torch's cache; nothing "
                         "is downloaded)")

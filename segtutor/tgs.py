@@ -371,7 +371,8 @@ class TGSArrays(NamedTuple):
     depths: Tensor
 
 
-def synth(out: str | os.PathLike, n: int = 4000, n_test: int | None = None, seed: int = 0) -> Path:
+def synth(out: str | os.PathLike, n: int = 4000, n_test: int | None = None, seed: int = 0,
+          progress: bool = True) -> Path:
     """Write the synthetic TGS-like set (``n`` train, ``n_test`` test images) in Kaggle's layout.
 
     Thin over :func:`segtutor.data.write_tgs_layout`; ``n_test`` defaults to ``n // 4``.
@@ -384,8 +385,37 @@ def synth(out: str | os.PathLike, n: int = 4000, n_test: int | None = None, seed
     if out.is_dir() and any(out.iterdir()):
         raise TGSInputError(f"--out {out} is not empty; choose a new folder")
     n_test = max(n // 4, 1) if n_test is None else n_test
-    write_tgs_layout(out, n_train=n, n_test=n_test, seed=seed)
+    write_tgs_layout(out, n_train=n, n_test=n_test, seed=seed, progress=progress)
     return out
+
+
+def load_split(root: str | os.PathLike, split: str = "train", progress: bool = False) -> TGSArrays:
+    """Read one split of a Kaggle-layout folder into memory (:class:`segtutor.data.TGSSaltDataset`).
+
+    Returns :class:`TGSArrays`; a folder without the layout raises an error that names the
+    missing file and where the Kaggle data go.
+    """
+    from segtutor.data import TGSSaltDataset
+
+    dataset = TGSSaltDataset(root, split, progress=progress)
+    images, masks, depths, ids = dataset.arrays()
+    return TGSArrays(ids, images, masks, depths)
+
+
+def coverage_classes(masks: Tensor) -> Tensor:
+    """Coverage class ``[N]`` of masks ``[N, H, W]``: 0 empty, 1..10 by tenths of salt
+    (:func:`segtutor.data.coverage_class`)."""
+    from segtutor.data import coverage_class
+
+    return coverage_class(masks)
+
+
+def make_folds(masks: Tensor, k: int = 5, seed: int = 0) -> Tensor:
+    """Fold index ``[N]`` in ``0..k-1``, stratified by coverage class
+    (:func:`segtutor.data.coverage_folds`); fold ``f`` validates on ``folds == f``."""
+    from segtutor.data import coverage_folds
+
+    return coverage_folds(masks, k=k, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,8 +483,7 @@ class TrainOptions:
         opts.cycle_epochs = config.pick(1, 20) if self.cycle_epochs is None else self.cycle_epochs
         opts.lr = 1e-3 if self.lr is None else float(self.lr)
         opts.batch_size = config.pick(16, 32) if self.batch_size is None else self.batch_size
-        if self.width is None:
-            opts.width = config.pick(0.25, 1.0) if self.model == "resunet34" else config.pick(8, 32)
+        opts.width = config.pick(0.25, 1.0) if self.width is None else float(self.width)
         opts.validate()
         return opts
 
@@ -476,14 +505,19 @@ class TrainOptions:
             raise ValueError("nothing to train: stage1_epochs and cycles are both 0")
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`segtutor.models.build_model` (without the name)."""
-        if self.model == "resunet34":
-            return dict(num_classes=1, in_channels=1, pretrained=self.pretrained,
-                        width=self.width, scse=self.scse, hypercolumn=self.hypercolumn,
-                        deep_supervision=self.deep_supervision, classify=self.classify)
+        """Keyword arguments for :func:`segtutor.models.build_model` (without the name).
+
+        ``width`` is a channel multiplier, 1 = the published widths: the ResNet34 encoder's
+        channels and a 64-channel decoder for ``resunet34``, ``base_width=64`` for ``unet``.
+        """
+        width = 1.0 if self.width is None else float(self.width)
         kwargs: dict[str, Any] = dict(num_classes=1, in_channels=1, pretrained=self.pretrained)
-        if self.model == "unet" and self.width is not None:
-            kwargs["base_width"] = int(self.width)
+        if self.model == "resunet34":
+            kwargs.update(encoder_width=width, decoder_width=max(4, round(64 * width)),
+                          attention=self.scse, hypercolumn=self.hypercolumn,
+                          deep_supervision=self.deep_supervision, classify=self.classify)
+        elif self.model == "unet":
+            kwargs.update(base_width=max(2, round(64 * width)))
         return kwargs
 
 
@@ -548,3 +582,411 @@ def _make_logger(opts: TrainOptions, name: str) -> Any:
     if not loggers:
         return None
     return loggers[0] if len(loggers) == 1 else monitor.MultiLogger(loggers)
+
+
+def to_model_size(x: Tensor, mode: str = "pad", mask: bool = False) -> Tensor:
+    """``[..., 101, 101]`` -> ``[..., 128, 128]``: reflect-pad or resize (masks: nearest).
+
+    Thin over :func:`segtutor.data.transforms.pad_to_128` / ``resize_to``.
+    """
+    from segtutor.data import transforms
+
+    if mode == "pad":
+        return transforms.pad_to_128(x)
+    if mode == "resize":
+        return transforms.resize_to(x, MODEL_SIZE, mask=mask)
+    raise ValueError(f"mode must be 'pad' or 'resize', got {mode!r}")
+
+
+def from_model_size(x: Tensor, mode: str = "pad") -> Tensor:
+    """The inverse of :func:`to_model_size` for predictions ``[..., 128, 128] -> [..., 101, 101]``:
+    the centre crop (exact) or a bilinear resize of probabilities."""
+    from segtutor.data import transforms
+
+    if mode == "pad":
+        return transforms.unpad_from_128(x)
+    if mode == "resize":
+        return transforms.resize_to(x, TGS_SIZE)
+    raise ValueError(f"mode must be 'pad' or 'resize', got {mode!r}")
+
+
+def _augment_fn(device: torch.device, seed: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Batch augmentation of the recipe on ``device``: random left-right flips (salt on the left
+    looks like salt on the right; up-down is *not* symmetric in a seismic section) and lighting."""
+    from segtutor.data import transforms
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def augment(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        images, masks = transforms.batch_random_flip(images, masks, hflip=0.5, generator=gen)
+        images = transforms.batch_lighting(images, brightness=0.1, contrast=0.1, generator=gen)
+        return images, masks
+
+    return augment
+
+
+def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, seed: int) -> Any:
+    """Batches of ``(images [B,1,128,128], masks [B,128,128])``.
+
+    On CUDA with ``gpu_data`` (and always on the CPU) the tensors stay where the model is and are
+    sliced into batches there (:class:`segtutor.train.trainer.DeviceLoader`), with the batch
+    augmentation on the same device; otherwise a seeded DataLoader with per-sample transforms.
+    """
+    from segtutor import config
+    from segtutor.train.trainer import DeviceLoader
+
+    device = config.device()
+    if device.type != "cuda" or opts.gpu_data:
+        augment = _augment_fn(device, seed) if (shuffle and opts.augment) else None
+        return DeviceLoader(images, masks, opts.batch_size, shuffle=shuffle, seed=seed,
+                            device=device, augment=augment)
+    from segtutor.data import InMemoryDataset, make_loader
+    from segtutor.data.transforms import make_augmentation
+
+    transform = (make_augmentation(hflip=0.5, brightness=0.1, contrast=0.1)
+                 if (shuffle and opts.augment) else None)
+    return make_loader(InMemoryDataset(images, masks, transform=transform), opts.batch_size,
+                       shuffle=shuffle, seed=seed, num_workers=2)
+
+
+def build(opts: TrainOptions) -> torch.nn.Module:
+    """The model of the recipe: :func:`segtutor.models.build_model` with :meth:`TrainOptions.model_kwargs`."""
+    from segtutor.models import build_model
+
+    return build_model(opts.model, **opts.model_kwargs())
+
+
+def _model_outputs(model: torch.nn.Module, images: Tensor) -> dict[str, Tensor]:
+    """Eval-mode outputs as a dict: ``"out"`` logits ``[B,1,H,W]`` and, for a model with the
+    empty-image head, ``"cls"`` logits ``[B,1]``.
+
+    In eval mode the models return only the segmentation logits. The ResNet34 U-Net's
+    classification head reads the deepest encoder map, so a forward hook on ``model.encoder``
+    keeps that map during the one forward pass and the head is applied to it here: no second
+    pass through the encoder.
+    """
+    classifier = getattr(model, "classifier", None)
+    encoder = getattr(model, "encoder", None)
+    if classifier is None or encoder is None:
+        out = model(images)
+        return {"out": out["out"] if isinstance(out, Mapping) else out}
+    kept: dict[str, Tensor] = {}
+    handle = encoder.register_forward_hook(lambda module, args, feats: kept.update(deep=feats[-1]))
+    try:
+        out = model(images)
+    finally:
+        handle.remove()
+    out = out["out"] if isinstance(out, Mapping) else out
+    return {"out": out, "cls": classifier(kept["deep"]).reshape(-1, 1)}
+
+
+@torch.no_grad()
+def predict_probs(
+    members: Sequence[torch.nn.Module],
+    images: Tensor,
+    size_mode: str = "pad",
+    tta: bool = True,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Average salt probabilities of several models (snapshots, folds) with optional flip TTA.
+
+    Args:
+        members: models (eval mode is set here); each gets the same weight, so snapshot and
+            fold ensembling are both plain means of probabilities.
+        images: ``[N, 1, 128, 128]`` inputs at the model size (see :func:`to_model_size`).
+        size_mode: how they were made, to map the probabilities back to 101x101.
+        tta: horizontal-flip TTA (:func:`segtutor.train.tta.hflip_tta`).
+
+    Returns:
+        ``probs`` float32 ``[N, 101, 101]`` on the CPU and ``salt_prob`` ``[N]`` (the empty-image
+        head's probability that the image has salt) or None for models without that head.
+    """
+    from segtutor import config
+    from segtutor.train.tta import tta_predict
+
+    if not members:
+        raise ValueError("members must contain at least one model")
+    device = config.device()
+    transforms_ = ("identity", "hflip") if tta else ("identity",)
+    probs = torch.zeros(images.shape[0], TGS_SIZE, TGS_SIZE)
+    salt: Tensor | None = torch.zeros(images.shape[0])
+    starts = range(0, images.shape[0], batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"predict ({len(members)} models, tta={tta})", leave=False)
+    for model in members:
+        model.to(device).eval()
+    for start in starts:
+        x = images[start:start + batch_size].to(device)
+        batch_probs, batch_salt = 0.0, 0.0
+        for model in members:
+            out = tta_predict(lambda t, m=model: _model_outputs(m, t), x, transforms_)
+            batch_probs = batch_probs + out["out"][:, 0].float()
+            if salt is not None and "cls" in out:
+                batch_salt = batch_salt + out["cls"][:, 0].float()
+            else:
+                salt = None
+        probs[start:start + x.shape[0]] = from_model_size(batch_probs / len(members), size_mode).cpu()
+        if salt is not None:
+            salt[start:start + x.shape[0]] = (batch_salt / len(members)).cpu()
+    return probs, salt
+
+
+def fit_fold(
+    opts: TrainOptions,
+    train_xy: tuple[Tensor, Tensor],
+    val_xy: tuple[Tensor, Tensor],
+    fold_dir: str | os.PathLike,
+    name: str = "fold0",
+    init_state: Mapping[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """Train one fold: stage 1 (BCE or BCE+Dice), then stage 2 (Lovász hinge) under cosine
+    annealing with warm restarts, one snapshot per cycle.
+
+    Args:
+        opts: resolved :class:`TrainOptions`.
+        train_xy, val_xy: ``(images [N,1,128,128], masks [N,128,128])`` at the model size.
+        fold_dir: where ``snapshot_<k>.pt`` files go (one per stage-2 cycle; the stage-1 weights
+            as ``snapshot_1.pt`` when there is no stage 2).
+        name: the run name for the loggers.
+        init_state: start from these weights instead of a fresh model (the ablation chapter
+            continues a stage-1 model with stage 2).
+
+    Returns:
+        ``{"history": [rows], "snapshots": [paths], "model": the trained module}``; each history
+        row is a Trainer row plus ``"stage"`` (1 or 2).
+    """
+    from segtutor.train import checkpoint, schedules
+
+    fold_dir = Path(fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(opts.seed)
+    model = build(opts)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    train_loader = _loader(*train_xy, opts, shuffle=True, seed=opts.seed)
+    val_loader = _loader(*val_xy, opts, shuffle=False, seed=opts.seed)
+    steps = len(train_loader)
+    logger = _make_logger(opts, name)
+    Trainer = tgs_trainer_class()
+    common = dict(num_classes=1, val_loader=val_loader, logger=logger,
+                  amp="auto" if opts.amp else False, aux_weight=opts.aux_weight,
+                  monitor="val_tgs_map", mode="max", progress=opts.progress, verbose=opts.progress)
+    history: list[dict[str, Any]] = []
+    trainer = None
+    if opts.stage1_epochs:
+        optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+        # one cosine cycle over the whole stage: plain cosine annealing
+        scheduler = schedules.cosine_warm_restarts(optimizer, opts.stage1_epochs * steps,
+                                                   min_lr=opts.lr * 0.05)
+        trainer = Trainer(model, _stage1_criterion(opts.stage1_loss), optimizer, train_loader,
+                          scheduler=scheduler, scheduler_interval="step", **common)
+        trainer.cls_weight = opts.cls_weight if opts.classify else 0.0
+        history += [dict(row, stage=1) for row in trainer.fit(opts.stage1_epochs)]
+    snapshots: list[Path] = []
+    if opts.cycles:
+        optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+        scheduler = schedules.cosine_warm_restarts(optimizer, opts.cycle_epochs * steps,
+                                                   min_lr=opts.lr * 0.01)
+        saver = schedules.SnapshotSaver(opts.cycle_epochs, directory=fold_dir)
+        trainer = Trainer(model, _stage2_criterion(opts.lovasz), optimizer, train_loader,
+                          scheduler=scheduler, scheduler_interval="step", callbacks=[saver],
+                          **common)
+        trainer.cls_weight = opts.cls_weight if opts.classify else 0.0
+        offset = len(history)
+        rows = trainer.fit(opts.cycles * opts.cycle_epochs)
+        history += [dict(row, stage=2, epoch=row["epoch"] + offset) for row in rows]
+        snapshots = list(saver.paths)
+    else:
+        state = {k: v.detach().cpu() for k, v in checkpoint.unwrap(trainer.module).state_dict().items()}
+        snapshots = [checkpoint.atomic_save({"model": state}, fold_dir / "snapshot_1.pt")]
+    if logger is not None:
+        logger.close()
+    return {"history": history, "snapshots": snapshots, "model": checkpoint.unwrap(trainer.module)}
+
+
+def load_members(opts: TrainOptions, paths: Sequence[str | os.PathLike]) -> list[torch.nn.Module]:
+    """Models rebuilt from snapshot files (``torch.load(weights_only=True)``), in eval mode."""
+    from segtutor.train.checkpoint import load_checkpoint
+
+    members = []
+    for path in paths:
+        state = load_checkpoint(path)
+        model = build(opts)
+        model.load_state_dict(state.get("model", state))
+        members.append(model.eval())
+    return members
+
+
+def default_min_sizes() -> list[int]:
+    """Candidate minimum component sizes (pixels at 101x101) for the out-of-fold search."""
+    return [0, 10, 20, 40, 80]
+
+
+def search_postprocess(
+    probs: Tensor,
+    masks: Tensor,
+    salt_prob: Tensor | None = None,
+    thresholds: Sequence[float] | None = None,
+    min_sizes: Sequence[int] | None = None,
+    empty_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Grid search of the threshold and the minimum component size on out-of-fold predictions.
+
+    For each ``min_size`` the threshold is searched with :func:`search_threshold`, the
+    post-processing (small-component removal, then the empty-image rule when ``salt_prob`` is
+    given) applied before scoring. Returns ``{"threshold", "min_size", "score", "table"}`` where
+    ``table`` maps each min size to its :class:`ThresholdSearch`.
+    """
+    sizes = default_min_sizes() if min_sizes is None else [int(s) for s in min_sizes]
+    table: dict[int, ThresholdSearch] = {}
+    for size in sizes:
+        table[size] = search_threshold(
+            probs, masks, thresholds,
+            postprocess=lambda pred, s=size: suppress_empty(remove_small(pred, s), salt_prob,
+                                                           empty_threshold))
+    best = max(sizes, key=lambda s: (table[s].score, -s))
+    return {"threshold": table[best].threshold, "min_size": best, "score": table[best].score,
+            "table": table}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise TGSInputError(f"{path} is missing: is this a run folder written by 'segtutor tgs train'?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise TGSInputError(f"{path} is not valid JSON: {err}") from None
+
+
+def train(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    options: TrainOptions | None = None,
+) -> Path:
+    """The whole training recipe; writes a run folder that :func:`predict` reads.
+
+    Args:
+        run_dir: output folder (created). It receives ``config.json`` (the resolved options, the
+            data folder, the fold of every image), ``fold<k>/snapshot_<j>.pt`` (weights),
+            ``fold<k>/history.json`` (one row per epoch), ``oof.pt`` (out-of-fold probabilities
+            of the trained folds) and ``postprocess.json`` (threshold and minimum component size
+            chosen on them).
+        data: a folder in Kaggle's layout; None writes a synthetic set into ``run_dir/data``
+            first (quick: 400 images, full: 4000).
+        options: :class:`TrainOptions`; None = the defaults.
+
+    Returns:
+        ``run_dir`` as a Path.
+    """
+    from segtutor import config
+
+    opts = (options or TrainOptions()).resolved()
+    run = Path(run_dir)
+    if run.exists() and not run.is_dir():
+        raise TGSInputError(f"run folder {run} exists and is not a folder")
+    run.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = run / "data"
+        if not (data / "train.csv").is_file():
+            synth(data, n=config.pick(400, 4000), seed=opts.seed, progress=opts.progress)
+    data = _require_dir(Path(data), "data folder")
+    split = load_split(data, "train")
+    n = len(split.ids) if opts.n_images is None else min(opts.n_images, len(split.ids))
+    ids, images, masks = split.ids[:n], split.images[:n], split.masks[:n]
+    folds = make_folds(masks, opts.folds, opts.seed)
+    x = to_model_size(images, opts.size_mode)
+    y = to_model_size(masks, opts.size_mode, mask=True)
+    todo = list(range(opts.folds)) if opts.train_folds is None else list(opts.train_folds)
+    cfg = {"options": asdict(opts), "data": str(data.resolve()), "ids": ids,
+           "folds": folds.tolist(), "trained_folds": todo}
+    _write_json(run / "config.json", cfg)
+
+    oof = torch.full((n, TGS_SIZE, TGS_SIZE), float("nan"))
+    oof_salt = torch.full((n,), float("nan"))
+    has_head = True
+    for k in todo:
+        tr, va = folds != k, folds == k
+        result = fit_fold(opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}", name=f"fold{k}")
+        _write_json(run / f"fold{k}" / "history.json", result["history"])
+        members = load_members(opts, result["snapshots"])
+        probs, salt = predict_probs(members, x[va], opts.size_mode, tta=True,
+                                    progress=opts.progress)
+        oof[va] = probs
+        if salt is None:
+            has_head = False
+        else:
+            oof_salt[va] = salt
+    seen = ~torch.isnan(oof[:, 0, 0])
+    from segtutor.train.checkpoint import atomic_save
+
+    atomic_save({"ids": [i for i, s in zip(ids, seen.tolist()) if s],
+                 "probs": oof[seen].half(), "masks": masks[seen].bool(),
+                 "salt_prob": oof_salt[seen] if has_head else None}, run / "oof.pt")
+    chosen = search_postprocess(oof[seen], masks[seen], oof_salt[seen] if has_head else None)
+    _write_json(run / "postprocess.json", {
+        "threshold": chosen["threshold"], "min_size": chosen["min_size"],
+        "oof_tgs_map": chosen["score"],
+        "oof_tgs_map_at_0.5": search_threshold(oof[seen], masks[seen], [0.5]).score,
+        "table": {str(s): {"thresholds": r.thresholds, "scores": r.scores}
+                  for s, r in chosen["table"].items()},
+    })
+    return run
+
+
+def predict(
+    data_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    split: str = "test",
+    threshold: float | str = "auto",
+    min_size: int | str = "auto",
+    empty_threshold: float = 0.5,
+    tta: bool = True,
+    snapshots: str = "all",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict ``split`` of ``data_dir`` with every model of a run and write ``submission.csv``.
+
+    Snapshot and fold ensembling (mean probability), flip TTA, the threshold and minimum
+    component size (``"auto"``: the ones chosen on the out-of-fold predictions at training
+    time), the empty-image rule, 101x101, :func:`write_submission` (atomic, validated).
+
+    Returns a summary dict: ``n_images``, ``n_models``, ``threshold``, ``min_size``, ``path``.
+    """
+    run = _require_dir(Path(run_dir), "run folder")
+    data = _require_dir(Path(data_dir), "data folder")
+    out = Path(out)
+    if out.is_dir():
+        raise TGSInputError(f"--out {out} is a folder; give a file name such as submission.csv")
+    if not out.parent.is_dir():
+        raise TGSInputError(f"cannot write {out}: folder {out.parent} does not exist")
+    cfg = _read_json(run / "config.json")
+    opts = replace(TrainOptions(), **cfg["options"])
+    paths: list[Path] = []
+    for k in cfg["trained_folds"]:
+        fold_paths = sorted((run / f"fold{k}").glob("snapshot_*.pt"),
+                            key=lambda p: int(p.stem.split("_")[1]))
+        if not fold_paths:
+            raise TGSInputError(f"{run / f'fold{k}'} has no snapshot_*.pt files")
+        paths += fold_paths if snapshots == "all" else fold_paths[-1:]
+    if threshold == "auto" or min_size == "auto":
+        chosen = _read_json(run / "postprocess.json")
+        threshold = chosen["threshold"] if threshold == "auto" else threshold
+        min_size = chosen["min_size"] if min_size == "auto" else min_size
+    arrays = load_split(data, split)
+    members = load_members(opts, paths)
+    x = to_model_size(arrays.images, opts.size_mode)
+    probs, salt = predict_probs(members, x, opts.size_mode, tta=tta, batch_size=batch_size,
+                                progress=progress)
+    masks = postprocess(probs, float(threshold), int(min_size), salt, empty_threshold)
+    write_submission(out, arrays.ids, masks)
+    return {"n_images": len(arrays.ids), "n_models": len(members), "threshold": float(threshold),
+            "min_size": int(min_size), "path": str(out)}
