@@ -52,6 +52,18 @@ def test_metrics_hand_worked():
     assert M.recall_per_class(cm)[0] == pytest.approx(8 / 9)
 
 
+def test_erratum_mean_pixel_accuracy_is_recall_not_precision():
+    # FCN's "mean accuracy" divides the diagonal by the row sums (pixels of each true class).
+    # Read as precision (column sums) it gives another number on the hand-worked matrix.
+    recall = (8 / 9 + 3 / 4 + 2 / 3) / 3
+    precision = (8 / 10 + 3 / 4 + 2 / 2) / 3
+    assert M.mean_pixel_accuracy(HAND_CM) == pytest.approx(recall)
+    assert M.mean_pixel_accuracy(HAND_CM) != pytest.approx(precision)
+    y, p = TARGET.flatten().numpy(), PRED.flatten().numpy()
+    assert M.mean_pixel_accuracy(HAND_CM) == pytest.approx(sk_metrics.recall_score(y, p, average="macro"))
+    assert M.mean_pixel_accuracy(HAND_CM) == pytest.approx(sk_metrics.balanced_accuracy_score(y, p))
+
+
 def test_confusion_matrix_matches_sklearn_with_ignore():
     g = torch.Generator().manual_seed(1)
     target = torch.randint(0, 5, (3, 17, 23), generator=g)
