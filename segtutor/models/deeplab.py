@@ -28,19 +28,21 @@ class DeepLabV3(nn.Module):
         rates: ASPP rates at output stride 16 (doubled at 8).
         low_level_width: v3+ projection of the low-level features (48 in the paper; default
             ``head_width * 3 / 16``).
+        encoder_width: channel multiplier of the ResNet (1 for ImageNet weights; < 1 for quick
+            CPU experiments).
     """
 
     def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
                  backbone: str = "resnet50", output_stride: int = 16, head_width: int = 256,
                  rates: tuple[int, ...] = (6, 12, 18), aux: bool = False, decoder: bool = False,
-                 low_level_width: int | None = None) -> None:
+                 low_level_width: int | None = None, encoder_width: float = 1.0) -> None:
         super().__init__()
         if backbone not in ("resnet18", "resnet34", "resnet50"):
             raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {backbone!r}")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 16 or 8, got {output_stride!r}")
         self.encoder = Encoder(backbone, in_channels, pretrained=pretrained,
-                               output_stride=output_stride)
+                               output_stride=output_stride, width=encoder_width)
         self.output_stride = output_stride
         c = self.encoder.channels
         scale = 16 // output_stride
@@ -74,7 +76,7 @@ class DeepLabV3(nn.Module):
 def deeplabv3(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
               **options) -> DeepLabV3:
     """Build DeepLab v3; ``options``: ``backbone``, ``output_stride``, ``head_width``,
-    ``rates``, ``aux``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
+    ``rates``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
     return DeepLabV3(num_classes, in_channels, pretrained, decoder=False, **options)
 
 

@@ -24,19 +24,21 @@ class PSPNet(nn.Module):
         output_stride: 8 (paper) or 16.
         bins: pooled grid sizes of the PPM.
         head_width: channels of the 3x3 conv after the PPM (512 in the paper).
+        encoder_width: channel multiplier of the ResNet (1 for ImageNet weights; < 1 for quick
+            CPU experiments).
     """
 
     def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
                  backbone: str = "resnet50", output_stride: int = 8,
                  bins: tuple[int, ...] = (1, 2, 3, 6), head_width: int = 512,
-                 aux: bool = True) -> None:
+                 aux: bool = True, encoder_width: float = 1.0) -> None:
         super().__init__()
         if backbone not in ("resnet18", "resnet34", "resnet50"):
             raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {backbone!r}")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
         self.encoder = Encoder(backbone, in_channels, pretrained=pretrained,
-                               output_stride=output_stride)
+                               output_stride=output_stride, width=encoder_width)
         self.output_stride = output_stride
         c = self.encoder.channels
         self.ppm = PPM(c[4], bins=bins)
@@ -58,5 +60,5 @@ class PSPNet(nn.Module):
 def pspnet(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
            **options) -> PSPNet:
     """Build :class:`PSPNet`; ``options``: ``backbone``, ``output_stride``, ``bins``,
-    ``head_width``, ``aux``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
+    ``head_width``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
     return PSPNet(num_classes, in_channels, pretrained, **options)
