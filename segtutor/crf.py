@@ -486,6 +486,8 @@ def dense_crf(
             )
         unary_logits = torch.log(work.clamp_min(1e-8))  # -U, the unary is -log p
     rgb = _image_tensor(image, height, width, probs.device, dtype)
+    if iterations == 0:
+        return torch.softmax(unary_logits, dim=0).to(probs.dtype)
     method = _resolve_method(method, height * width)
     with torch.no_grad():
         kernels = _kernels(rgb, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb, compat_bilateral, method)
