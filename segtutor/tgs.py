@@ -263,9 +263,7 @@ def remove_small(masks: Tensor, min_size: int) -> Tensor:
         return masks
     from segtutor.postprocess import remove_small_objects
 
-    out = [torch.as_tensor(np.asarray(remove_small_objects(m.cpu().numpy(), min_size)))
-           for m in masks]
-    return torch.stack(out).to(device=masks.device, dtype=torch.bool)
+    return remove_small_objects(masks.bool(), int(min_size))
 
 
 def postprocess(

@@ -8,6 +8,9 @@ import torch
 from segtutor import tgs
 from segtutor.metrics import tgs_map
 
+# the end-to-end test trains the recipe's model at a tiny width so that it runs in seconds
+E2E_MODEL, E2E_WIDTH = "resunet34", "0.125"
+
 # --------------------------------------------------------------------------------------------
 # threshold search
 # --------------------------------------------------------------------------------------------
@@ -203,3 +206,73 @@ def test_evaluate_reports_an_id_without_mask(tmp_path):
     sub = tgs.write_submission(tmp_path / "s.csv", ["a", "zz"], _random_masks(2))
     with pytest.raises(tgs.TGSInputError, match="no mask for id 'zz'"):
         tgs.evaluate_submission(tmp_path / "data", sub)
+
+
+# --------------------------------------------------------------------------------------------
+# the command line end to end: synth -> train (1 fold, 1 short cycle) -> predict -> evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_end_to_end_quick(tmp_path, capsys, monkeypatch):
+    from segtutor import cli
+    from segtutor.data import TGSSaltDataset
+
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    data, run, sub = tmp_path / "data", tmp_path / "run", tmp_path / "submission.csv"
+    assert cli.main(["tgs", "synth", "--out", str(data), "--n", "24", "--n-test", "8"]) == 0
+    assert cli.main([
+        "tgs", "train", "--data", str(data), "--out", str(run), "--folds", "3",
+        "--train-folds", "0", "--model", E2E_MODEL, "--width", E2E_WIDTH,
+        "--stage1-epochs", "1", "--cycles", "1", "--cycle-epochs", "1", "--batch-size", "8",
+        "--no-progress", "--quick",
+    ]) == 0
+    assert (run / "fold0" / "snapshot_1.pt").is_file() and (run / "postprocess.json").is_file()
+    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
+                     "--no-progress", "--quick"]) == 0
+    capsys.readouterr()
+    assert cli.main(["tgs", "evaluate", "--data", str(data), "--submission", str(sub)]) == 0
+    printed = float(capsys.readouterr().out.strip())
+
+    # the same score computed directly: decode the file ourselves, masks from the dataset
+    test = TGSSaltDataset(data, "test")
+    _, true_masks, _, ids = test.arrays()
+    decoded = tgs.validate_submission(sub, expected_ids=ids)
+    pred = torch.stack([torch.from_numpy(decoded[i]) for i in ids])
+    assert printed == pytest.approx(tgs_map(pred, true_masks), abs=1e-6)
+    assert len(sub.read_text().splitlines()) == 1 + len(ids)
+
+    # and bad input to the same commands: one line on stderr, status 2
+    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(tmp_path / "nope"),
+                     "--out", str(sub)]) == 2
+    lines = sub.read_text().splitlines()
+    lines[1] = lines[1].split(",")[0] + ",3 -1"
+    sub.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert cli.main(["tgs", "evaluate", "--data", str(data), "--submission", str(sub)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "malformed rle_mask" in err
+
+
+def test_postprocess_thresholds_removes_small_components_and_empty_images():
+    probs = torch.zeros(3, 12, 12)
+    probs[:, 1:6, 1:6] = 0.9        # a 25-pixel component in every image
+    probs[:, 9, 9] = 0.8            # a 1-pixel speck
+    probs[:, 8:11, 1:3] = 0.4       # below the threshold
+    out = tgs.postprocess(probs, threshold=0.5, min_size=4,
+                          salt_prob=torch.tensor([0.9, 0.1, 0.7]), empty_threshold=0.5)
+    expected = torch.zeros(12, 12, dtype=torch.bool)
+    expected[1:6, 1:6] = True
+    assert torch.equal(out[0], expected) and torch.equal(out[2], expected)
+    assert not out[1].any()         # the classifier called image 1 empty
+    # min_size 0 keeps the speck
+    assert tgs.postprocess(probs, 0.5, 0)[0, 9, 9]
+
+
+def test_postprocess_search_picks_min_size_that_removes_false_specks():
+    probs, masks = _constructed_case()
+    probs[2, 18, 18] = 0.9          # isolated false-positive pixels on the two empty images,
+    probs[3, 0, 19] = 0.9           # which no threshold below 0.9 removes but min_size does
+    result = tgs.search_postprocess(probs, masks, thresholds=[0.5, 0.55, 0.6], min_sizes=[0, 5])
+    assert result["min_size"] == 5 and result["threshold"] == pytest.approx(0.55)
+    assert result["score"] == pytest.approx(1.0)
+    assert result["table"][0].score < 1.0
