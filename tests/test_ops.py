@@ -306,3 +306,24 @@ def test_train_upsampler_reduces_loss():
     losses = ops.train_upsampler(model, low, high, steps=40, lr=1e-2,
                                  generator=torch.Generator().manual_seed(0), progress=False)
     assert len(losses) == 40 and losses[-1] < losses[0]
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ops_on_cuda_match_pytorch():
+    dev = torch.device("cuda")
+    x = torch.randn(2, 3, 7, 9, device=dev)
+    for ac in (False, True):
+        ours = ops.bilinear_interpolate(x, (15, 4), align_corners=ac)
+        assert ours.device.type == "cuda"
+        torch.testing.assert_close(ours, F.interpolate(x, size=(15, 4), mode="bilinear", align_corners=ac),
+                                   atol=1e-5, rtol=0)
+    k = torch.randn(3, 3, device=dev, dtype=torch.float64)
+    img = torch.randn(9, 8, device=dev, dtype=torch.float64)
+    C = ops.conv2d_matrix(k, (9, 8), stride=2, padding=1, dilation=2)
+    y = F.conv2d(img[None, None], k[None, None], stride=2, padding=1, dilation=2)
+    torch.testing.assert_close(C @ img.flatten(), y.flatten())
+    model = _stack([(3, 1, 1), (3, 1, 2)]).to(dev)
+    assert ops.receptive_field_of(model, 21) == (7, 7)

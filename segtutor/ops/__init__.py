@@ -15,7 +15,11 @@ from segtutor.ops.conv_matrix import (
     conv_transpose_output_size,
     output_padding_for,
 )
-from segtutor.ops.interpolation import bilinear_interpolate, linear_interpolate_1d, source_coordinates
+from segtutor.ops.interpolation import (
+    bilinear_interpolate,
+    linear_interpolate_1d,
+    source_coordinates,
+)
 from segtutor.ops.receptive_field import (
     effective_kernel_size,
     input_gradient,

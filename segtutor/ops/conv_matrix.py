@@ -16,10 +16,10 @@ import torch
 from segtutor.ops._checks import pair, positive_int
 
 __all__ = [
+    "conv2d_matrix",
     "conv_output_size",
     "conv_transpose_output_size",
     "output_padding_for",
-    "conv2d_matrix",
 ]
 
 

@@ -21,7 +21,7 @@ import torch
 
 from segtutor.ops._checks import pair, positive_int
 
-__all__ = ["source_coordinates", "linear_interpolate_1d", "bilinear_interpolate"]
+__all__ = ["bilinear_interpolate", "linear_interpolate_1d", "source_coordinates"]
 
 
 def source_coordinates(in_size: int, out_size: int, align_corners: bool = False,

@@ -21,9 +21,9 @@ from segtutor.ops._checks import pair, positive_int
 
 __all__ = [
     "effective_kernel_size",
+    "input_gradient",
     "receptive_field",
     "receptive_field_growth",
-    "input_gradient",
     "receptive_field_of",
 ]
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from segtutor.ops._checks import positive_int
 
-__all__ = ["make_upsampler", "train_upsampler", "phase_pattern"]
+__all__ = ["make_upsampler", "phase_pattern", "train_upsampler"]
 
 KINDS = ("transposed", "resize")
 
