@@ -496,6 +496,43 @@ def dense_crf(
     return q.T.reshape(c, height, width).to(probs.dtype)
 
 
+def pairwise_messages(
+    image,
+    q: torch.Tensor,
+    sxy_gaussian: float = 3,
+    sxy_bilateral: float = 80,
+    srgb: float = 13,
+    method: Method = "auto",
+) -> dict[str, torch.Tensor]:
+    """The two normalised messages of one mean-field step, for looking inside the update.
+
+    Args:
+        image: RGB image ``[H, W, 3]`` uint8.
+        q: current distribution ``[C, H, W]`` (probabilities).
+        sxy_gaussian, sxy_bilateral, srgb: kernel standard deviations as in :func:`dense_crf`.
+        method: ``"exact"``, ``"fast"`` or ``"auto"``.
+
+    Returns:
+        ``{"smoothness": m_G, "appearance": m_B}``, each ``[C, H, W]``:
+        ``m(l)_i = sum_{j != i} k(i, j) / sqrt(d_i d_j) q_j(l)``, before the kernel weights. One
+        step of :func:`dense_crf` is ``softmax(log p + compat_gaussian m_G + compat_bilateral m_B)``.
+    """
+    if not isinstance(q, torch.Tensor) or not q.is_floating_point() or q.ndim != 3:
+        raise TypeError("q must be a float tensor [C, H, W]")
+    _check_params(0, method, sxy_gaussian=sxy_gaussian, sxy_bilateral=sxy_bilateral, srgb=srgb)
+    c, height, width = q.shape
+    dtype = q.dtype if q.dtype == torch.float64 else torch.float32
+    rgb = _image_tensor(image, height, width, q.device, dtype)
+    method = _resolve_method(method, height * width)
+    with torch.no_grad():
+        smooth, appear = _kernels(rgb, sxy_gaussian, 1.0, sxy_bilateral, srgb, 1.0, method)
+        flat = q.detach().to(dtype).reshape(c, -1).T.contiguous()
+        return {
+            name: kernel(flat).T.reshape(c, height, width).to(q.dtype)
+            for name, kernel in (("smoothness", smooth), ("appearance", appear))
+        }
+
+
 class DenseCRF(nn.Module):
     """Mean-field dense CRF as a differentiable layer (CRF-as-RNN, Zheng et al., ICCV 2015).
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data, transform
 
-from segtutor.crf import DenseCRF, dense_crf
+from segtutor.crf import DenseCRF, dense_crf, pairwise_messages
 
 PARAMS = dict(sxy_gaussian=3, compat_gaussian=3, sxy_bilateral=80, srgb=13, compat_bilateral=10)
 
@@ -114,6 +114,20 @@ def test_exact_matches_naive_per_pixel_loop(iterations):
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-9)
     # the update really moved Q (the comparison is not between two copies of the input)
     assert np.abs(expected - probs.numpy()).max() > 1e-2
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_one_step_is_softmax_of_unary_plus_weighted_messages(method):
+    """pairwise_messages exposes the pieces of one update: log p + w_G m_G + w_B m_B, softmaxed."""
+    img = photo(20)
+    probs = coarse_probs(photo_labels(img), 3, 4, 0.8, seed=0).double()
+    probs = probs / probs.sum(0)  # exactly normalised in float64, as the CRF's own first Q is
+    m = pairwise_messages(img, probs, method=method)
+    step = torch.softmax(torch.log(probs) + 3 * m["smoothness"] + 10 * m["appearance"], 0)
+    torch.testing.assert_close(dense_crf(img, probs, 1, method=method), step, rtol=0, atol=1e-9)
+    # messages of a constant distribution: sum_j k_ij / sqrt(d_i d_j), about 1 and positive
+    flat = pairwise_messages(img, torch.full_like(probs, 1 / 3), method="exact")["smoothness"] * 3
+    assert 0.7 < flat.min() and flat.max() < 1.3
 
 
 def test_zero_iterations_return_the_input_distribution():
