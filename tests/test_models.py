@@ -442,6 +442,17 @@ def test_fcn8s_fc6_matmul_equals_convolution() -> None:
                                                     padding=2, dilation=2))
 
 
+@pytest.mark.parametrize("variant", ["32s", "16s"])
+def test_fcn_variants_fuse_fewer_skips(variant) -> None:
+    model = build_model("fcn8s", num_classes=2, variant=variant, **SMALL["fcn8s"]).eval()
+    assert (model.score_pool4 is None) == (variant == "32s") and model.score_pool3 is None
+    assert model.up8.stride == ((32, 32) if variant == "32s" else (16, 16))
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 40, 72)).shape == (1, 2, 40, 72)
+    with pytest.raises(ValueError, match="variant"):
+        build_model("fcn8s", variant="4s")
+
+
 def test_fcn8s_learned_upsampling_starts_as_bilinear() -> None:
     model = build_model("fcn8s", num_classes=2, **SMALL["fcn8s"])
     x = torch.randn(1, 2, 8, 8)

@@ -50,12 +50,17 @@ class FCN8s(nn.Module):
         upsample: ``"learned"``: transposed convolutions initialised to bilinear interpolation
             (2x, 2x, 8x, as in the paper), or ``"bilinear"``: fixed interpolation, no weights.
         dropout: dropout after fc6 and fc7 (0.5 in the paper).
+        variant: ``"8s"`` (default), ``"16s"`` (fuse pool4 only, upsample 16x) or ``"32s"`` (no
+            skip, upsample the 1/32 scores 32x): the paper's three nets, for comparison.
     """
 
     def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
                  width: float = 1.0, fc_width: int = 4096, upsample: str = "learned",
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, variant: str = "8s") -> None:
         super().__init__()
+        if variant not in ("8s", "16s", "32s"):
+            raise ValueError(f"variant must be '8s', '16s' or '32s', got {variant!r}")
+        self.variant = variant
         if upsample not in ("learned", "bilinear"):
             raise ValueError(f"upsample must be 'learned' or 'bilinear', got {upsample!r}")
         if not isinstance(fc_width, int) or fc_width < 1:
@@ -68,20 +73,26 @@ class FCN8s(nn.Module):
         self.fc7 = nn.Conv2d(fc_width, fc_width, 1)
         self.drop = nn.Dropout2d(dropout)
         self.score_fr = nn.Conv2d(fc_width, num_classes, 1)
-        self.score_pool4 = nn.Conv2d(c4, num_classes, 1)
-        self.score_pool3 = nn.Conv2d(c3, num_classes, 1)
+        skips = {"8s": 2, "16s": 1, "32s": 0}[variant]
+        self.score_pool4 = nn.Conv2d(c4, num_classes, 1) if skips >= 1 else None
+        self.score_pool3 = nn.Conv2d(c3, num_classes, 1) if skips >= 2 else None
         # the skip scores start at zero, so training begins from the coarse FCN-32s prediction
         for layer in (self.score_pool4, self.score_pool3):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.upsample = upsample
         if upsample == "learned":
-            self.up2 = nn.ConvTranspose2d(num_classes, num_classes, 4, 2, 1, bias=False)
-            self.up4 = nn.ConvTranspose2d(num_classes, num_classes, 4, 2, 1, bias=False)
-            self.up8 = nn.ConvTranspose2d(num_classes, num_classes, 16, 8, 4, bias=False)
+            k = num_classes
+            # 2x: kernel 4, stride 2, padding 1; the final 2**(5 - skips) x: kernel 2f, padding f/2
+            factor = 2 ** (5 - skips)
+            self.up2 = nn.ConvTranspose2d(k, k, 4, 2, 1, bias=False) if skips >= 1 else None
+            self.up4 = nn.ConvTranspose2d(k, k, 4, 2, 1, bias=False) if skips >= 2 else None
+            self.up8 = nn.ConvTranspose2d(k, k, 2 * factor, factor, factor // 2, bias=False)
             with torch.no_grad():
                 for up in (self.up2, self.up4, self.up8):
-                    up.weight.copy_(bilinear_kernel(num_classes, num_classes, up.kernel_size[0]))
+                    if up is not None:
+                        up.weight.copy_(bilinear_kernel(k, k, up.kernel_size[0]))
         if pretrained:
             self.load_imagenet()
 
@@ -109,15 +120,18 @@ class FCN8s(nn.Module):
         h = self.drop(F.relu(self.fc6(pool5)))
         h = self.drop(F.relu(self.fc7(h)))
         score = self.score_fr(h)                                                # 1/32
-        score = self._up("up2", score, pool4.shape[-2:]) + self.score_pool4(pool4)  # 1/16
-        score = self._up("up4", score, pool3.shape[-2:]) + self.score_pool3(pool3)  # 1/8
+        if self.score_pool4 is not None:
+            score = self._up("up2", score, pool4.shape[-2:]) + self.score_pool4(pool4)  # 1/16
+        if self.score_pool3 is not None:
+            score = self._up("up4", score, pool3.shape[-2:]) + self.score_pool3(pool3)  # 1/8
         score = self._up("up8", score, x.shape[-2:])                            # 1/1
         return crop_to(score, size)
 
 
 def fcn8s(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
           **options) -> FCN8s:
-    """Build :class:`FCN8s`; ``options``: ``width``, ``fc_width``, ``upsample``, ``dropout``.
+    """Build :class:`FCN8s`; ``options``: ``width``, ``fc_width``, ``upsample``, ``dropout``,
+    ``variant`` (``"8s"``, ``"16s"``, ``"32s"``).
 
     ``pretrained=True`` loads torchvision's ImageNet VGG16 into the encoder and its classifier's
     first two layers into fc6/fc7 (see :meth:`FCN8s.load_imagenet`).
