@@ -7,6 +7,7 @@ environments in a folder of this run instead of ``~/.visdom``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -69,6 +70,7 @@ class VisdomServer:
         if self._own_dir is not None:
             self._own_dir.cleanup()
             self._own_dir = None
+        atexit.unregister(self.terminate)
 
     def log(self) -> str:
         """What the server printed so far."""
@@ -131,6 +133,8 @@ def start_visdom(port: int = 8097, env_path: str | Path | None = None, timeout: 
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     handle = VisdomServer(proc, port, env_path, log_path, own)
+    # the server runs in its own session, so it would outlive a crashed or forgetful caller
+    atexit.register(handle.terminate)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

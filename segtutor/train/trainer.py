@@ -455,10 +455,11 @@ class Trainer:
         if not (self.verbose and self.is_main):
             return
         parts = [f"epoch {row['epoch']}/{epochs}"]
-        for key, value in row.items():
-            if key in ("epoch", "time", "lr"):
-                continue
-            parts.append(f"{key} {value:.4f}")
+        # one short line: the losses, the headline metrics and the monitored one (all in history)
+        shown = ("train_loss", "val_loss", "val_mean_iou", "val_tgs_map", self.monitor)
+        for key in dict.fromkeys(shown):
+            if key in row:
+                parts.append(f"{key} {row[key]:.4f}")
         parts.append(f"lr {row['lr']:.2e}")
         parts.append(f"{row['time']:.1f} s")
         _write("  ".join(parts))
