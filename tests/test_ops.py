@@ -303,9 +303,14 @@ def test_train_upsampler_reduces_loss():
     high = torch.rand(8, 1, 8, 8)
     low = F.avg_pool2d(high, 2)
     model = ops.make_upsampler("resize", stages=1, width=4)
-    losses = ops.train_upsampler(model, low, high, steps=40, lr=1e-2,
-                                 generator=torch.Generator().manual_seed(0), progress=False)
-    assert len(losses) == 40 and losses[-1] < losses[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # tensors this small: thread hand-offs would dominate the run time
+    try:
+        losses = ops.train_upsampler(model, low, high, steps=30, lr=1e-2,
+                                     generator=torch.Generator().manual_seed(0), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(losses) == 30 and sum(losses[-5:]) < 0.5 * sum(losses[:5])
 
 # --------------------------------------------------------------------------- CUDA
 
