@@ -86,6 +86,15 @@ def _check_n_seed(n: int, seed: int) -> None:
 # TGS-like seismic sections
 # --------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=16)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column coordinates ``[size, size]`` (float64), shared read-only."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    yy.flags.writeable = False
+    xx.flags.writeable = False
+    return yy, xx
+
+
 def _ricker(width: float, half: int) -> np.ndarray:
     """Ricker ("Mexican hat") wavelet, the usual stand-in for a seismic source pulse."""
     t = np.arange(-half, half + 1, dtype=np.float64) / width
@@ -124,7 +133,7 @@ def _gauss_transfer(canvas: tuple[int, int], sigma: tuple[float, float]) -> np.n
 
 def _layers(rng: np.random.Generator, size: int) -> np.ndarray:
     """Layered, folded reflectors: a 1-D reflectivity series read along folded horizons."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    yy, xx = _grid(size)
     x = np.arange(size, dtype=np.float64)
     # folding: horizons displaced by a smooth function of x plus a dip; stronger folds with depth
     fold_top = _smooth_curve(rng, x, rng.uniform(1.0, 10.0), min_period=rng.uniform(30, 90))
@@ -147,7 +156,7 @@ def _layers(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _salt_body(rng: np.random.Generator, size: int) -> np.ndarray:
     """One salt mask ``[size, size]`` bool, never empty, shape drawn from a few families."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    yy, xx = _grid(size)
     x = np.arange(size, dtype=np.float64)
     kind = rng.choice(["blob", "bottom", "top", "diapir", "full"], p=[0.36, 0.3, 0.12, 0.17, 0.05])
     if kind == "full":
@@ -280,7 +289,7 @@ _FAMILY_COLOURS = np.array([
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     """A textured RGB background ``[size, size, 3]``: stripes, smooth blotches and grain."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    yy, xx = _grid(size)
     angle = rng.uniform(0, np.pi)
     period = rng.uniform(3, 12)
     stripes = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
@@ -295,7 +304,7 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _shape_mask(rng: np.random.Generator, family: str, size: int, scale: float) -> np.ndarray:
     """A boolean mask for one object; ``scale`` is its rough radius in pixels."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    yy, xx = _grid(size)
     cy, cx = rng.uniform(-0.1 * size, 1.1 * size, size=2)
     if family == "disc":
         ry, rx = scale * rng.uniform(0.7, 1.3, size=2)
