@@ -104,11 +104,9 @@ def _write_pair(folder, stem, image, mask, palette=False):
     (folder / "images").mkdir(exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)
     Image.fromarray(image).save(folder / "images" / f"{stem}.png")
-    m = Image.fromarray(mask.astype(np.uint8), mode="L")
+    m = Image.fromarray(mask.astype(np.uint8), mode="P" if palette else "L")
     if palette:
-        m = m.convert("P")
-        m.putpalette([v for c in range(256) for v in (c, 255 - c, (7 * c) % 256)])
-        m = Image.fromarray(mask.astype(np.uint8), mode="P")
+        # colours unrelated to the indices: the labels must come from the indices
         m.putpalette([v for c in range(256) for v in (c, 255 - c, (7 * c) % 256)])
     m.save(folder / "masks" / f"{stem}.png")
 
@@ -120,6 +118,8 @@ def test_segmentation_dataset_pairs_palette_grey_and_ignore(tmp_path):
     lab[0, :] = 255
     _write_pair(tmp_path, "b", rgb, lab, palette=True)
     _write_pair(tmp_path, "a", rgb[..., 0], lab)
+    with Image.open(tmp_path / "masks" / "b.png") as im:
+        assert im.mode == "P"  # the file really is a palette PNG
     ds = SegmentationDataset(tmp_path / "images", tmp_path / "masks")
     assert ds.stems == ["a", "b"]
     xa, ya = ds[0]
