@@ -10,8 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from segtutor.data import (TGSSaltDataset, coverage_class, coverage_folds, make_tgs_like,
-                           rle_decode, write_tgs_layout)
+from segtutor.data import (
+    TGSSaltDataset,
+    coverage_class,
+    coverage_folds,
+    make_tgs_like,
+    rle_decode,
+    write_tgs_layout,
+)
 
 N_TRAIN, N_TEST, SEED = 24, 6, 4
 
@@ -72,6 +78,7 @@ def test_round_trip_through_dataset(layout):
     torch.testing.assert_close(ds.depths, data.depths[:N_TRAIN])
     torch.testing.assert_close(ds.coverage, data.coverage[:N_TRAIN])
     images, masks, depths, ids = ds.arrays()
+    assert ids == ds.ids and torch.equal(depths, ds.depths)
     assert images.shape == (N_TRAIN, 1, 101, 101) and torch.equal(masks, data.masks[:N_TRAIN])
     test = TGSSaltDataset(layout, "test")
     assert test.labeled and sorted(test.ids) == sorted(data.ids[N_TRAIN:])
@@ -86,7 +93,7 @@ def test_unlabeled_test_split_gives_nan_masks(layout, tmp_path):
     test = TGSSaltDataset(tmp_path / "kaggle", "test")
     assert not test.labeled and torch.isnan(test[0][1]).all()
     with pytest.raises(ValueError, match="no masks"):
-        test.coverage
+        _ = test.coverage
 
 
 def test_missing_layout_names_the_file_and_where_data_goes(tmp_path):

@@ -17,9 +17,20 @@ from torchvision.transforms.v2 import functional as TF
 from segtutor.data import InMemoryDataset
 from segtutor.data.datasets import read_label_png
 from segtutor.data.transforms import (
-    JointResize, RandomDihedral, RandomLighting, batch_lighting, batch_random_dihedral,
-    batch_random_flip, denormalize, dihedral, dihedral_inverse, make_augmentation, normalize,
-    pad_to_128, resize_to, unpad_from_128,
+    JointResize,
+    RandomDihedral,
+    RandomLighting,
+    batch_lighting,
+    batch_random_dihedral,
+    batch_random_flip,
+    denormalize,
+    dihedral,
+    dihedral_inverse,
+    make_augmentation,
+    normalize,
+    pad_to_128,
+    resize_to,
+    unpad_from_128,
 )
 
 H, W = 24, 24

@@ -38,4 +38,28 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'segtutor.data' has no attribute {name!r}")
 
 
-__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
+__all__ = [
+    "InMemoryDataset",
+    "SegmentationDataset",
+    "Shapes",
+    "TGSLike",
+    "TGSSaltDataset",
+    "apply_pair_transform",
+    "coverage_class",
+    "coverage_folds",
+    "datasets",
+    "loaders",
+    "make_loader",
+    "make_shapes",
+    "make_tgs_like",
+    "read_image",
+    "read_label_png",
+    "rle",
+    "rle_decode",
+    "rle_encode",
+    "seed_worker",
+    "synthetic",
+    "tgs",
+    "transforms",
+    "write_tgs_layout",
+]

@@ -133,7 +133,7 @@ def _gauss_transfer(canvas: tuple[int, int], sigma: tuple[float, float]) -> np.n
 
 def _layers(rng: np.random.Generator, size: int) -> np.ndarray:
     """Layered, folded reflectors: a 1-D reflectivity series read along folded horizons."""
-    yy, xx = _grid(size)
+    yy, _ = _grid(size)
     x = np.arange(size, dtype=np.float64)
     # folding: horizons displaced by a smooth function of x plus a dip; stronger folds with depth
     fold_top = _smooth_curve(rng, x, rng.uniform(1.0, 10.0), min_period=rng.uniform(30, 90))
