@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a name for segtutor.models.build_model (the recipe uses resunet34)")
     p.add_argument("--width", type=_positive_float, default=None, metavar="W",
                    help="channel multiplier of the model, 1 = the published widths (ResNet34 "
-                        "encoder and a 64-channel decoder; U-Net base 64); default: quick 0.25, "
+                        "encoder and a 64-channel decoder; U-Net base 64); default: quick 0.125, "
                         "full 1")
     p.add_argument("--pretrained", action="store_true",
                    help="start from ImageNet weights (must already be in torch's cache; nothing "

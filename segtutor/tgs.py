@@ -449,6 +449,7 @@ class TrainOptions:
     tensorboard: str | None = None
     visdom: int | None = None
     progress: bool = True
+    verbose: bool = True
     scse: bool = True
     hypercolumn: bool = True
     deep_supervision: bool = True
@@ -481,7 +482,7 @@ class TrainOptions:
         opts.cycle_epochs = config.pick(1, 20) if self.cycle_epochs is None else self.cycle_epochs
         opts.lr = 1e-3 if self.lr is None else float(self.lr)
         opts.batch_size = config.pick(16, 32) if self.batch_size is None else self.batch_size
-        opts.width = config.pick(0.25, 1.0) if self.width is None else float(self.width)
+        opts.width = config.pick(0.125, 1.0) if self.width is None else float(self.width)
         opts.validate()
         return opts
 
@@ -568,15 +569,21 @@ def _stage2_criterion(variant: str) -> Callable[[Tensor, Tensor], Tensor]:
     return losses.LovaszHingeLoss(activation="elu+1" if variant == "elu" else "relu")
 
 
-def _make_logger(opts: TrainOptions, name: str) -> Any:
-    """TensorBoard and/or visdom loggers as asked for; None when neither is."""
+def _make_logger(opts: TrainOptions, name: str, run_dir: Path) -> Any:
+    """TensorBoard and/or visdom loggers as asked for; None when neither is.
+
+    TensorBoard event files go to ``<tensorboard>/<name>``. visdom posts live to the server on
+    127.0.0.1:``visdom`` when one answers, and always keeps its message log in
+    ``run_dir/visdom/<name>.jsonl`` (replayable with :func:`segtutor.monitor.replay`).
+    """
     from segtutor import monitor
 
     loggers = []
     if opts.tensorboard:
         loggers.append(monitor.TensorBoardLogger(Path(opts.tensorboard) / name))
     if opts.visdom:
-        loggers.append(monitor.VisdomLogger(env=name.replace("/", "_"), port=opts.visdom))
+        loggers.append(monitor.VisdomLogger(env=name.replace("/", "_"), port=opts.visdom,
+                                            log_file=run_dir / "visdom" / f"{name}.jsonl"))
     if not loggers:
         return None
     return loggers[0] if len(loggers) == 1 else monitor.MultiLogger(loggers)
@@ -767,11 +774,11 @@ def fit_fold(
     train_loader = _loader(*train_xy, opts, shuffle=True, seed=opts.seed)
     val_loader = _loader(*val_xy, opts, shuffle=False, seed=opts.seed)
     steps = len(train_loader)
-    logger = _make_logger(opts, name)
+    logger = _make_logger(opts, name, fold_dir.parent)
     Trainer = tgs_trainer_class()
     common = dict(num_classes=1, val_loader=val_loader, logger=logger,
                   amp="auto" if opts.amp else False, aux_weight=opts.aux_weight,
-                  monitor="val_tgs_map", mode="max", progress=opts.progress, verbose=opts.progress)
+                  monitor="val_tgs_map", mode="max", progress=opts.progress, verbose=opts.verbose)
     history: list[dict[str, Any]] = []
     trainer = None
     if opts.stage1_epochs:
