@@ -399,28 +399,31 @@ def lovasz_grad(gt_sorted: Tensor) -> Tensor:
     any leading batch dimensions at once.
     """
     gts = gt_sorted.sum(-1, keepdim=True)
-    intersection = gts - gt_sorted.cumsum(-1)
-    union = gts + (1 - gt_sorted).cumsum(-1)
+    fg_seen = gt_sorted.cumsum(-1)
+    seen = torch.arange(1, gt_sorted.shape[-1] + 1, device=gt_sorted.device, dtype=gt_sorted.dtype)
+    intersection = gts - fg_seen  # foreground pixels not yet counted as wrong
+    union = gts + (seen - fg_seen)  # foreground plus background pixels counted as wrong
     jaccard = 1 - intersection / union
-    return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], -1)
+    return torch.diff(jaccard, dim=-1, prepend=torch.zeros_like(jaccard[..., :1]))
 
 
 def _lovasz_sorted(
-    errors: Tensor, gt: Tensor, valid: Tensor, activation: Callable[[Tensor], Tensor]
+    errors: Tensor, gt: Tensor, valid: Tensor | None, activation: Callable[[Tensor], Tensor]
 ) -> Tensor:
     """``sum_i activation(e_(i)) g_i`` over the last dim, errors sorted decreasingly.
 
-    All rows (images, classes) are sorted in one call. Ignored pixels are sent to the end with
-    a key of -inf and ground truth 0, where they cannot change the gradient of the counted
-    pixels before them, and their terms are zeroed.
+    All rows (images, classes) are sorted in one call. Ignored pixels (``valid`` False; None
+    means all count) get an error of -inf and ground truth 0, so they sort to the end where they
+    cannot change the weights of the counted pixels before them, and their terms are dropped.
     """
-    keys = errors.detach().masked_fill(~valid, float("-inf"))
-    perm = keys.argsort(dim=-1, descending=True)
-    errors_sorted = errors.gather(-1, perm)
-    valid_sorted = valid.gather(-1, perm)
-    gt_sorted = (gt * valid).gather(-1, perm)
-    grad = lovasz_grad(gt_sorted)
-    return (activation(errors_sorted) * grad * valid_sorted).sum(-1)
+    if valid is not None:
+        errors = errors.masked_fill(~valid, float("-inf"))
+        gt = gt * valid
+    errors_sorted, perm = torch.sort(errors, dim=-1, descending=True)
+    terms = activation(errors_sorted) * lovasz_grad(gt.gather(-1, perm))
+    if valid is not None:
+        terms = torch.where(valid.gather(-1, perm), terms, torch.zeros_like(terms))
+    return terms.sum(-1)
 
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -454,8 +457,8 @@ def lovasz_hinge(
     z, y, valid = _binary_inputs(logits, labels, ignore)
     errors = 1 - z * (2 * y - 1)
     rows = z.shape[0] if per_image else 1
-    return _lovasz_sorted(errors.reshape(rows, -1), y.reshape(rows, -1),
-                          valid.reshape(rows, -1), act).mean()
+    valid = valid.reshape(rows, -1) if ignore is not None else None
+    return _lovasz_sorted(errors.reshape(rows, -1), y.reshape(rows, -1), valid, act).mean()
 
 
 def symmetric_lovasz_hinge(
@@ -473,7 +476,7 @@ def symmetric_lovasz_hinge(
     # the two problems share one sort call: stack them as extra rows
     z2 = torch.cat([z, -z]).reshape(2 * rows, -1)
     y2 = torch.cat([y, 1 - y]).reshape(2 * rows, -1)
-    v2 = torch.cat([valid, valid]).reshape(2 * rows, -1)
+    v2 = torch.cat([valid, valid]).reshape(2 * rows, -1) if ignore is not None else None
     return _lovasz_sorted(1 - z2 * (2 * y2 - 1), y2, v2, act).mean()
 
 
@@ -519,7 +522,8 @@ def lovasz_softmax(
         p = probas.transpose(0, 1).reshape(1, c, -1)
         v = valid.reshape(1, 1, -1)
     v = v.expand_as(p)
-    losses = _lovasz_sorted((fg - p).abs(), fg, v, lambda e: e)  # [rows, C]
+    losses = _lovasz_sorted((fg - p).abs(), fg, v if ignore is not None else None,
+                            lambda e: e)  # [rows, C]
     weight = chosen.expand_as(losses).clone()
     if isinstance(classes, str) and classes == "present":
         weight &= (fg * v).sum(-1) > 0
