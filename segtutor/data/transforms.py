@@ -239,7 +239,8 @@ def resize_to(x: torch.Tensor, size: int | Sequence[int], *, mask: bool = False)
     lead = plain.shape[:-2]
     flat = plain.reshape(-1, 1, *plain.shape[-2:])
     if mask:
-        out = F.interpolate(flat.float() if not flat.is_floating_point() else flat,
+        # labels travel as float64, exact for every int32 value (float32 stops at 2**24)
+        out = F.interpolate(flat if flat.is_floating_point() else flat.double(),
                             size=(out_h, out_w), mode="nearest-exact").to(plain.dtype)
     else:
         if not flat.is_floating_point():
