@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import tempfile
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -459,7 +459,7 @@ class TrainOptions:
     cls_weight: float = 0.05
 
     @classmethod
-    def from_namespace(cls, args: Any) -> "TrainOptions":
+    def from_namespace(cls, args: Any) -> TrainOptions:
         """Options from the ``segtutor tgs train`` arguments (see :mod:`segtutor.cli`)."""
         return cls(
             folds=args.folds, train_folds=args.train_folds, model=args.model, width=args.width,
@@ -472,7 +472,7 @@ class TrainOptions:
             visdom=args.visdom, progress=not args.no_progress,
         )
 
-    def resolved(self) -> "TrainOptions":
+    def resolved(self) -> TrainOptions:
         """A copy with every ``None`` size filled from quick mode or full mode."""
         from segtutor import config
 
@@ -510,7 +510,8 @@ class TrainOptions:
         channels and a 64-channel decoder for ``resunet34``, ``base_width=64`` for ``unet``.
         """
         width = 1.0 if self.width is None else float(self.width)
-        kwargs: dict[str, Any] = dict(num_classes=1, in_channels=1, pretrained=self.pretrained)
+        kwargs: dict[str, Any] = {"num_classes": 1, "in_channels": 1,
+                                  "pretrained": self.pretrained}
         if self.model == "resunet34":
             kwargs.update(encoder_width=width, decoder_width=max(4, round(64 * width)),
                           attention=self.scse, hypercolumn=self.hypercolumn,
@@ -776,9 +777,10 @@ def fit_fold(
     steps = len(train_loader)
     logger = _make_logger(opts, name, fold_dir.parent)
     Trainer = tgs_trainer_class()
-    common = dict(num_classes=1, val_loader=val_loader, logger=logger,
-                  amp="auto" if opts.amp else False, aux_weight=opts.aux_weight,
-                  monitor="val_tgs_map", mode="max", progress=opts.progress, verbose=opts.verbose)
+    common = {"num_classes": 1, "val_loader": val_loader, "logger": logger,
+              "amp": "auto" if opts.amp else False, "aux_weight": opts.aux_weight,
+              "monitor": "val_tgs_map", "mode": "max", "progress": opts.progress,
+              "verbose": opts.verbose}
     history: list[dict[str, Any]] = []
     trainer = None
     if opts.stage1_epochs:

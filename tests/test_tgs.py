@@ -183,7 +183,7 @@ def _write_mask_png(path, mask) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((mask.numpy().astype("uint8") * 255)).save(path)
+    Image.fromarray(mask.numpy().astype("uint8") * 255).save(path)
 
 
 def test_evaluate_equals_tgs_map_on_hand_made_layout(tmp_path):

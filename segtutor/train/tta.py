@@ -18,12 +18,11 @@ image-level outputs (fewer dims) are invariant to the flip and are averaged as t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 import torch
 from torch import Tensor
 
-Output = Union[Tensor, Mapping[str, Tensor]]
+Output = Tensor | Mapping[str, Tensor]
 
 #: Names of the transforms :func:`tta_predict` understands, each a tuple of dims to flip.
 #: Dims count from the end of an ``[N, C, H, W]`` tensor: -1 is width, -2 is height.
