@@ -276,3 +276,35 @@ def test_postprocess_search_picks_min_size_that_removes_false_specks():
     assert result["min_size"] == 5 and result["threshold"] == pytest.approx(0.55)
     assert result["score"] == pytest.approx(1.0)
     assert result["table"][0].score < 1.0
+
+
+def test_train_options_resolve_and_reject_bad_values(monkeypatch):
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    quick = tgs.TrainOptions().resolved()
+    assert (quick.stage1_epochs, quick.cycles, quick.cycle_epochs, quick.width) == (2, 1, 1, 0.125)
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    full = tgs.TrainOptions().resolved()
+    assert (full.stage1_epochs, full.cycles, full.cycle_epochs, full.width) == (30, 4, 20, 1.0)
+    kwargs = full.model_kwargs()
+    assert kwargs["encoder_width"] == 1.0 and kwargs["decoder_width"] == 64
+    assert kwargs["attention"] and kwargs["hypercolumn"] and kwargs["classify"]
+    for bad, message in [({"folds": 1}, "folds"), ({"train_folds": [5]}, "train_folds"),
+                         ({"size_mode": "crop"}, "size_mode"), ({"lovasz": "x"}, "lovasz"),
+                         ({"stage1_epochs": 0, "cycles": 0}, "nothing to train")]:
+        with pytest.raises(ValueError, match=message):
+            tgs.TrainOptions(**bad).resolved()
+
+
+def test_cli_train_rejects_bad_options_in_one_line(tmp_path, capsys):
+    from segtutor import cli
+
+    assert cli.main(["tgs", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"),
+                     "--folds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "folds must be >= 2" in err
+    # a folder without the Kaggle layout: the error names the missing file
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["tgs", "train", "--data", str(tmp_path / "empty"), "--out",
+                     str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.csv" in err
