@@ -451,6 +451,9 @@ def test_fcn_variants_fuse_fewer_skips(variant) -> None:
         assert model(torch.randn(1, 3, 40, 72)).shape == (1, 2, 40, 72)
     with pytest.raises(ValueError, match="variant"):
         build_model("fcn8s", variant="4s")
+    bn = build_model("fcn8s", num_classes=2, batch_norm=True, **SMALL["fcn8s"])
+    assert bn.encoder.name == "vgg16_bn"
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 13
 
 
 def test_fcn8s_learned_upsampling_starts_as_bilinear() -> None:
@@ -649,3 +652,24 @@ def test_summary_counts_flops_like_the_formula() -> None:
     assert "params" in str(s)
     with pytest.raises(ValueError, match="input_size"):
         summary(model, (3, 32, 32))
+
+
+# --------------------------------------------------------------------------- diagrams
+
+
+def test_diagram_traces_the_unet_shapes() -> None:
+    import matplotlib.pyplot as plt
+
+    from segtutor.models.diagram import draw_blocks, trace_shapes
+
+    model = small("unet")
+    taps = ["inc"] + [f"downs.{i}" for i in range(4)] + [("head", "scores")]
+    nodes = trace_shapes(model, torch.zeros(1, 3, 32, 32), taps)
+    assert [(n.channels, n.height, n.stride) for n in nodes] == [
+        (4, 32, 1), (8, 16, 2), (16, 8, 4), (32, 4, 8), (64, 2, 16), (3, 32, 1)]
+    assert nodes[-1].label == "scores" and model.training   # mode restored
+    ax = draw_blocks(nodes, skips=[(0, 5)])
+    assert len(ax.patches) == len(nodes) + (len(nodes) - 1) + 1   # boxes, arrows, skip
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="not found"):
+        trace_shapes(model, torch.zeros(1, 3, 32, 32), ["nope"])

@@ -1,0 +1,156 @@
+"""Training throughput of every segtutor model, side by side with segmentation_models_pytorch.
+
+Forward + backward images/s at 128x128 (canonical widths), measured in one run, alternating
+between the two implementations of a pair so that machine noise hits both alike; printed as
+ratios (segtutor / smp). On CUDA the same loop also runs with bf16 autocast and channels_last.
+
+    .venv/bin/python benchmarks/bench_models.py [--size 128] [--batch 4] [--repeats 3]
+
+segmentation_models_pytorch is optional (benchmark-only: ``pip install
+segmentation-models-pytorch``); without it the segtutor columns are still printed and the smp
+comparison is skipped with the reason. Nothing is downloaded (``encoder_weights=None``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+from torch import nn
+
+from segtutor import config
+from segtutor.models import build_model, count_parameters
+
+# our model, its options, and the smp counterpart (class name, encoder) when one exists
+PAIRS: list[tuple[str, dict, tuple[str, str] | None]] = [
+    ("fcn8s", {}, None),
+    ("unet", {}, None),
+    ("segnet", {}, None),
+    ("unetpp", {}, ("UnetPlusPlus", "resnet34")),   # smp's has a ResNet34 encoder, ours the paper's
+    ("resunet34", {"attention": False, "hypercolumn": False}, ("Unet", "resnet34")),
+    ("resunet34", {}, None),
+    ("deeplabv3", {"output_stride": 8}, ("DeepLabV3", "resnet50")),
+    ("deeplabv3plus", {}, ("DeepLabV3Plus", "resnet50")),
+    ("pspnet", {}, ("PSPNet", "resnet50")),
+]
+
+
+def smp_model(cls_name: str, encoder: str, classes: int) -> nn.Module | None:
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError:
+        return None
+    kwargs = {"encoder_weights": None, "classes": classes}
+    if cls_name == "PSPNet":
+        kwargs["encoder_depth"] = 5      # the paper's full-depth trunk (smp's default is 3)
+    return getattr(smp, cls_name)(encoder, **kwargs)
+
+
+def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool):
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with ctx():
+            out = model(x)
+            out = out["out"] if isinstance(out, dict) else out
+            loss = loss_fn(out.float(), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def timed(step, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def bench(size: int, batch: int, repeats: int, classes: int, device: torch.device,
+          amp: bool, channels_last: bool) -> list[dict]:
+    rows = []
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, classes, (batch, size, size), device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for name, options, other in PAIRS:
+        models = {"segtutor": build_model(name, num_classes=classes, **options)}
+        reason = ""
+        if other is not None:
+            m = smp_model(other[0], other[1], classes)
+            if m is None:
+                reason = "segmentation_models_pytorch not installed"
+            else:
+                models["smp"] = m
+        steps = {}
+        for key, m in models.items():
+            m = m.to(device).train()
+            if channels_last:
+                m = m.to(memory_format=torch.channels_last)
+            steps[key] = step_fn(m, x, y, amp)
+            steps[key]()  # warm-up (allocations, kernel selection)
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for _ in range(repeats):  # alternate, so that load changes hit both
+            for key, step in steps.items():
+                times[key].append(timed(step, device))
+        ips = {k: batch / sorted(v)[len(v) // 2] for k, v in times.items()}
+        label = name + ("" if not options else " " + ",".join(f"{k}={v}" for k, v in options.items()))
+        row = {"model": label, "params_M": count_parameters(models["segtutor"]) / 1e6,
+               "segtutor_img_s": ips["segtutor"]}
+        if "smp" in ips:
+            row.update(smp=f"{other[0]}({other[1]})",
+                       smp_params_M=count_parameters(models["smp"]) / 1e6,
+                       smp_img_s=ips["smp"], ratio=ips["segtutor"] / ips["smp"])
+        elif other is not None:
+            row["smp"] = f"skipped: {reason}"
+        rows.append(row)
+        print(format_row(row), flush=True)
+        del models, steps
+    return rows
+
+
+def format_row(row: dict) -> str:
+    line = f"{row['model']:<48} {row['params_M']:7.2f}M {row['segtutor_img_s']:8.2f} img/s"
+    if "ratio" in row:
+        line += (f" | {row['smp']:<22} {row['smp_params_M']:7.2f}M {row['smp_img_s']:8.2f} img/s"
+                 f" | ratio {row['ratio']:.2f}")
+    elif "smp" in row:
+        line += f" | smp {row['smp']}"
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=None, help="default 2 on CPU, 16 on GPU")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=None, help="model names to run (default all)")
+    args = parser.parse_args()
+    if args.only:
+        PAIRS[:] = [p for p in PAIRS if p[0] in args.only]
+    device = config.device()
+    cuda = device.type == "cuda"
+    batch = args.batch or (16 if cuda else 2)
+    torch.manual_seed(0)
+    print(f"device {config.device_name(device)}; fwd+bwd+SGD step, {batch}x3x{args.size}x"
+          f"{args.size}, {args.classes} classes, median of {args.repeats}")
+    modes = [("fp32", False, False)]
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        modes.append(("bf16 autocast + channels_last", True, True))
+    for label, amp, cl in modes:
+        print(f"\n== {label}\n{'model':<48} {'params':>8} {'segtutor':>14} | smp counterpart")
+        bench(args.size, batch, args.repeats, args.classes, device, amp, cl)
+
+
+if __name__ == "__main__":
+    main()
