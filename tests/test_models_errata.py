@@ -118,14 +118,14 @@ def test_models_use_no_deprecated_calls(name, options) -> None:
     if name not in MODEL_NAMES:
         pytest.skip(f"{name} is not registered in segtutor.models yet")
     model = build_model(name, num_classes=3, **options)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = model.train()(x)
         main = out["out"] if isinstance(out, dict) else out
         main.mean().backward()
         with torch.no_grad():
-            assert model.eval()(x).shape == (2, 3, 64, 64)
+            assert model.eval()(x).shape == (2, 3, 32, 32)
 
 
 # --------------------------------------------------------------------------- one image per batch
