@@ -775,9 +775,8 @@ def fit_fold(
     train_loader = _loader(*train_xy, opts, shuffle=True, seed=opts.seed)
     val_loader = _loader(*val_xy, opts, shuffle=False, seed=opts.seed)
     steps = len(train_loader)
-    logger = _make_logger(opts, name, fold_dir.parent)
     Trainer = tgs_trainer_class()
-    common = {"num_classes": 1, "val_loader": val_loader, "logger": logger,
+    common = {"num_classes": 1, "val_loader": val_loader,
               "amp": "auto" if opts.amp else False, "aux_weight": opts.aux_weight,
               "monitor": "val_tgs_map", "mode": "max", "progress": opts.progress,
               "verbose": opts.verbose}
@@ -788,29 +787,34 @@ def fit_fold(
         # one cosine cycle over the whole stage: plain cosine annealing
         scheduler = schedules.cosine_warm_restarts(optimizer, opts.stage1_epochs * steps,
                                                    min_lr=opts.lr * 0.05)
+        # each stage logs under its own name: both count their epochs from 1
+        logger = _make_logger(opts, f"{name}/stage1", fold_dir.parent)
         trainer = Trainer(model, _stage1_criterion(opts.stage1_loss), optimizer, train_loader,
-                          scheduler=scheduler, scheduler_interval="step", **common)
+                          scheduler=scheduler, scheduler_interval="step", logger=logger, **common)
         trainer.cls_weight = opts.cls_weight if opts.classify else 0.0
         history += [dict(row, stage=1) for row in trainer.fit(opts.stage1_epochs)]
+        if logger is not None:
+            logger.close()
     snapshots: list[Path] = []
     if opts.cycles:
         optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
         scheduler = schedules.cosine_warm_restarts(optimizer, opts.cycle_epochs * steps,
                                                    min_lr=opts.lr * 0.01)
         saver = schedules.SnapshotSaver(opts.cycle_epochs, directory=fold_dir)
+        logger = _make_logger(opts, f"{name}/stage2", fold_dir.parent)
         trainer = Trainer(model, _stage2_criterion(opts.lovasz), optimizer, train_loader,
                           scheduler=scheduler, scheduler_interval="step", callbacks=[saver],
-                          **common)
+                          logger=logger, **common)
         trainer.cls_weight = opts.cls_weight if opts.classify else 0.0
         offset = len(history)
         rows = trainer.fit(opts.cycles * opts.cycle_epochs)
+        if logger is not None:
+            logger.close()
         history += [dict(row, stage=2, epoch=row["epoch"] + offset) for row in rows]
         snapshots = list(saver.paths)
     else:
         state = {k: v.detach().cpu() for k, v in checkpoint.unwrap(trainer.module).state_dict().items()}
         snapshots = [checkpoint.atomic_save({"model": state}, fold_dir / "snapshot_1.pt")]
-    if logger is not None:
-        logger.close()
     return {"history": history, "snapshots": snapshots, "model": checkpoint.unwrap(trainer.module)}
 
 
