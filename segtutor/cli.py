@@ -155,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the TGS case-study recipe: k folds stratified by salt coverage; per "
                     "fold, stage 1 with BCE (or BCE+Dice), then stage 2 with the Lovasz hinge "
                     "loss under cosine annealing with warm restarts, saving one snapshot at the "
-                    "end of every cycle. Writes RUN/config.json, RUN/fold<k>/snapshot<j>.pt and "
-                    "RUN/oof.pt (out-of-fold probabilities for the threshold search).",
+                    "end of every cycle. Writes RUN/config.json, RUN/fold<k>/snapshot_<j>.pt, "
+                    "RUN/fold<k>/history.json, RUN/oof.pt (out-of-fold probabilities) and "
+                    "RUN/postprocess.json (the threshold and minimum component size chosen on "
+                    "them, used by 'segtutor tgs predict').",
         formatter_class=_Formatter,
     )
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
@@ -168,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of cross-validation folds (stratified by salt coverage)")
     p.add_argument("--train-folds", type=_fold_list, default=None, metavar="LIST",
                    help="train only these folds, e.g. 0 or 0,2 (default: all K)")
-    p.add_argument("--model", default="resunet34",
-                   help="a name for segtutor.models.build_model (the recipe uses resunet34)")
+    p.add_argument("--model", choices=("resunet34", "unet"), default="resunet34",
+                   help="resunet34: the recipe's ResNet34 U-Net (scSE, hypercolumn, deep "
+                        "supervision, empty-image head); unet: the plain U-Net baseline")
     p.add_argument("--width", type=_positive_float, default=None, metavar="W",
                    help="channel multiplier of the model, 1 = the published widths (ResNet34 "
                         "encoder and a 64-channel decoder; U-Net base 64); default: quick 0.125, "

@@ -494,6 +494,8 @@ class TrainOptions:
             bad = [f for f in self.train_folds if not 0 <= f < self.folds]
             if bad:
                 raise ValueError(f"train_folds {bad} out of range 0..{self.folds - 1}")
+        if self.model not in ("resunet34", "unet"):
+            raise ValueError(f"model must be 'resunet34' or 'unet', got {self.model!r}")
         if self.size_mode not in ("pad", "resize"):
             raise ValueError(f"size_mode must be 'pad' or 'resize', got {self.size_mode!r}")
         if self.stage1_loss not in ("bce", "bce_dice"):
