@@ -308,3 +308,22 @@ def test_cli_train_rejects_bad_options_in_one_line(tmp_path, capsys):
                      str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.csv" in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_fold_on_cuda_with_amp_and_gpu_resident_data(tmp_path, monkeypatch):
+    from segtutor.data import make_tgs_like
+
+    monkeypatch.setenv("SEGTUTOR_DEVICE", "cuda")
+    data = make_tgs_like(24, seed=0)
+    x = tgs.to_model_size(data.images[:, None])
+    y = tgs.to_model_size(data.masks, mask=True)
+    opts = tgs.TrainOptions(stage1_epochs=1, cycles=1, cycle_epochs=1, batch_size=8, width=0.125,
+                            progress=False, verbose=False).resolved()
+    result = tgs.fit_fold(opts, (x[:16], y[:16]), (x[16:], y[16:]), tmp_path / "fold0")
+    assert [p.name for p in result["snapshots"]] == ["snapshot_1.pt"]
+    members = tgs.load_members(opts, result["snapshots"])
+    probs, salt = tgs.predict_probs(members, x[16:])
+    assert probs.shape == (8, 101, 101) and salt.shape == (8,)
+    assert torch.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
