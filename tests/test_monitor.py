@@ -4,7 +4,6 @@ replay, -bind_local, and a headless browser that checks both pages really draw."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,9 +18,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from segtutor.monitor import (ConsoleLogger, Logger, MultiLogger, TensorBoardLogger, VisdomLogger,
-                              read_scalars, replay, start_visdom)
-from segtutor.monitor import assets, server as server_mod
+from segtutor.monitor import (
+    ConsoleLogger,
+    Logger,
+    MultiLogger,
+    TensorBoardLogger,
+    VisdomLogger,
+    assets,
+    read_scalars,
+    replay,
+    start_visdom,
+)
+from segtutor.monitor import server as server_mod
 from segtutor.monitor.tensorboard import read_images
 
 ASSETS_MISSING = assets.missing()
@@ -237,9 +245,9 @@ def test_assets_missing_lists_everything_for_an_empty_folder(tmp_path):
 @needs_assets
 def test_visdom_build_step_finds_everything_and_downloads_nothing(monkeypatch):
     """visdom's own download step, run against the installed assets, must not touch the network."""
-    import requests
     from urllib import request
 
+    import requests
     from visdom.server import build
 
     def no_network(*args, **kwargs):
@@ -261,7 +269,7 @@ def _chromium(url: str, profile: Path, extra: list[str], wanted: list[str]) -> s
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--no-first-run", f"--user-data-dir={profile}-{attempt}",
                f"--virtual-time-budget={budget}", *extra, url]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
         if proc.returncode == 0 and all(w in proc.stdout for w in wanted):
             break
     return proc

@@ -186,7 +186,7 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path):
     resumed = run(4, resume=tmp_path / "last.pt")
     for (name, a), b in zip(full.module.state_dict().items(), resumed.module.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs after resume"
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
     assert strip(resumed.history) == strip(full.history)  # same losses and metrics, bit for bit
     assert resumed.lr == pytest.approx(full.lr)
 
@@ -259,7 +259,7 @@ def test_cuda_amp_channels_last_learns():
 
 
 # ---------------------------------------------------------------------------- schedules
-from segtutor.train import schedules  # noqa: E402
+from segtutor.train import schedules
 
 
 def test_step_and_poly_lr_closed_form():
@@ -446,7 +446,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
         sys.argv = argv
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
                 "--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
-    proc = subprocess.run(torchrun + [str(script), str(two), "4"], env=env, timeout=180,
+    proc = subprocess.run(torchrun + [str(script), str(two), "4"], env=env, timeout=180, check=False,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json

@@ -30,4 +30,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Logger", "ConsoleLogger", "MultiLogger", "to_image_batch", *_LAZY]
+__all__ = ["ConsoleLogger", "Logger", "MultiLogger", "TensorBoardLogger", "VisdomLogger",
+           "VisdomServer", "ensure_assets", "read_images", "read_scalars", "replay", "start_visdom",
+           "to_image_batch"]

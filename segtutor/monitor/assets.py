@@ -115,7 +115,7 @@ def _npm_pack(name: str, version: str, workdir: Path) -> Path:
                            "(apt-get install npm, or install Node.js)")
     proc = subprocess.run([npm, "pack", f"{name}@{version}", "--silent",
                            "--pack-destination", str(workdir)],
-                          cwd=workdir, capture_output=True, text=True, timeout=300)
+                          cwd=workdir, capture_output=True, text=True, timeout=300, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"npm pack {name}@{version} failed: {proc.stderr.strip()[-500:]}")
     tarballs = sorted(workdir.glob("*.tgz"), key=lambda p: p.stat().st_mtime)

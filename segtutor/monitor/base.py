@@ -71,7 +71,7 @@ class Logger:
         """Flush and release files or connections."""
         self.flush()
 
-    def __enter__(self) -> "Logger":
+    def __enter__(self) -> Logger:
         return self
 
     def __exit__(self, *exc: object) -> None:

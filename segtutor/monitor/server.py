@@ -31,7 +31,7 @@ def free_port() -> int:
 def answers(url: str, timeout: float = 1.0) -> bool:
     """True when an HTTP GET of ``url`` returns status 200."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URL
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -79,7 +79,7 @@ class VisdomServer:
         except FileNotFoundError:
             return ""
 
-    def __enter__(self) -> "VisdomServer":
+    def __enter__(self) -> VisdomServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

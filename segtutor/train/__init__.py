@@ -5,11 +5,35 @@ from __future__ import annotations
 
 from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from .ensemble import SnapshotEnsemble
-from .schedules import (LRRangeResult, SnapshotSaver, cosine_warm_restarts, cycle_ends, lr_range_test,
-                        lr_sequence, one_cycle, poly_lr, step_lr)
+from .schedules import (
+                        LRRangeResult,
+                        SnapshotSaver,
+                        cosine_warm_restarts,
+                        cycle_ends,
+                        lr_range_test,
+                        lr_sequence,
+                        one_cycle,
+                        poly_lr,
+                        step_lr,
+)
 from .trainer import Callback, DeviceLoader, NonFiniteLossError, Trainer
 
-__all__ = ["Trainer", "Callback", "DeviceLoader", "NonFiniteLossError", "atomic_save", "save_checkpoint",
-           "load_checkpoint", "SnapshotEnsemble", "SnapshotSaver", "LRRangeResult",
-           "cosine_warm_restarts", "cycle_ends", "lr_range_test", "lr_sequence", "one_cycle",
-           "poly_lr", "step_lr"]
+__all__ = [
+                        "Callback",
+                        "DeviceLoader",
+                        "LRRangeResult",
+                        "NonFiniteLossError",
+                        "SnapshotEnsemble",
+                        "SnapshotSaver",
+                        "Trainer",
+                        "atomic_save",
+                        "cosine_warm_restarts",
+                        "cycle_ends",
+                        "load_checkpoint",
+                        "lr_range_test",
+                        "lr_sequence",
+                        "one_cycle",
+                        "poly_lr",
+                        "save_checkpoint",
+                        "step_lr",
+]

@@ -28,7 +28,7 @@ class DistInfo:
     local_rank: int = 0
 
     @classmethod
-    def current(cls) -> "DistInfo":
+    def current(cls) -> DistInfo:
         """The running process group's view, or a single process when none is initialised."""
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size(),
@@ -107,7 +107,7 @@ def reduce_mean(total: float, count: int, device: torch.device) -> float:
         dev = device if dist.get_backend() == "nccl" else torch.device("cpu")
         t = torch.tensor([float(total), float(count)], dtype=torch.float64, device=dev)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        total, count = float(t[0]), int(round(float(t[1])))
+        total, count = float(t[0]), round(float(t[1]))
     if count == 0:
         return float("nan")
     return float(total) / count

@@ -38,7 +38,7 @@ class SnapshotEnsemble(nn.Module):
 
     @classmethod
     def from_state_dicts(cls, build: Callable[[], nn.Module],
-                         states: Sequence[Mapping[str, torch.Tensor] | str | Path]) -> "SnapshotEnsemble":
+                         states: Sequence[Mapping[str, torch.Tensor] | str | Path]) -> SnapshotEnsemble:
         """Members built by ``build()`` and loaded from state dicts or checkpoint files
         (files are read with ``weights_only=True``; a checkpoint's ``"model"`` entry is used)."""
         members = []

@@ -38,11 +38,11 @@ class NonFiniteLossError(RuntimeError):
 class Callback:
     """Hooks called by :class:`Trainer`; override what you need."""
 
-    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer", row: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None: ...
 
-    def on_fit_end(self, trainer: "Trainer") -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
 class Trainer:
@@ -496,7 +496,7 @@ class Trainer:
         lo = images.amin(dim=(1, 2, 3), keepdim=True)
         hi = images.amax(dim=(1, 2, 3), keepdim=True)
         images = (images - lo) / (hi - lo).clamp_min(1e-8)
-        colour = lambda m: torch.from_numpy(viz.colorize(m, k)).permute(2, 0, 1).float()  # noqa: E731
+        colour = lambda m: torch.from_numpy(viz.colorize(m, k)).permute(2, 0, 1).float()
         grid = []
         for i in range(images.shape[0]):
             grid += [images[i], colour(target[i]), colour(pred[i])]
@@ -655,7 +655,7 @@ class DeviceLoader:
         self.generator = torch.Generator().manual_seed(seed)  # CPU generator: cheap, checkpointable
 
     @classmethod
-    def from_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> "DeviceLoader":
+    def from_dataset(cls, dataset: Any, batch_size: int, **kwargs: Any) -> DeviceLoader:
         """Stack every ``(image, mask)`` of a map-style dataset once and keep them on the device."""
         items = [dataset[i] for i in range(len(dataset))]
         images = torch.stack([torch.as_tensor(im) for im, _ in items])
