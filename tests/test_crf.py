@@ -14,7 +14,17 @@ from skimage import data, transform
 
 from segtutor.crf import DenseCRF, dense_crf, pairwise_messages
 
-PARAMS = dict(sxy_gaussian=3, compat_gaussian=3, sxy_bilateral=80, srgb=13, compat_bilateral=10)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny images: a second OpenMP thread only adds synchronisation (badly so on a loaded CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+PARAMS = {"sxy_gaussian": 3, "compat_gaussian": 3, "sxy_bilateral": 80, "srgb": 13, "compat_bilateral": 10}
 
 
 def naive_mean_field(image, probs, iterations, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb,
@@ -107,7 +117,7 @@ def test_exact_matches_naive_per_pixel_loop(iterations):
     img = rng.integers(0, 256, (4, 5, 3)).astype(np.uint8)
     img[:, :2] = [200, 30, 30]  # a coloured block so the appearance kernel matters
     probs = torch.softmax(torch.randn(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), 0)
-    params = dict(sxy_gaussian=1.5, compat_gaussian=3, sxy_bilateral=4, srgb=30, compat_bilateral=5)
+    params = {"sxy_gaussian": 1.5, "compat_gaussian": 3, "sxy_bilateral": 4, "srgb": 30, "compat_bilateral": 5}
     expected = naive_mean_field(img, probs.numpy(), iterations, **params)
     got = dense_crf(img, probs, iterations=iterations, method="exact", **params)
     assert got.dtype == torch.float64 and got.shape == (3, 4, 5)
@@ -155,7 +165,7 @@ def test_auto_uses_exact_on_small_images():
 
 def test_chunked_exact_equals_cached_exact(monkeypatch):
     """The memory-bounded path (rows recomputed by blocks) gives the same Q as the cached matrix."""
-    import segtutor.crf as crf
+    from segtutor import crf
 
     img = photo(12)
     probs = coarse_probs(photo_labels(img), 3, 4, 0.5, seed=0).double()
@@ -357,7 +367,7 @@ def test_agrees_with_pydensecrf2():
     dcrf = pytest.importorskip(
         "pydensecrf.densecrf", reason="pydensecrf2 (the C++ reference, the 'bench' extra) is not installed"
     )
-    img = photo(64)
+    img = photo(48)
     probs = coarse_probs(photo_labels(img), 3, 8, 0.8, seed=5)
     c, h, w = probs.shape
     ref = dcrf.DenseCRF2D(w, h, c)
