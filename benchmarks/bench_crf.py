@@ -29,7 +29,7 @@ from skimage import data, transform
 
 from segtutor.crf import dense_crf
 
-PARAMS = dict(sxy_gaussian=3, compat_gaussian=3, sxy_bilateral=80, srgb=13, compat_bilateral=10)
+PARAMS = {"sxy_gaussian": 3, "compat_gaussian": 3, "sxy_bilateral": 80, "srgb": 13, "compat_bilateral": 10}
 
 
 def make_input(size: int, classes: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
@@ -116,7 +116,7 @@ def main() -> None:
             run(name, fn, threads)
 
     ref_name = "pydensecrf2 (C++, 1 thread)"
-    print(f"\n| what | median | min | ratio to pydensecrf2 | label agreement with pydensecrf2 |")
+    print("\n| what | median | min | ratio to pydensecrf2 | label agreement with pydensecrf2 |")
     print("|---|---|---|---|---|")
     ref_labels = np.asarray(outputs[ref_name]).argmax(0) if have_ref else None
     for name, _, _ in cases:

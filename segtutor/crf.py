@@ -47,7 +47,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 Method = Literal["auto", "exact", "fast"]
 
