@@ -122,8 +122,14 @@ def build_chapter(chapter: str, quick: bool | None) -> int:
     env = dict(os.environ)
     if quick is not None:
         env["SEGTUTOR_QUICK"] = "1" if quick else "0"
+    # jupyter-book builds a single page from its folder and would execute the folder's other
+    # chapters too: build a copy that sits alone in its own folder.
+    alone = out / "src" / path.name
+    shutil.rmtree(alone.parent, ignore_errors=True)
+    alone.parent.mkdir(parents=True)
+    shutil.copy2(path, alone)
     exe = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(exe), "build", str(path), "--config", str(cfg_file), "--path-output", str(out), *FLAGS]
+    cmd = [str(exe), "build", str(alone), "--config", str(cfg_file), "--path-output", str(out), *FLAGS]
     t0 = time.time()
     code = subprocess.call(cmd, cwd=ROOT, env=env)
     reports = sorted(out.rglob("reports/*.log"))
