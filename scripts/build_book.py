@@ -63,7 +63,15 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
     build_dir = out / "_build"
     build_dir.mkdir(parents=True, exist_ok=True)
     stamp = build_dir / ".segtutor-fingerprint"
-    fp = fingerprint(quick)
+    # key the cache on the mode the chapters will actually run in, so that `make test` (quick
+    # forced) and `make book` (automatic: quick without CUDA) share it on a CPU machine
+    if quick is None:
+        from segtutor import config
+
+        effective = config.is_quick()
+    else:
+        effective = quick
+    fp = fingerprint(effective)
     if stamp.exists() and stamp.read_text() != fp:
         print("segtutor or the configuration changed since the last build: re-executing every chapter")
         shutil.rmtree(build_dir / ".jupyter_cache", ignore_errors=True)
