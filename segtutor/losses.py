@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segtutor.ops.sorting import argsort_rows
+
 __all__ = [
     "BCEDiceLoss",
     "BCEWithLogitsLoss",
@@ -114,12 +116,14 @@ def _binary_inputs(
         valid = target != ignore_index
     else:
         valid = torch.ones_like(target, dtype=torch.bool)
-    if ((target != 0) & (target != 1) & valid).any():
+    if target.dtype != torch.bool and ((target != 0) & (target != 1) & valid).any():
         raise ValueError(
             "binary target must hold values in {0, 1}"
             + (f" (or ignore_index={ignore_index})" if ignore_index is not None else "")
         )
-    target = torch.where(valid, target, torch.zeros_like(target)).to(logits.dtype)
+    if ignore_index is not None:
+        target = torch.where(valid, target, torch.zeros_like(target))
+    target = target.to(logits.dtype)
     return logits, target, valid
 
 
@@ -401,41 +405,77 @@ def lovasz_grad(gt_sorted: Tensor) -> Tensor:
     gts = gt_sorted.sum(-1, keepdim=True)
     fg_seen = gt_sorted.cumsum(-1)
     seen = torch.arange(1, gt_sorted.shape[-1] + 1, device=gt_sorted.device, dtype=gt_sorted.dtype)
-    intersection = gts - fg_seen  # foreground pixels not yet counted as wrong
-    union = gts + (seen - fg_seen)  # foreground plus background pixels counted as wrong
-    jaccard = 1 - intersection / union
-    return torch.diff(jaccard, dim=-1, prepend=torch.zeros_like(jaccard[..., :1]))
+    # with the first `seen` pixels wrong: union = gt pixels + wrongly predicted background,
+    # intersection = gts - fg_seen, so J = 1 - intersection / union = seen / union (union >= 1)
+    jaccard = seen / ((gts + seen) - fg_seen)
+    grad = jaccard.clone()
+    grad[..., 1:] -= jaccard[..., :-1]
+    return grad
 
 
-def _lovasz_sorted(
-    errors: Tensor, gt: Tensor, valid: Tensor | None, activation: Callable[[Tensor], Tensor]
-) -> Tensor:
-    """``sum_i activation(e_(i)) g_i`` over the last dim, errors sorted decreasingly.
+# activation of the sorted errors, and its derivative times a weight: (e, w) -> act'(e) * w
+_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]] = {
+    "relu": (F.relu, lambda e, w: torch.where(e > 0, w, 0.0)),
+    "elu+1": (lambda e: F.elu(e) + 1, lambda e, w: torch.where(e > 0, w, w * e.clamp_max(0).exp())),
+    "identity": (lambda e: e, lambda e, w: w),  # Lovász-softmax: errors are already >= 0
+}
+_HINGE_ACTIVATIONS = ("elu+1", "relu")
+
+
+class _LovaszRows(torch.autograd.Function):
+    """``sum_i act(e_(i)) g_i`` per row of ``[R, N]`` errors sorted decreasingly, ``g`` the
+    :func:`lovasz_grad` of the labels in that order.
+
+    The order is piecewise constant in the errors, so the loss is linear in the sorted errors and
+    its gradient w.r.t. pixel ``i`` is ``act'(e_i)`` times the weight of ``i``'s rank: written
+    out as one scatter, instead of autograd's gather/scatter pair and its bookkeeping.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, errors: Tensor, gt: Tensor, activation: str, masked: bool) -> Tensor:
+        perm = argsort_rows(errors, descending=True)
+        e_sorted = errors.gather(1, perm)
+        g = lovasz_grad(gt.gather(1, perm))
+        terms = _ACTIVATIONS[activation][0](e_sorted)
+        if masked:  # ignored pixels carry -inf and weight 0; keep -inf * 0 out of the sum
+            terms = terms.masked_fill(torch.isneginf(e_sorted), 0.0)
+        ctx.activation, ctx.dtype = activation, errors.dtype
+        ctx.save_for_backward(perm, e_sorted, g)
+        return (terms * g).sum(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
+        perm, e_sorted, g = ctx.saved_tensors
+        weights = _ACTIVATIONS[ctx.activation][1](e_sorted, g * grad_rows[:, None])
+        # perm is a permutation of every row, so the scatter writes every entry
+        grad = torch.empty_like(weights).scatter_(1, perm, weights)
+        return grad.to(ctx.dtype), None, None, None
+
+
+def _lovasz_sorted(errors: Tensor, gt: Tensor, valid: Tensor | None, activation: str) -> Tensor:
+    """``sum_i activation(e_(i)) g_i`` over the last dim of ``[..., N]``, errors sorted
+    decreasingly: returns ``[...]``.
 
     All rows (images, classes) are sorted in one call. Ignored pixels (``valid`` False; None
     means all count) get an error of -inf and ground truth 0, so they sort to the end where they
     cannot change the weights of the counted pixels before them, and their terms are dropped.
     """
+    lead, n = errors.shape[:-1], errors.shape[-1]
+    # the weights come from running counts of pixels: exact in float32 up to 2**24 pixels a row
+    count_dtype = torch.float64 if n >= 2**24 or errors.dtype == torch.float64 else torch.float32
+    errors, gt = errors.reshape(-1, n), gt.reshape(-1, n).to(count_dtype)
     if valid is not None:
+        valid = valid.reshape(-1, n)
         errors = errors.masked_fill(~valid, float("-inf"))
         gt = gt * valid
-    errors_sorted, perm = torch.sort(errors, dim=-1, descending=True)
-    terms = activation(errors_sorted) * lovasz_grad(gt.gather(-1, perm))
-    if valid is not None:
-        terms = torch.where(valid.gather(-1, perm), terms, torch.zeros_like(terms))
-    return terms.sum(-1)
+    return _LovaszRows.apply(errors, gt, activation, valid is not None).reshape(lead)
 
 
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "elu+1": lambda e: F.elu(e) + 1,
-}
-
-
-def _activation(name: str) -> Callable[[Tensor], Tensor]:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]
+def _activation(name: str) -> str:
+    if name not in _HINGE_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(_HINGE_ACTIVATIONS)}, got {name!r}")
+    return name
 
 
 def lovasz_hinge(
@@ -523,7 +563,7 @@ def lovasz_softmax(
         v = valid.reshape(1, 1, -1)
     v = v.expand_as(p)
     losses = _lovasz_sorted((fg - p).abs(), fg, v if ignore is not None else None,
-                            lambda e: e)  # [rows, C]
+                            "identity")  # [rows, C]
     weight = chosen.expand_as(losses).clone()
     if isinstance(classes, str) and classes == "present":
         weight &= (fg * v).sum(-1) > 0

@@ -339,6 +339,36 @@ def test_lovasz_hinge_matches_reference_value_and_gradient(per_image, activation
     assert torch.allclose(g, rg, atol=1e-10)
 
 
+@pytest.mark.parametrize("activation", ["relu", "elu+1"])
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_lovasz_hinge_float32_matches_float64_reference(activation, with_ignore):
+    # float32 CPU tensors take the packed-key NumPy sort (segtutor.ops.sorting), float64 ones
+    # torch.sort: both must give the paper's value and gradient
+    z, y = _binary_batch(seed=4)
+    ignore = None
+    if with_ignore:
+        y = y.clone()
+        y[1, :3] = 255
+        ignore = 255
+    act = torch.relu if activation == "relu" else (lambda e: F.elu(e) + 1)
+    v, g = _grad(L.lovasz_hinge, z.float(), y.float(), ignore=ignore, activation=activation)
+    rv, rg = _grad(_hinge_reference, z, y, ignore=ignore, act=act)
+    assert v.dtype == g.dtype == torch.float32
+    assert torch.allclose(v.double(), rv, atol=1e-5)
+    assert torch.allclose(g.double(), rg, atol=1e-6)
+
+
+def test_lovasz_half_precision_keeps_exact_pixel_counts():
+    # 4096 pixels an image: float16 stops counting integers exactly after 2048, so the weights
+    # must come from float32 counts. Logits k/8 make every hinge error exact in float16.
+    g = torch.Generator().manual_seed(6)
+    z = torch.randint(-16, 17, (2, 64, 64), generator=g) / 8
+    y = torch.rand(2, 64, 64, generator=g) < 0.7
+    v16 = L.lovasz_hinge(z.half(), y)
+    v32 = L.lovasz_hinge(z.float(), y)
+    assert v16.item() == pytest.approx(v32.item(), rel=1e-6)
+
+
 def test_lovasz_hinge_on_hard_logits_is_twice_jaccard_loss():
     # logits +-1 make every hinge error 0 (right) or 2 (wrong); the Lovász extension is exact
     # on such vertices, so the loss is 2 * (1 - IoU) per image.

@@ -332,3 +332,49 @@ def test_ops_on_cuda_match_pytorch():
     torch.testing.assert_close(C @ img.flatten(), y.flatten())
     model = _stack([(3, 1, 1), (3, 1, 2)]).to(dev)
     assert ops.receptive_field_of(model, 21) == (7, 7)
+
+
+# --------------------------------------------------------------------------- sorting
+
+
+def _awkward_rows() -> torch.Tensor:
+    """Random rows plus the cases a bit-pattern sort can get wrong: ties, both zeros, infinities,
+    subnormals, negative numbers of every magnitude."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 500, generator=g) * torch.logspace(-3, 3, 500)
+    x[0, ::7] = 0.5  # many ties
+    x[1, ::3], x[1, 1::3] = -0.0, 0.0
+    x[2, :20], x[2, 20:40] = float("-inf"), float("inf")
+    x[3, ::2] = -1e-40  # subnormal
+    x[4] = -x[4].abs()
+    x[5] = x[5].round()  # integers: long runs of ties
+    return x
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_argsort_rows_equals_torch_stable_sort(descending: bool, dtype: torch.dtype) -> None:
+    from segtutor.ops.sorting import argsort_rows
+
+    x = _awkward_rows().to(dtype)
+    expected = torch.sort(x, dim=-1, descending=descending, stable=True).indices
+    assert torch.equal(argsort_rows(x, descending=descending), expected)
+
+
+def test_argsort_rows_non_contiguous_and_other_dtypes() -> None:
+    from segtutor.ops.sorting import argsort_rows
+
+    x = _awkward_rows()
+    assert torch.equal(argsort_rows(x.t().contiguous().t()), torch.sort(x, stable=True).indices)
+    assert torch.equal(argsort_rows(x[:, ::2]), torch.sort(x[:, ::2], stable=True).indices)
+    ints = torch.randint(0, 5, (3, 50))  # no bit trick for integers: torch.sort's result
+    assert torch.equal(argsort_rows(ints), torch.sort(ints, stable=True).indices)
+
+
+def test_argsort_rows_rejects_bad_input() -> None:
+    from segtutor.ops.sorting import argsort_rows
+
+    with pytest.raises(TypeError, match="values"):
+        argsort_rows([[1.0, 2.0]])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\[R, N\]"):
+        argsort_rows(torch.zeros(2, 3, 4))

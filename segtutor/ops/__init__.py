@@ -5,6 +5,8 @@
   convolution; output-size arithmetic.
 - :mod:`~segtutor.ops.receptive_field`: dilated kernel sizes and receptive fields, analytic and
   measured from gradients.
+- :mod:`~segtutor.ops.sorting`: a stable row-wise argsort that is fast on the CPU (the Lovász
+  losses sort every pixel's error).
 - :mod:`~segtutor.ops.upsampling`: the tiny transposed-conv and resize-conv upsamplers of the
   checkerboard-artifact experiment.
 """
@@ -27,9 +29,11 @@ from segtutor.ops.receptive_field import (
     receptive_field_growth,
     receptive_field_of,
 )
+from segtutor.ops.sorting import argsort_rows
 from segtutor.ops.upsampling import make_upsampler, phase_pattern, train_upsampler
 
 __all__ = [
+    "argsort_rows",
     "bilinear_interpolate",
     "conv2d_matrix",
     "conv_output_size",
