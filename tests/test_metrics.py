@@ -322,3 +322,96 @@ def test_binary_masks_bad_input():
 def test_binary_iou_accepts_channel_dim_and_float():
     a = _mask((5, 5), (0, 2, 0, 2)).float()[None, None]
     assert M.binary_iou(a, a).tolist() == [1.0]
+
+
+# --------------------------------------------------------------------------- boundary band, trimap
+
+
+def _band_reference(labels: np.ndarray, width: int) -> np.ndarray:
+    """Independent reference: a pixel is in the band when its chessboard distance to the nearest
+    pixel of another label (scipy's distance transform, per label) is at most ``width``."""
+    from scipy import ndimage as ndi
+
+    band = np.zeros(labels.shape, dtype=bool)
+    for c in np.unique(labels):
+        inside = labels == c
+        if inside.all():
+            continue  # no other label anywhere: no boundary
+        dist = ndi.distance_transform_cdt(inside, metric="chessboard")
+        band |= inside & (dist <= width)
+    return band
+
+
+def test_boundary_band_on_a_straight_edge_by_hand():
+    labels = torch.zeros(6, 8, dtype=torch.long)
+    labels[:, 4:] = 1  # a vertical edge between columns 3 and 4
+    for width, cols in ((1, [3, 4]), (2, [2, 3, 4, 5]), (3, [1, 2, 3, 4, 5, 6])):
+        band = M.boundary_band(labels, width)
+        expected = torch.zeros(6, 8, dtype=torch.bool)
+        expected[:, cols] = True
+        assert torch.equal(band, expected), width
+    assert not M.boundary_band(torch.full((5, 5), 3), 2).any()  # one label: no boundary
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_boundary_band_matches_chessboard_distance_reference(width):
+    g = torch.Generator().manual_seed(11)
+    # blocky random label maps (4 classes, plus an ignore label) so that bands have structure
+    small = torch.randint(0, 4, (3, 6, 7), generator=g)
+    small[0, 2, 3] = 255
+    labels = small.repeat_interleave(5, 1).repeat_interleave(4, 2)  # [3, 30, 28]
+    band = M.boundary_band(labels, width)
+    for i in range(3):
+        assert np.array_equal(band[i].numpy(), _band_reference(labels[i].numpy(), width))
+    assert torch.equal(M.boundary_band(labels[0], width), band[0])  # [H, W] works too
+    assert torch.equal(M.boundary_band(labels.bool(), width),
+                       torch.from_numpy(np.stack([_band_reference(m, width)
+                                                  for m in labels.bool().numpy()])))
+
+
+def test_trimap_target_and_confusion_matrix_count_band_pixels_only():
+    target = torch.zeros(1, 6, 8, dtype=torch.long)
+    target[..., 4:] = 1
+    pred = target.clone()
+    pred[0, 0, 0] = 1  # wrong, but 3 px from the edge: outside a 1-px band
+    pred[0, 5, 3] = 1  # wrong and next to the edge
+    t = M.trimap_target(target, 1)
+    assert (t == 255).sum() == 6 * 6 and torch.equal(t[0, :, 3:5], target[0, :, 3:5])
+    cm = M.ConfusionMatrix(2)
+    cm.update(pred, t)
+    # band: 6 pixels of class 0 (one predicted 1) and 6 of class 1
+    assert cm.compute()["mean_iou"] == pytest.approx((5 / 6 + 6 / 7) / 2)
+
+
+def test_trimap_iou_ignores_errors_far_from_the_outline():
+    target = torch.zeros(2, 20, 20, dtype=torch.bool)
+    target[:, 5:15, 5:15] = True
+    far = target.clone()
+    far[0, 9:11, 9:11] = False  # a hole in the middle of the object: 5+ px from the outline
+    far[1, 0, 0] = True  # a false positive in a corner
+    assert torch.equal(M.trimap_iou(far, target, 2), torch.ones(2, dtype=torch.float64))
+    assert (M.binary_iou(far, target) < 1).all()
+    shifted = torch.roll(target, 1, dims=2)  # outline one pixel off
+    band = M.boundary_band(target, 2)
+    # width 2 around the square 5..14: rows/cols 3..16 minus the core 7..12
+    expected = torch.zeros(20, 20, dtype=torch.bool)
+    expected[3:17, 3:17] = True
+    expected[7:13, 7:13] = False
+    assert torch.equal(band[0], expected)
+    inter = (shifted & target & band).sum((1, 2)).double()
+    union = ((shifted | target) & band).sum((1, 2)).double()
+    assert torch.allclose(M.trimap_iou(shifted, target, 2), inter / union)
+    assert M.trimap_iou(shifted, target, 2)[0] < 1
+    empty = torch.zeros(1, 8, 8, dtype=torch.bool)
+    assert M.trimap_iou(empty, empty, 1).item() == 1.0
+
+
+def test_boundary_band_rejects_bad_input():
+    with pytest.raises(ValueError, match="width"):
+        M.boundary_band(torch.zeros(4, 4, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match="width"):
+        M.boundary_band(torch.zeros(4, 4, dtype=torch.long), 1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\[N, H, W\]"):
+        M.boundary_band(torch.zeros(4, dtype=torch.long), 1)
+    with pytest.raises(TypeError, match="labels"):
+        M.boundary_band(torch.zeros(4, 4), 1)
