@@ -547,6 +547,7 @@ def tgs_trainer_class() -> type:
 
         class TGSTrainer(Trainer):
             cls_weight: float = 0.05
+            handled_outputs = ("out", "aux", "cls")
 
             def compute_loss(self, output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
                 loss, logits = super().compute_loss(output, target)
@@ -668,24 +669,14 @@ def _model_outputs(model: torch.nn.Module, images: Tensor) -> dict[str, Tensor]:
     """Eval-mode outputs as a dict: ``"out"`` logits ``[B,1,H,W]`` and, for a model with the
     empty-image head, ``"cls"`` logits ``[B,1]``.
 
-    In eval mode the models return only the segmentation logits. The ResNet34 U-Net's
-    classification head reads the deepest encoder map, so a forward hook on ``model.encoder``
-    keeps that map during the one forward pass and the head is applied to it here: no second
-    pass through the encoder.
+    In eval mode the models return only the segmentation logits; the ResNet34 U-Net returns
+    its empty-image logit too when asked (``return_cls=True``), from the same forward pass.
     """
-    classifier = getattr(model, "classifier", None)
-    encoder = getattr(model, "encoder", None)
-    if classifier is None or encoder is None:
+    if getattr(model, "classifier", None) is None:
         out = model(images)
         return {"out": out["out"] if isinstance(out, Mapping) else out}
-    kept: dict[str, Tensor] = {}
-    handle = encoder.register_forward_hook(lambda module, args, feats: kept.update(deep=feats[-1]))
-    try:
-        out = model(images)
-    finally:
-        handle.remove()
-    out = out["out"] if isinstance(out, Mapping) else out
-    return {"out": out, "cls": classifier(kept["deep"]).reshape(-1, 1)}
+    out = model(images, return_cls=True)
+    return {"out": out["out"], "cls": out["cls"].reshape(-1, 1)}
 
 
 @torch.no_grad()

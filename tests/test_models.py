@@ -631,8 +631,18 @@ def test_resunet34_encoder_is_resnet34_and_extras() -> None:
     assert out["out"].shape == (2, 1, 101, 101) and out["cls"].shape == (2,)
     assert len(out["aux"]) == 4
     assert sum(isinstance(m, blocks.SCSE) for m in grey.modules()) == 5
+    # eval mode: the logits alone, or with the empty-image head from the same pass; the head's
+    # output equals the classifier applied to the deepest encoder map
+    grey.eval()
+    x = torch.randn(2, 1, 64, 64)  # a multiple of 32: no padding inside
+    with torch.no_grad():
+        both = grey(x, return_cls=True)
+        assert torch.equal(both["out"], grey(x))
+        assert torch.allclose(both["cls"], grey.classifier(grey.encoder(x)[-1]).squeeze(1))
     plain = small("resunet34", attention=False, hypercolumn=False)
     assert not any(isinstance(m, blocks.SCSE) for m in plain.modules())
+    with pytest.raises(ValueError, match="classify=True"):
+        plain.eval()(torch.randn(1, 3, 32, 32), return_cls=True)
 
 
 # --------------------------------------------------------------------------- summary

@@ -153,6 +153,38 @@ def test_shape_mismatch_is_reported_before_the_first_backward():
         tr2.fit(1)
 
 
+class _WithHead(nn.Module):
+    """A net with an extra image-level output in training mode, like the TGS empty-image head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seg = tiny_net(1)
+        self.cls = nn.Linear(1, 1)
+
+    def forward(self, x):
+        out = self.seg(x)
+        if not self.training:
+            return out
+        return {"out": out, "cls": self.cls(x.mean((1, 2, 3))[:, None])[:, 0]}
+
+
+def test_outputs_no_loss_reads_are_reported_once():
+    import warnings
+
+    from segtutor.tgs import tgs_trainer_class
+
+    x, y = threshold_task(16)
+    with pytest.warns(UserWarning, match=r"no loss for the model's output\(s\) \['cls'\]"):
+        make_trainer(_WithHead(), loader(x, y)).fit(1)
+    net = _WithHead()
+    tgs_trainer = tgs_trainer_class()(
+        net, nn.BCEWithLogitsLoss(), torch.optim.SGD(net.parameters(), lr=0.1),
+        loader(x, y), num_classes=1, device="cpu", progress=False, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the TGS trainer trains the head: nothing to report
+        tgs_trainer.fit(1)
+
+
 def test_bad_arguments():
     x, y = threshold_task(8)
     with pytest.raises(ValueError, match="num_classes"):

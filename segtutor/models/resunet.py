@@ -39,6 +39,8 @@ class ResUNet34(nn.Module):
     ``{"out": logits, "aux": [logits from decoder levels 1/2, 1/4, 1/8, 1/16]}`` with
     ``deep_supervision=True`` (each upsampled to the input size), and ``"cls": [B]``, the logit
     of "the mask is not empty" from global-pooled deepest features, with ``classify=True``.
+    Eval mode returns the logits alone, or ``{"out": logits, "cls": [B]}`` when called with
+    ``return_cls=True`` (inference that also wants the empty-image head: one forward pass).
 
     Args:
         decoder_width: channels of the finest decoder level (64 by default; deeper levels have
@@ -79,7 +81,7 @@ class ResUNet34(nn.Module):
         init_weights(self.decoder)
         init_weights(self.head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
+    def forward(self, x: torch.Tensor, return_cls: bool = False) -> torch.Tensor | dict:
         x, size = pad_to_multiple(x, 32)
         e0, e1, e2, e3, e4 = self.encoder(x)
         y = self.center(e4)
@@ -91,6 +93,11 @@ class ResUNet34(nn.Module):
         fused = self.hypercolumn(levels) if self.hypercolumn is not None else levels[0]
         out = crop_to(self.head(fused), size)
         if not self.training:
+            if return_cls:
+                if self.classifier is None:
+                    raise ValueError("return_cls=True needs the empty-image head: build the "
+                                     "model with classify=True")
+                return {"out": out, "cls": self.classifier(e4).squeeze(1)}
             return out
         aux = None
         if self.aux_heads is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ class Trainer:
         log_images: log an image/target/prediction grid of the first validation batch each epoch.
         threshold: binary decision threshold on the *logit* (0 = probability 0.5).
     """
+
+    #: keys of a dict model output that :meth:`compute_loss` turns into loss terms
+    handled_outputs: tuple[str, ...] = ("out", "aux")
 
     def __init__(self, model: nn.Module, criterion: Callable[..., torch.Tensor],
                  optimizer: torch.optim.Optimizer, train_loader: Iterable[Batch] | None,
@@ -226,6 +230,19 @@ class Trainer:
             raise TypeError(f"the model must return a tensor or a dict with 'out', got {type(output).__name__}")
         return output, []
 
+    def _warn_unused_outputs(self, output: Any) -> None:
+        """Say once when the model returns outputs that no loss term reads (e.g. a ``"cls"`` head
+        trained by nothing), instead of ignoring them silently."""
+        if isinstance(output, Mapping):
+            unused = sorted(set(output) - set(self.handled_outputs))
+            if unused:
+                warnings.warn(
+                    f"{type(self).__name__} computes no loss for the model's output(s) {unused}: "
+                    "those heads will not learn. Subclass the Trainer, extend compute_loss and "
+                    "handled_outputs (segtutor.tgs.tgs_trainer_class does this for 'cls').",
+                    stacklevel=3,
+                )
+
     def _match(self, logits: torch.Tensor) -> torch.Tensor:
         """Binary logits ``[B, 1, H, W]`` -> ``[B, H, W]`` to match float masks ``[B, H, W]``."""
         if self.binary and logits.ndim == 4 and logits.shape[1] == 1:
@@ -253,6 +270,7 @@ class Trainer:
         logits, aux = self._split_output(output)
         if not self._shapes_checked:
             self.check_shapes(logits, target)
+            self._warn_unused_outputs(output)
             self._shapes_checked = True
         tgt = target.float() if self.binary else target
         if self.binary and tgt.ndim == 4:
