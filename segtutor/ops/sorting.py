@@ -1,12 +1,12 @@
 """A fast, stable row-wise argsort for float tensors, used by the Lovász losses.
 
 ``torch.sort`` on the CPU sorts (value, index) pairs with a comparison sort; NumPy (>= 2.0) sorts
-plain 64-bit integers with a vectorised (AVX2/AVX-512) sort that is several times faster
-(benchmarks/bench_losses.py). Packing
-each float's order-preserving 32-bit pattern into the high half of a 64-bit key and its column
-index into the low half turns an argsort into such a plain sort: the sorted keys carry the
-permutation in their low bits, and equal values come out in index order, i.e. the sort is stable.
-Other devices and dtypes use ``torch.sort(stable=True)``, which gives the same permutation.
+plain 64-bit integers with a vectorised (AVX2/AVX-512) sort, about 4x faster for 32 rows of
+16384 (benchmarks/RESULTS.md). Packing each float's order-preserving 32-bit pattern into the high
+half of a 64-bit key and its column index into the low half turns an argsort into such a plain
+sort: the sorted keys carry the permutation in their low bits, and equal values come out in index
+order, i.e. the sort is stable. Other devices and dtypes use ``torch.sort(stable=True)``, which
+gives the same permutation.
 """
 
 from __future__ import annotations
