@@ -44,7 +44,10 @@ def smp_model(cls_name: str, encoder: str, classes: int) -> nn.Module | None:
         return None
     kwargs = {"encoder_weights": None, "classes": classes}
     if cls_name == "PSPNet":
-        kwargs["encoder_depth"] = 5      # the paper's full-depth trunk (smp's default is 3)
+        # the paper's full-depth trunk (smp's default is 3 stages); smp cannot dilate it, so its
+        # pyramid runs at 1/32 (ours at 1/8) and a x32 upsampling brings the logits to full size
+        kwargs["encoder_depth"] = 5
+        kwargs["upsampling"] = 32
     return getattr(smp, cls_name)(encoder, **kwargs)
 
 
