@@ -54,7 +54,9 @@ class VisdomLogger(Logger):
         self.log_file = Path(log_file) if log_file is not None else Path("runs") / "visdom" / f"{env}.jsonl"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if offline is None:
-            offline = not answers(f"{server}:{port}", timeout=1.0)
+            # a refused connection answers at once; the long timeout only waits for a server
+            # that is up but busy (on a loaded 2-core machine its first page took over 1 s)
+            offline = not answers(f"{server}:{port}", timeout=5.0)
         self.live = not offline
         if self.live:
             try:
@@ -150,7 +152,7 @@ def replay(log_file: str | Path, port: int = 8097, server: str = f"http://{HOST}
     log_file = Path(log_file)
     if not log_file.is_file():
         raise FileNotFoundError(f"visdom log {log_file} does not exist")
-    if not answers(f"{server}:{port}", timeout=2.0):
+    if not answers(f"{server}:{port}", timeout=5.0):
         raise ConnectionError(f"no visdom server answers at {server}:{port}; start one with "
                               "segtutor.monitor.start_visdom(port)")
     with warnings.catch_warnings():
