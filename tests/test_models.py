@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segtutor.models import MODEL_NAMES, build_model, count_parameters
+from segtutor.models import MODEL_NAMES, build_model, conv_bn_params, count_parameters
 from segtutor.models import blocks
 
 # Small configurations of every model, used wherever a model is run.
@@ -568,10 +568,16 @@ def test_deeplabv3_parameter_count_equals_torchvision() -> None:
     assert abs(ours_aux - theirs_aux) / theirs_aux < 0.05
 
 
+@pytest.mark.parametrize(("cin", "cout", "k"), [(3, 5, 1), (4, 6, 3), (304, 256, 3)])
+def test_conv_bn_params_counts_a_bias_free_conv_and_its_bn(cin, cout, k) -> None:
+    layer = nn.Sequential(nn.Conv2d(cin, cout, k, bias=False), nn.BatchNorm2d(cout))
+    assert conv_bn_params(cin, cout, k) == count_parameters(layer)
+
+
 def test_deeplabv3plus_parameter_count_from_the_paper_decoder() -> None:
     """v3+ = v3 minus its 3x3 head conv, plus the decoder of Chen et al. (ECCV 2018, Sec. 3.1):
     1x1 conv 256 -> 48 on the low-level features, two 3x3 convs (256+48 -> 256, 256 -> 256)."""
-    conv = lambda cin, cout, k: k * k * cin * cout + 2 * cout  # noqa: E731 (conv + BN)
+    conv = conv_bn_params
     v3 = 39_638_869
     expected = v3 - conv(256, 256, 3) + conv(256, 48, 1) + conv(304, 256, 3) + conv(256, 256, 3)
     with torch.device("meta"):

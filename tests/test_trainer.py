@@ -338,6 +338,21 @@ def test_one_cycle_closed_form():
     assert max(lrs) == pytest.approx(max_lr) and lrs[-1] == pytest.approx(low)
 
 
+def test_fit_cosine_uses_adamw_and_decays_once_to_zero_over_the_run():
+    x, y = threshold_task(16)
+    model = tiny_net(1)
+    trainer, history = schedules.fit_cosine(
+        model, nn.BCEWithLogitsLoss(), loader(x, y, batch_size=4), epochs=3, lr=0.02,
+        weight_decay=0.01, num_classes=1, device="cpu", progress=False, verbose=False)
+    group = trainer.optimizer.param_groups[0]
+    assert isinstance(trainer.optimizer, torch.optim.AdamW) and group["weight_decay"] == 0.01
+    # 4 steps an epoch, T = 12 steps: the rate at the start of epoch e is lr (1 + cos(pi 4e / 12)) / 2
+    assert [h["lr"] for h in history] == pytest.approx(
+        [0.02 * (1 + math.cos(math.pi * 4 * e / 12)) / 2 for e in range(3)])
+    assert trainer.lr == pytest.approx(0.0, abs=1e-12) and history is trainer.history
+    with pytest.raises(ValueError, match="epochs"):
+        schedules.fit_cosine(model, nn.BCEWithLogitsLoss(), loader(x, y), epochs=0, num_classes=1)
+
 def test_snapshot_saver_counts_cycles_and_saves_at_the_lr_minimum(tmp_path):
     x, y = threshold_task(16)
     model = tiny_net(1)

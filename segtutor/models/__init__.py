@@ -84,7 +84,15 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def conv_bn_params(in_channels: int, out_channels: int, kernel_size: int) -> int:
+    """Parameters of a ``kernel_size`` x ``kernel_size`` convolution without bias followed by
+    BN (scale and shift; the running statistics are buffers, not parameters):
+    ``k * k * in_channels * out_channels + 2 * out_channels``. For counting a model by hand from
+    the layer list of its paper."""
+    return kernel_size * kernel_size * in_channels * out_channels + 2 * out_channels
+
+
 __all__ = [
     "ASPP", "PPM", "SCSE", "ConvBNReLU", "DoubleConv", "Hypercolumn", "MODEL_NAMES", "SegHead",
-    "UpBlock", "build_model", "count_parameters", "crop_to", "pad_to_multiple",
+    "UpBlock", "build_model", "conv_bn_params", "count_parameters", "crop_to", "pad_to_multiple",
 ]

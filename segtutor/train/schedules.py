@@ -79,6 +79,26 @@ def cosine_warm_restarts(optimizer: Optimizer, cycle_steps: int, cycle_mult: int
                                              eta_min=min_lr)
 
 
+def fit_cosine(model: torch.nn.Module, criterion: Callable[..., torch.Tensor],
+               train_loader: Iterable[Any], val_loader: Iterable[Any] | None = None, *,
+               epochs: int, lr: float = 3e-3, weight_decay: float = 1e-4, **options: Any
+               ) -> tuple[Trainer, list[dict[str, float]]]:
+    """Train ``model`` for ``epochs`` epochs with AdamW and a cosine learning rate that falls from
+    ``lr`` to 0 over the whole run, stepped after every batch (no warm-up, no restart): the short
+    from-scratch recipe the architecture chapters share.
+
+    ``train_loader`` must have a length (batches per epoch). ``options`` go to :class:`Trainer`
+    (``num_classes`` is required; ``aux_weight``, ``device``, ``progress`` ...). Returns the
+    trainer and its history (one dict per epoch, ``"lr"`` = the rate at the epoch's start).
+    """
+    _positive_int(epochs, "epochs")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = sched.CosineAnnealingLR(optimizer, T_max=epochs * len(train_loader))
+    trainer = Trainer(model, criterion, optimizer, train_loader, val_loader, scheduler=scheduler,
+                      scheduler_interval="step", **options)
+    return trainer, trainer.fit(epochs)
+
+
 def cycle_ends(cycle_len: int, cycle_mult: int = 1, total: int | None = None,
                cycles: int | None = None) -> list[int]:
     """Where cosine cycles end, counted in the scheduler's unit (1-based: after that many units).
