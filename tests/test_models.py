@@ -8,7 +8,6 @@ parameters, never run.
 
 from __future__ import annotations
 
-import io
 import os
 
 import pytest
@@ -16,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segtutor.models import MODEL_NAMES, build_model, conv_bn_params, count_parameters
-from segtutor.models import blocks
+from segtutor.models import MODEL_NAMES, blocks, build_model, conv_bn_params, count_parameters
 
 # Small configurations of every model, used wherever a model is run.
 SMALL: dict[str, dict] = {

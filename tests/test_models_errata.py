@@ -23,7 +23,6 @@ from torch import nn
 
 from segtutor.models import ASPP, MODEL_NAMES, PPM, build_model
 
-
 # --------------------------------------------------------------------------- PPM without forward
 
 

@@ -93,6 +93,18 @@ def conv_bn_params(in_channels: int, out_channels: int, kernel_size: int) -> int
 
 
 __all__ = [
-    "ASPP", "PPM", "SCSE", "ConvBNReLU", "DoubleConv", "Hypercolumn", "MODEL_NAMES", "SegHead",
-    "UpBlock", "build_model", "conv_bn_params", "count_parameters", "crop_to", "pad_to_multiple",
+    "ASPP",
+    "MODEL_NAMES",
+    "PPM",
+    "SCSE",
+    "ConvBNReLU",
+    "DoubleConv",
+    "Hypercolumn",
+    "SegHead",
+    "UpBlock",
+    "build_model",
+    "conv_bn_params",
+    "count_parameters",
+    "crop_to",
+    "pad_to_multiple",
 ]

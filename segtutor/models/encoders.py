@@ -19,6 +19,7 @@ encoders expect ImageNet-normalised input (mean 0.485, 0.456, 0.406; std 0.229, 
 
 from __future__ import annotations
 
+import itertools
 import os
 from urllib.parse import urlparse
 
@@ -67,7 +68,7 @@ def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 
 def _scaled(channels: int, width: float) -> int:
-    return max(int(round(channels * width)), 1)
+    return max(round(channels * width), 1)
 
 
 def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -225,7 +226,7 @@ class Encoder(nn.Module):
         """The modules of each stage, for freezing part of the encoder."""
         if self.kind == "vgg":
             bounds = [0] + [t + 1 for t in self._taps]
-            return [self.features[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            return [self.features[a:b] for a, b in itertools.pairwise(bounds)]
         return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3,
                 self.layer4]
 

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from .blocks import (
+    ConvBNReLU,
     DoubleConv,
     Hypercolumn,
     SegHead,
     UpBlock,
-    ConvBNReLU,
     aux_output,
     crop_to,
     init_weights,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,7 +65,7 @@ def decoder_stage(in_channels: int, out_channels: int, n: int) -> nn.Sequential:
     count does not grow with ``n``).
     """
     channels = [in_channels] * n + [out_channels]
-    return nn.Sequential(*(ConvBNReLU(a, b) for a, b in zip(channels[:-1], channels[1:])))
+    return nn.Sequential(*(ConvBNReLU(a, b) for a, b in itertools.pairwise(channels)))
 
 
 def segnet(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
