@@ -274,6 +274,32 @@ def test_best_model_saving_and_early_stopping(tmp_path):
     assert checkpoint.load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
 
 
+def test_bf16_autocast_and_channels_last_paths_learn_on_the_cpu():
+    # the mixed-precision and NHWC code paths that CUDA takes by default, exercised on the CPU
+    # (bf16 autocast needs no GradScaler), so that a machine without a GPU still tests them.
+    # Two input channels and a 3x3 kernel: NHWC and NCHW strides differ (with one they coincide).
+    x, y = threshold_task(64)
+    x = torch.cat([x, x], dim=1)
+    model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
+    seen = {}
+
+    def spy(module, inputs, output):
+        seen["dtype"] = output.dtype
+        seen["batch nhwc"] = inputs[0].is_contiguous(memory_format=torch.channels_last)
+        seen["batch nchw"] = inputs[0].is_contiguous()
+
+    model[0].register_forward_hook(spy)
+    tr = make_trainer(model, loader(x, y, shuffle=True), loader(x, y), amp="bf16",
+                      channels_last=True)
+    assert tr.amp_dtype == torch.bfloat16 and not tr.scaler.is_enabled()
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model[0].weight.is_contiguous()
+    hist = tr.fit(15)
+    assert seen == {"dtype": torch.bfloat16, "batch nhwc": True, "batch nchw": False}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert hist[-1]["val_mean_iou"] > 0.8
+
+
 # ---------------------------------------------------------------------------- GPU paths
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
