@@ -593,6 +593,17 @@ def test_dilated_models_keep_output_stride(name, output_stride) -> None:
         assert rates == ([6, 12, 18] if output_stride == 16 else [12, 24, 36])
     with pytest.raises(ValueError, match="output_stride"):
         small(name, output_stride=32)
+    with pytest.raises(ValueError, match="backbone must be one of resnet18, resnet34, resnet50"):
+        small(name, backbone="vgg16")
+
+
+def test_logits_to_input_upsamples_then_crops_the_padding() -> None:
+    from segtutor.models.blocks import logits_to_input, pad_to_multiple
+
+    x, size = pad_to_multiple(torch.zeros(1, 3, 50, 70), 16)  # padded to 64 x 80
+    logits = torch.randn(1, 5, 8, 10)
+    ref = F.interpolate(logits, size=(64, 80), mode="bilinear", align_corners=False)
+    assert torch.equal(logits_to_input(logits, x.shape[-2:], size), ref[..., :50, :70])
 
 
 def test_pspnet_parameter_count_from_the_paper_layers() -> None:

@@ -278,6 +278,13 @@ class SegHead(nn.Sequential):
         super().__init__(*layers)
 
 
+def aux_head(in_channels: int, num_classes: int) -> SegHead:
+    """The auxiliary head on ``layer3`` of a dilated ResNet (PSPNet's deep supervision,
+    torchvision's ``aux_loss``): 3x3 conv-BN-ReLU to a quarter of the channels, dropout 0.1, 1x1
+    classifier. ``[B, in_channels, h, w] -> [B, num_classes, h, w]``."""
+    return SegHead(in_channels, num_classes, mid_channels=max(in_channels // 4, 1), dropout=0.1)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "constant"
                     ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad ``x [B, C, H, W]`` at the bottom/right so H and W are multiples of ``multiple``.
@@ -305,6 +312,14 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def logits_to_input(logits: torch.Tensor, padded_size: Sequence[int],
+                    size: tuple[int, int]) -> torch.Tensor:
+    """Low-resolution logits ``[B, K, h, w]`` back to the input: bilinear upsampling to the
+    padded input's ``padded_size``, then the padding of :func:`pad_to_multiple` cropped away:
+    ``[B, K, *size]``."""
+    return crop_to(resize_to(logits, padded_size), size)
 
 
 def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> torch.Tensor:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ASPP, ConvBNReLU, SegHead, aux_output, crop_to, pad_to_multiple, resize_to
-from .encoders import Encoder
+from .blocks import (
+    ASPP,
+    ConvBNReLU,
+    SegHead,
+    aux_head,
+    aux_output,
+    logits_to_input,
+    pad_to_multiple,
+    resize_to,
+)
+from .encoders import dilated_resnet
 
 
 class DeepLabV3(nn.Module):
@@ -37,12 +46,8 @@ class DeepLabV3(nn.Module):
                  rates: tuple[int, ...] = (6, 12, 18), aux: bool = False, decoder: bool = False,
                  low_level_width: int | None = None, encoder_width: float = 1.0) -> None:
         super().__init__()
-        if backbone not in ("resnet18", "resnet34", "resnet50"):
-            raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {backbone!r}")
-        if output_stride not in (8, 16):
-            raise ValueError(f"output_stride must be 16 or 8, got {output_stride!r}")
-        self.encoder = Encoder(backbone, in_channels, pretrained=pretrained,
-                               output_stride=output_stride, width=encoder_width)
+        self.encoder = dilated_resnet(backbone, in_channels, pretrained, output_stride,
+                                      encoder_width)
         self.output_stride = output_stride
         c = self.encoder.channels
         scale = 16 // output_stride
@@ -56,8 +61,7 @@ class DeepLabV3(nn.Module):
             self.classifier = SegHead(head_width, num_classes)
         else:
             self.classifier = SegHead(head_width, num_classes, mid_channels=head_width)
-        self.aux_head = (SegHead(c[3], num_classes, mid_channels=max(c[3] // 4, 1), dropout=0.1)
-                         if aux else None)
+        self.aux_head = aux_head(c[3], num_classes) if aux else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         x, size = pad_to_multiple(x, self.output_stride)
@@ -66,10 +70,10 @@ class DeepLabV3(nn.Module):
         if self.decoder is not None:
             low = self.low_level(feats[1])
             y = self.decoder(torch.cat([resize_to(y, low.shape[-2:]), low], dim=1))
-        out = crop_to(resize_to(self.classifier(y), x.shape[-2:]), size)
+        out = logits_to_input(self.classifier(y), x.shape[-2:], size)
         aux = None
         if self.aux_head is not None and self.training:
-            aux = crop_to(resize_to(self.aux_head(feats[3]), x.shape[-2:]), size)
+            aux = logits_to_input(self.aux_head(feats[3]), x.shape[-2:], size)
         return aux_output(out, aux, self.training)
 
 

@@ -231,6 +231,22 @@ class Encoder(nn.Module):
                 self.layer4]
 
 
+DILATED_BACKBONES = ("resnet18", "resnet34", "resnet50")
+
+
+def dilated_resnet(backbone: str, in_channels: int = 3, pretrained: bool = False,
+                   output_stride: int = 8, width: float = 1.0) -> Encoder:
+    """The encoder of DeepLab and PSPNet: a ResNet whose last stride(s) became dilation, so its
+    deepest map is at 1/``output_stride`` (16 or 8) of the input, with the receptive field of the
+    original network."""
+    if backbone not in DILATED_BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(DILATED_BACKBONES)}, got {backbone!r}")
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
+    return Encoder(backbone, in_channels, pretrained=pretrained, output_stride=output_stride,
+                   width=width)
+
+
 def freeze(module: nn.Module, frozen: bool = True) -> nn.Module:
     """Freeze (or unfreeze) every parameter of ``module`` with ``requires_grad_``.
 

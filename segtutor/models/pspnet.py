@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import PPM, SegHead, aux_output, crop_to, pad_to_multiple, resize_to
-from .encoders import Encoder
+from .blocks import PPM, SegHead, aux_head, aux_output, logits_to_input, pad_to_multiple
+from .encoders import dilated_resnet
 
 
 class PSPNet(nn.Module):
@@ -33,27 +33,22 @@ class PSPNet(nn.Module):
                  bins: tuple[int, ...] = (1, 2, 3, 6), head_width: int = 512,
                  aux: bool = True, encoder_width: float = 1.0) -> None:
         super().__init__()
-        if backbone not in ("resnet18", "resnet34", "resnet50"):
-            raise ValueError(f"backbone must be resnet18, resnet34 or resnet50, got {backbone!r}")
-        if output_stride not in (8, 16):
-            raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
-        self.encoder = Encoder(backbone, in_channels, pretrained=pretrained,
-                               output_stride=output_stride, width=encoder_width)
+        self.encoder = dilated_resnet(backbone, in_channels, pretrained, output_stride,
+                                      encoder_width)
         self.output_stride = output_stride
         c = self.encoder.channels
         self.ppm = PPM(c[4], bins=bins)
         self.classifier = SegHead(self.ppm.out_channels, num_classes, mid_channels=head_width,
                                   dropout=0.1)
-        self.aux_head = (SegHead(c[3], num_classes, mid_channels=max(c[3] // 4, 1), dropout=0.1)
-                         if aux else None)
+        self.aux_head = aux_head(c[3], num_classes) if aux else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         x, size = pad_to_multiple(x, self.output_stride)
         feats = self.encoder(x)
-        out = crop_to(resize_to(self.classifier(self.ppm(feats[4])), x.shape[-2:]), size)
+        out = logits_to_input(self.classifier(self.ppm(feats[4])), x.shape[-2:], size)
         aux = None
         if self.aux_head is not None and self.training:
-            aux = crop_to(resize_to(self.aux_head(feats[3]), x.shape[-2:]), size)
+            aux = logits_to_input(self.aux_head(feats[3]), x.shape[-2:], size)
         return aux_output(out, aux, self.training)
 
 

@@ -16,8 +16,8 @@ from .blocks import (
     aux_output,
     crop_to,
     init_weights,
+    logits_to_input,
     pad_to_multiple,
-    resize_to,
 )
 from .encoders import Encoder
 
@@ -101,7 +101,7 @@ class ResUNet34(nn.Module):
             return out
         aux = None
         if self.aux_heads is not None:
-            aux = [crop_to(resize_to(head(f), x.shape[-2:]), size)
+            aux = [logits_to_input(head(f), x.shape[-2:], size)
                    for head, f in zip(self.aux_heads, levels[1:])]
         extra = {"cls": self.classifier(e4).squeeze(1)} if self.classifier is not None else {}
         return aux_output(out, aux, True, **extra)
