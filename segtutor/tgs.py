@@ -672,7 +672,10 @@ def _model_outputs(model: torch.nn.Module, images: Tensor) -> dict[str, Tensor]:
     In eval mode the models return only the segmentation logits; the ResNet34 U-Net returns
     its empty-image logit too when asked (``return_cls=True``), from the same forward pass.
     """
-    if getattr(model, "classifier", None) is None:
+    from segtutor.models.resunet import ResUNet34
+
+    # DeepLab and PSPNet have a `classifier` too (their segmentation head): ask the type
+    if not isinstance(model, ResUNet34) or model.classifier is None:
         out = model(images)
         return {"out": out["out"] if isinstance(out, Mapping) else out}
     out = model(images, return_cls=True)

@@ -327,3 +327,19 @@ def test_fit_fold_on_cuda_with_amp_and_gpu_resident_data(tmp_path, monkeypatch):
     probs, salt = tgs.predict_probs(members, x[16:])
     assert probs.shape == (8, 101, 101) and salt.shape == (8,)
     assert torch.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_model_outputs_reads_the_empty_image_head_only_where_there_is_one():
+    from segtutor.models import build_model
+
+    x = torch.randn(2, 1, 64, 64)
+    with_head = build_model("resunet34", num_classes=1, in_channels=1, classify=True,
+                            decoder_width=8, encoder_width=0.25).eval()
+    # DeepLab's `classifier` is its segmentation head, not an empty-image head
+    deeplab = build_model("deeplabv3", num_classes=1, in_channels=1, backbone="resnet18",
+                          encoder_width=0.25, head_width=16).eval()
+    with torch.no_grad():
+        both = tgs._model_outputs(with_head, x)
+        assert torch.equal(both["out"], with_head(x)) and both["cls"].shape == (2, 1)
+        only = tgs._model_outputs(deeplab, x)
+    assert set(only) == {"out"} and torch.equal(only["out"], deeplab(x))
