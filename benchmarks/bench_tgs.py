@@ -12,6 +12,11 @@ Both are trained on the same synthetic TGS-like set (4,000 training and 1,000 te
 It needs a CUDA GPU (hours on a CPU); without one it says so and exits 0, unless ``--force``.
 ``--quick`` runs the same comparison at quick-mode sizes (a smoke test, minutes on a CPU).
 Prints both scores, the wall times and the device; copy them into benchmarks/RESULTS.md.
+
+On a GPU lent in calls of limited length, give a lasting ``--workdir`` (e.g. ``runs/bench_tgs``,
+which git ignores) and repeat ``--resume`` until it completes: each call keeps the data and the
+folds that earlier calls finished (``segtutor tgs train --resume``) and trains the rest. The
+training times printed are those of the last call; add up the calls for the total.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="run even without a CUDA GPU")
     parser.add_argument("--quick", action="store_true", help="quick-mode sizes (smoke test)")
     parser.add_argument("--workdir", type=Path, default=None, help="where data and runs go")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse --workdir's data and the folds earlier calls finished")
     args = parser.parse_args()
     if args.quick:
         os.environ["SEGTUTOR_QUICK"] = "1"
@@ -43,9 +50,13 @@ def main() -> int:
         print("bench_tgs: no CUDA GPU here; the full-mode experiment needs one "
               "(use --quick for a CPU smoke test, --force to run it anyway)")
         return 0
+    if args.resume and args.workdir is None:
+        parser.error("--resume needs the --workdir of the earlier calls")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="segtutor-bench-tgs-"))
     n_train, n_test = config.pick(96, 4000), config.pick(32, 1000)
-    data = tgs.synth(work / "data", n=n_train, n_test=n_test, seed=0)
+    data = work / "data"
+    if not (args.resume and (data / "train.csv").is_file()):
+        tgs.synth(data, n=n_train, n_test=n_test, seed=0)
     folds = config.pick([0], None)
     print(f"device {config.device_name()}, {'quick' if config.is_quick() else 'full'} mode, "
           f"{n_train} train / {n_test} test images, work dir {work}")
@@ -57,7 +68,7 @@ def main() -> int:
         ("complete pipeline", tgs.TrainOptions(train_folds=folds, progress=False), "auto"),
     ]:
         t0 = time.perf_counter()
-        run = tgs.train(work / name.split()[0], data=data, options=options)
+        run = tgs.train(work / name.split()[0], data=data, options=options, resume=args.resume)
         t_train = time.perf_counter() - t0
         sub = work / f"{name.split()[0]}.csv"
         t0 = time.perf_counter()

@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'python -m visdom.server -port PORT --bind_local'); without a server the "
                         "offline log is written instead")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the folds an earlier call finished in --out and train the others "
+                        "(same data and options; for runs split over several sittings)")
     _add_quick(p)
     p.set_defaults(func=_cmd_train)
 
@@ -263,7 +266,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from segtutor import tgs
 
     options = tgs.TrainOptions.from_namespace(args)
-    run = tgs.train(args.out, data=args.data, options=options)
+    run = tgs.train(args.out, data=args.data, options=options, resume=args.resume)
     print(f"run written to {run}")
     return 0
 

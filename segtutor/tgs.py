@@ -876,6 +876,7 @@ def train(
     run_dir: str | os.PathLike,
     data: str | os.PathLike | None = None,
     options: TrainOptions | None = None,
+    resume: bool = False,
 ) -> Path:
     """The whole training recipe; writes a run folder that :func:`predict` reads.
 
@@ -888,6 +889,12 @@ def train(
         data: a folder in Kaggle's layout; None writes a synthetic set into ``run_dir/data``
             first (quick: 400 images, full: 4000).
         options: :class:`TrainOptions`; None = the defaults.
+        resume: keep the folds an earlier call already finished in ``run_dir`` (those with
+            their ``history.json``, written when a fold's training ends) and train only the
+            others; the out-of-fold predictions and the post-processing are then computed over
+            every trained fold. The earlier call must have used the same data and recipe (a
+            TGSInputError says what differs). For runs longer than one sitting, e.g. a GPU lent
+            in calls of a few minutes: run the same command again with ``--resume``.
 
     Returns:
         ``run_dir`` as a Path.
@@ -913,6 +920,14 @@ def train(
     todo = list(range(opts.folds)) if opts.train_folds is None else list(opts.train_folds)
     cfg = {"options": asdict(opts), "data": str(data.resolve()), "ids": ids,
            "folds": folds.tolist(), "trained_folds": todo}
+    finished: list[int] = []
+    if resume and (run / "config.json").is_file():
+        earlier = _read_json(run / "config.json")
+        _check_same_run(earlier, cfg)
+        finished = [k for k in earlier["trained_folds"]
+                    if (run / f"fold{k}" / "history.json").is_file()]
+        todo = sorted(set(todo) | set(finished))
+        cfg["trained_folds"] = todo
     _write_json(run / "config.json", cfg)
 
     oof = torch.full((n, TGS_SIZE, TGS_SIZE), float("nan"))
@@ -920,9 +935,18 @@ def train(
     has_head = True
     for k in todo:
         tr, va = folds != k, folds == k
-        result = fit_fold(opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}", name=f"fold{k}")
-        _write_json(run / f"fold{k}" / "history.json", result["history"])
-        members = load_members(opts, result["snapshots"])
+        if k in finished:
+            snapshots = _snapshot_paths(run / f"fold{k}")
+            if opts.verbose:
+                print(f"fold {k}: finished by an earlier call, reusing its {len(snapshots)} "
+                      "snapshot(s)")
+        else:
+            result = fit_fold(opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}",
+                              name=f"fold{k}")
+            # written last: its presence marks the fold as finished for --resume
+            _write_json(run / f"fold{k}" / "history.json", result["history"])
+            snapshots = result["snapshots"]
+        members = load_members(opts, snapshots)
         probs, salt = predict_probs(members, x[va], opts.size_mode, tta=True,
                                     progress=opts.progress)
         oof[va] = probs
@@ -945,6 +969,33 @@ def train(
                   for s, r in chosen["table"].items()},
     })
     return run
+
+
+# options that may change between the calls of one resumed run: they do not change the models
+_RUN_CONTROL = ("train_folds", "progress", "verbose", "tensorboard", "visdom")
+
+
+def _check_same_run(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Raise TGSInputError when a resumed run would mix folds of different data or recipes."""
+    if earlier["data"] != now["data"] or earlier["ids"] != now["ids"]:
+        raise TGSInputError(f"--resume: the run folder was trained on {earlier['data']}, not "
+                            f"{now['data']} (or on other images); use a new --out")
+    if earlier["folds"] != now["folds"]:
+        raise TGSInputError("--resume: the fold assignment differs from the earlier call "
+                            "(--folds or --seed changed); use a new --out")
+    changed = sorted(k for k, v in now["options"].items()
+                     if k not in _RUN_CONTROL and earlier["options"].get(k) != v)
+    if changed:
+        raise TGSInputError("--resume: the recipe differs from the earlier call in "
+                            f"{', '.join(changed)}; use the same options or a new --out")
+
+
+def _snapshot_paths(fold_dir: Path) -> list[Path]:
+    """The ``snapshot_<j>.pt`` files of a fold, in cycle order."""
+    paths = sorted(fold_dir.glob("snapshot_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
+    if not paths:
+        raise TGSInputError(f"{fold_dir} has a history.json but no snapshot_*.pt")
+    return paths
 
 
 def predict(

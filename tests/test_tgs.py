@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -343,3 +345,35 @@ def test_model_outputs_reads_the_empty_image_head_only_where_there_is_one():
         assert torch.equal(both["out"], with_head(x)) and both["cls"].shape == (2, 1)
         only = tgs._model_outputs(deeplab, x)
     assert set(only) == {"out"} and torch.equal(only["out"], deeplab(x))
+
+
+def test_resume_keeps_finished_folds_and_trains_the_others(tmp_path, capsys, monkeypatch):
+    from segtutor import cli
+
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert cli.main(["tgs", "synth", "--out", str(data), "--n", "24", "--n-test", "4"]) == 0
+    common = ["tgs", "train", "--data", str(data), "--out", str(run), "--folds", "3",
+              "--model", E2E_MODEL, "--width", E2E_WIDTH, "--stage1-epochs", "1", "--cycles",
+              "0", "--batch-size", "8", "--no-progress", "--quick"]
+    assert cli.main([*common, "--train-folds", "0"]) == 0
+    fold0 = (run / "fold0" / "snapshot_1.pt").read_bytes()
+    trained = []
+    real_fit_fold = tgs.fit_fold
+    monkeypatch.setattr(tgs, "fit_fold",
+                        lambda opts, tr, va, fold_dir, name, **kw:
+                        trained.append(name) or real_fit_fold(opts, tr, va, fold_dir, name, **kw))
+    assert cli.main([*common, "--train-folds", "1", "--resume"]) == 0
+    assert trained == ["fold1"]  # fold 0 was finished by the first call: not trained again
+    assert (run / "fold0" / "snapshot_1.pt").read_bytes() == fold0
+    config = json.loads((run / "config.json").read_text())
+    assert config["trained_folds"] == [0, 1]
+    oof = torch.load(run / "oof.pt", weights_only=True)
+    folds = torch.tensor(config["folds"])
+    assert len(oof["ids"]) == int((folds <= 1).sum())  # out-of-fold predictions of both folds
+    # a changed recipe cannot be mixed into the same run
+    capsys.readouterr()
+    changed = [a if a != "8" else "4" for a in common]  # --batch-size 4
+    assert cli.main([*changed, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "batch_size" in err
