@@ -114,17 +114,33 @@ def _binary_inputs(
     target = target.to(logits.device)
     if ignore_index is not None:
         valid = target != ignore_index
+        target = target.masked_fill(~valid, 0)
     else:
         valid = torch.ones_like(target, dtype=torch.bool)
-    if target.dtype != torch.bool and ((target != 0) & (target != 1) & valid).any():
+    if not _all_zero_or_one(target):
         raise ValueError(
             "binary target must hold values in {0, 1}"
             + (f" (or ignore_index={ignore_index})" if ignore_index is not None else "")
         )
-    if ignore_index is not None:
-        target = torch.where(valid, target, torch.zeros_like(target))
     target = target.to(logits.dtype)
     return logits, target, valid
+
+
+def _all_zero_or_one(values: Tensor) -> bool:
+    """Whether every entry of ``values`` is 0 or 1, found with two reductions: on the CPU the
+    boolean masks of a plain ``(v != 0) & (v != 1)`` cost more than some losses they guard."""
+    if values.dtype == torch.bool or values.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(values)
+    if not (bool(lo >= 0) and bool(hi <= 1)):  # NaN fails here too
+        return False
+    if not values.is_floating_point():
+        return True
+    v = values.reshape(-1)
+    # on [0, 1], v (1 - v) >= 0 with 0 only at 0 and 1 (no underflow: the smallest float v > 0
+    # keeps v (1 - v) = v), so the sum is 0 exactly when every entry is 0 or 1
+    spread = torch.dot(v, 1 - v) if v.dtype in (torch.float32, torch.float64) else (v * (1 - v)).sum()
+    return bool(spread == 0)
 
 
 def _multiclass_inputs(
@@ -149,9 +165,9 @@ def _multiclass_inputs(
         valid = target != ignore_index
     else:
         valid = torch.ones_like(target, dtype=torch.bool)
-    bad = ((target < 0) | (target >= c)) & valid
-    if bad.any():
-        label = int(target[bad][0])
+    lo, hi = torch.aminmax(target.masked_fill(~valid, 0) if ignore_index is not None else target)
+    if bool(lo < 0) or bool(hi >= c):  # the mask of bad labels only to name one
+        label = int(target[((target < 0) | (target >= c)) & valid][0])
         extra = f" other than ignore_index={ignore_index}" if ignore_index is not None else ""
         raise ValueError(f"target has label {label}{extra}; expected labels in [0, {c})")
     return logits, target.masked_fill(~valid, 0), valid
@@ -402,23 +418,31 @@ def lovasz_grad(gt_sorted: Tensor) -> Tensor:
     ``J = 1 - |gt and pred| / |gt or pred|`` (Berman et al., CVPR 2018, Algorithm 1). Works on
     any leading batch dimensions at once.
     """
+    dtype = gt_sorted.dtype if gt_sorted.is_floating_point() else torch.get_default_dtype()
+    return _lovasz_grad_(gt_sorted.detach().to(dtype, copy=True))
+
+
+def _lovasz_grad_(gt_sorted: Tensor) -> Tensor:
+    """:func:`lovasz_grad` that overwrites its (float) input with scratch values.
+
+    On the CPU each fresh tensor of a few MB costs page faults comparable to the arithmetic on
+    it, so the batched loss works in place where it can.
+    """
+    n = gt_sorted.shape[-1]
+    seen = torch.arange(1, n + 1, device=gt_sorted.device, dtype=gt_sorted.dtype)
     gts = gt_sorted.sum(-1, keepdim=True)
-    fg_seen = gt_sorted.cumsum(-1)
-    seen = torch.arange(1, gt_sorted.shape[-1] + 1, device=gt_sorted.device, dtype=gt_sorted.dtype)
     # with the first `seen` pixels wrong: union = gt pixels + wrongly predicted background,
     # intersection = gts - fg_seen, so J = 1 - intersection / union = seen / union (union >= 1)
-    jaccard = seen / ((gts + seen) - fg_seen)
-    grad = jaccard.clone()
-    grad[..., 1:] -= jaccard[..., :-1]
+    union = gt_sorted.cumsum_(-1).neg_().add_(gts).add_(seen)  # gts + seen - fg_seen
+    jaccard = torch.div(seen, union, out=union)
+    grad = torch.empty_like(jaccard)
+    grad[..., :1] = jaccard[..., :1]
+    torch.sub(jaccard[..., 1:], jaccard[..., :-1], out=grad[..., 1:])
     return grad
 
 
-# activation of the sorted errors, and its derivative times a weight: (e, w) -> act'(e) * w
-_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]] = {
-    "relu": (F.relu, lambda e, w: torch.where(e > 0, w, 0.0)),
-    "elu+1": (lambda e: F.elu(e) + 1, lambda e, w: torch.where(e > 0, w, w * e.clamp_max(0).exp())),
-    "identity": (lambda e: e, lambda e, w: w),  # Lovász-softmax: errors are already >= 0
-}
+# activations of the errors: the paper's relu, the smooth variant, none (Lovász-softmax: errors
+# are already >= 0)
 _HINGE_ACTIVATIONS = ("elu+1", "relu")
 
 
@@ -426,50 +450,83 @@ class _LovaszRows(torch.autograd.Function):
     """``sum_i act(e_(i)) g_i`` per row of ``[R, N]`` errors sorted decreasingly, ``g`` the
     :func:`lovasz_grad` of the labels in that order.
 
+    Both losses' errors are affine in their input ``x`` (logits or probabilities):
+    ``e = offset + sign * x`` with ``sign = 1 - 2 gt`` and ``offset`` 1 (hinge) or ``gt``
+    (``|gt - p|``), so the function forms them itself and returns the gradient w.r.t. ``x``.
     The order is piecewise constant in the errors, so the loss is linear in the sorted errors and
-    its gradient w.r.t. pixel ``i`` is ``act'(e_i)`` times the weight of ``i``'s rank: written
-    out as one scatter, instead of autograd's gather/scatter pair and its bookkeeping.
+    its gradient w.r.t. pixel ``i`` is ``act'(e_i)`` times the weight of ``i``'s rank. Scattering
+    the weights back to pixel order once gives both: the loss is the plain dot product
+    ``sum_i act(e_i) w_i`` and the gradient ``sign_i act'(e_i) w_i``. On the CPU every fresh
+    tensor of a few MB costs page faults comparable to the arithmetic on it, hence the in-place
+    steps.
     """
 
     @staticmethod
-    def forward(ctx: Any, errors: Tensor, gt: Tensor, activation: str, masked: bool) -> Tensor:
-        perm = argsort_rows(errors, descending=True)
-        e_sorted = errors.gather(1, perm)
-        g = lovasz_grad(gt.gather(1, perm))
-        terms = _ACTIVATIONS[activation][0](e_sorted)
-        if masked:  # ignored pixels carry -inf and weight 0; keep -inf * 0 out of the sum
-            terms = terms.masked_fill(torch.isneginf(e_sorted), 0.0)
-        ctx.activation, ctx.dtype = activation, errors.dtype
-        ctx.save_for_backward(perm, e_sorted, g)
-        return (terms * g).sum(1)
+    def forward(
+        ctx: Any, x: Tensor, gt: Tensor, offset: Tensor | float, activation: str, valid: Tensor | None
+    ) -> Tensor:
+        # x [R, N]; gt [R, N] 0/1 in the dtype to count in, 0 where ignored; valid [R, N] bool
+        # or None (all count); activation "relu" | "elu+1" | "identity"
+        # the same floats as 1 - x (2 gt - 1) and |gt - x|
+        errors = torch.rsub(gt, 1, alpha=2).mul_(x).add_(offset)
+        if valid is not None:  # ignored pixels sort last, after every counted one
+            errors.masked_fill_(~valid, float("-inf"))
+        if activation == "relu":
+            # threshold (unlike relu) makes -0.0 +0.0, as the nonnegative sort needs; ignored
+            # pixels (0 now) tie with the pixels past the margin, whose terms and gradients are 0
+            act = F.threshold(errors, 0.0, 0.0, inplace=True)
+            perm = argsort_rows(act, descending=True, nonnegative=True)
+        elif activation == "identity" and valid is None:
+            act = errors  # |gt - x| >= +0.0
+            perm = argsort_rows(act, descending=True, nonnegative=True)
+        else:
+            perm = argsort_rows(errors, descending=True)
+            if activation == "elu+1":
+                act, slope = F.elu(errors).add_(1), errors.clamp_max_(0).exp_()  # elu'(e)
+            else:
+                act = errors.clamp_min_(0)
+        sorted_gt = gt.gather(1, perm)
+        grad = _lovasz_grad_(sorted_gt)
+        weights = sorted_gt.scatter_(1, perm, grad)  # w_i = g_rank(i), in sorted_gt's memory
+        del grad, perm
+        if activation == "identity" and valid is not None:
+            weights.masked_fill_(~valid, 0.0)
+        loss = torch.linalg.vecdot(act, weights)
+        if activation == "relu":
+            weights.mul_(act.sign_())
+        elif activation == "elu+1":
+            weights.mul_(slope)
+        ctx.dtype = x.dtype
+        ctx.save_for_backward(weights.addcmul_(weights, gt, value=-2))  # times sign = 1 - 2 gt
+        return loss  # in the counting dtype, as precise as the weights
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
-        perm, e_sorted, g = ctx.saved_tensors
-        weights = _ACTIVATIONS[ctx.activation][1](e_sorted, g * grad_rows[:, None])
-        # perm is a permutation of every row, so the scatter writes every entry
-        grad = torch.empty_like(weights).scatter_(1, perm, weights)
-        return grad.to(ctx.dtype), None, None, None
+        (weights,) = ctx.saved_tensors
+        return (weights * grad_rows[:, None]).to(ctx.dtype), None, None, None, None
 
 
-def _lovasz_sorted(errors: Tensor, gt: Tensor, valid: Tensor | None, activation: str) -> Tensor:
-    """``sum_i activation(e_(i)) g_i`` over the last dim of ``[..., N]``, errors sorted
-    decreasingly: returns ``[...]``.
+def _lovasz_rows(
+    x: Tensor, gt: Tensor, offset: Tensor | float, valid: Tensor | None, activation: str
+) -> Tensor:
+    """``sum_i act(e_(i)) g_i`` over the last dim of ``[..., N]`` with errors
+    ``e = offset + (1 - 2 gt) x`` sorted decreasingly: returns ``[...]``.
 
     All rows (images, classes) are sorted in one call. Ignored pixels (``valid`` False; None
     means all count) get an error of -inf and ground truth 0, so they sort to the end where they
     cannot change the weights of the counted pixels before them, and their terms are dropped.
     """
-    lead, n = errors.shape[:-1], errors.shape[-1]
+    lead, n = x.shape[:-1], x.shape[-1]
     # the weights come from running counts of pixels: exact in float32 up to 2**24 pixels a row
-    count_dtype = torch.float64 if n >= 2**24 or errors.dtype == torch.float64 else torch.float32
-    errors, gt = errors.reshape(-1, n), gt.reshape(-1, n).to(count_dtype)
+    count_dtype = torch.float64 if n >= 2**24 or x.dtype == torch.float64 else torch.float32
+    x, gt = x.reshape(-1, n), gt.reshape(-1, n).to(count_dtype)
+    if isinstance(offset, Tensor):
+        offset = offset.reshape(-1, n)
     if valid is not None:
         valid = valid.reshape(-1, n)
-        errors = errors.masked_fill(~valid, float("-inf"))
-        gt = gt * valid
-    return _LovaszRows.apply(errors, gt, activation, valid is not None).reshape(lead)
+        gt = gt.masked_fill(~valid, 0.0)
+    return _LovaszRows.apply(x, gt, offset, activation, valid).reshape(lead)
 
 
 def _activation(name: str) -> str:
@@ -495,10 +552,9 @@ def lovasz_hinge(
     """
     act = _activation(activation)
     z, y, valid = _binary_inputs(logits, labels, ignore)
-    errors = 1 - z * (2 * y - 1)
     rows = z.shape[0] if per_image else 1
     valid = valid.reshape(rows, -1) if ignore is not None else None
-    return _lovasz_sorted(errors.reshape(rows, -1), y.reshape(rows, -1), valid, act).mean()
+    return _lovasz_rows(z.reshape(rows, -1), y.reshape(rows, -1), 1.0, valid, act).mean()
 
 
 def symmetric_lovasz_hinge(
@@ -517,7 +573,7 @@ def symmetric_lovasz_hinge(
     z2 = torch.cat([z, -z]).reshape(2 * rows, -1)
     y2 = torch.cat([y, 1 - y]).reshape(2 * rows, -1)
     v2 = torch.cat([valid, valid]).reshape(2 * rows, -1) if ignore is not None else None
-    return _lovasz_sorted(1 - z2 * (2 * y2 - 1), y2, v2, act).mean()
+    return _lovasz_rows(z2, y2, 1.0, v2, act).mean()
 
 
 def lovasz_softmax(
@@ -562,8 +618,8 @@ def lovasz_softmax(
         p = probas.transpose(0, 1).reshape(1, c, -1)
         v = valid.reshape(1, 1, -1)
     v = v.expand_as(p)
-    losses = _lovasz_sorted((fg - p).abs(), fg, v if ignore is not None else None,
-                            "identity")  # [rows, C]
+    # errors |fg - p| = fg + (1 - 2 fg) p
+    losses = _lovasz_rows(p, fg, fg, v if ignore is not None else None, "identity")  # [rows, C]
     weight = chosen.expand_as(losses).clone()
     if isinstance(classes, str) and classes == "present":
         weight &= (fg * v).sum(-1) > 0

@@ -273,7 +273,7 @@ def _lovasz_flat_reference(errors: torch.Tensor, fg: torch.Tensor, act=torch.rel
     """
     if errors.numel() == 0:
         return errors.sum() * 0
-    order = torch.argsort(errors.detach(), descending=True)
+    order = torch.argsort(errors.detach(), descending=True, stable=True)  # ties: index order
     e, g = errors[order], fg[order]
     n_fg = int(g.sum())
     weights, prev, wrong_fg, wrong_bg = [], 0.0, 0, 0
@@ -355,6 +355,41 @@ def test_lovasz_hinge_float32_matches_float64_reference(activation, with_ignore)
     rv, rg = _grad(_hinge_reference, z, y, ignore=ignore, act=act)
     assert v.dtype == g.dtype == torch.float32
     assert torch.allclose(v.double(), rv, atol=1e-5)
+    assert torch.allclose(g.double(), rg, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["relu", "elu+1"])
+def test_lovasz_hinge_float32_with_tied_errors_matches_reference(activation):
+    # logits k/4 give long runs of equal errors: the packed-key sort must break ties by pixel
+    # index, as the (stable) reference does, or tied pixels swap weights in the gradient
+    g = torch.Generator().manual_seed(8)
+    z = torch.randint(-8, 9, (4, 9, 9), generator=g).to(DT) / 4
+    y = (torch.rand(4, 9, 9, generator=g) < 0.5).to(DT)
+    act = torch.relu if activation == "relu" else (lambda e: F.elu(e) + 1)
+    for symmetric in (False, True):
+        loss = L.symmetric_lovasz_hinge if symmetric else L.lovasz_hinge
+        v, g32 = _grad(loss, z.float(), y.float(), activation=activation)
+        rv, rg = _grad(_hinge_reference, z, y, act=act)
+        if symmetric:
+            rv2, rg2 = _grad(lambda x: _hinge_reference(-x, 1 - y, act=act), z)
+            rv, rg = (rv + rv2) / 2, (rg + rg2) / 2
+        assert torch.allclose(v.double(), rv, atol=1e-6)
+        assert torch.allclose(g32.double(), rg, atol=1e-7)
+
+
+@pytest.mark.parametrize("ignore", [None, 255])
+@pytest.mark.parametrize("per_image", [False, True])
+def test_lovasz_softmax_float32_matches_float64_reference(ignore, per_image):
+    # float32 probabilities take the packed-key sort (without ignored pixels its shortcut for
+    # errors >= 0), float64 ones torch.sort
+    x, t = _multi_batch(seed=9)
+    if ignore is not None:
+        t[0, :2] = ignore
+    probas = x.softmax(1).detach()
+    v, g = _grad(L.lovasz_softmax, probas.float(), t, per_image=per_image, ignore=ignore)
+    rv, rg = _grad(_softmax_reference, probas, t, per_image=per_image, ignore=ignore)
+    assert v.dtype == g.dtype == torch.float32
+    assert torch.allclose(v.double(), rv, atol=1e-6)
     assert torch.allclose(g.double(), rg, atol=1e-6)
 
 

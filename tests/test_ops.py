@@ -371,6 +371,19 @@ def test_argsort_rows_non_contiguous_and_other_dtypes() -> None:
     assert torch.equal(argsort_rows(ints), torch.sort(ints, stable=True).indices)
 
 
+@pytest.mark.parametrize("descending", [False, True])
+def test_argsort_rows_nonnegative_shortcut(descending: bool) -> None:
+    from segtutor.ops.sorting import argsort_rows
+
+    x = _awkward_rows().abs()  # ties, +0.0 (abs never gives -0.0), +inf, subnormals
+    expected = torch.sort(x, dim=-1, descending=descending, stable=True).indices
+    assert torch.equal(argsort_rows(x, descending=descending, nonnegative=True), expected)
+    # a promise broken by negative values: they sort below every non-negative value
+    y = torch.tensor([[2.0, -1.0, 0.0, float("-inf"), 3.0]])
+    perm = argsort_rows(y, descending=True, nonnegative=True)
+    assert perm[0, :3].tolist() == [4, 0, 2] and set(perm[0, 3:].tolist()) == {1, 3}
+
+
 def test_argsort_rows_rejects_bad_input() -> None:
     from segtutor.ops.sorting import argsort_rows
 

@@ -17,27 +17,32 @@ from torch import Tensor
 __all__ = ["argsort_rows"]
 
 
-def _sortable_keys(values: Tensor, descending: bool) -> Tensor:
+def _sortable_keys(values: Tensor, descending: bool, nonnegative: bool) -> Tensor:
     """int64 ``[R, N]`` keys whose ascending order is the stable order of float32 ``values``."""
-    # +0.0 turns -0.0 into +0.0, so that the two zeros tie as they do in torch.sort
-    bits = (values + 0.0).view(torch.int32)
-    # as signed integers, non-negative floats already sort by value; negative ones sort
-    # backwards, which flipping their 31 magnitude bits mends
-    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    bits = values.view(torch.int32)
+    if not nonnegative:
+        # IEEE floats are sign and magnitude: as integers, non-negative floats already sort by
+        # value, negative ones backwards. (magnitude ^ s) - s with s = 0 or -1 (the sign bit
+        # spread) is +magnitude or -magnitude, which sorts like the floats, -0.0 tied with +0.0.
+        sign = bits >> 31
+        bits = (bits & 0x7FFFFFFF).bitwise_xor_(sign).sub_(sign)
+    keys = bits.to(torch.int64)
     if descending:
-        ordered = ~ordered
-    keys = ordered.to(torch.int64)
-    keys <<= 32
-    keys |= torch.arange(values.shape[1], dtype=torch.int64)  # the index fills the low 32 bits
+        keys.neg_()  # |bits| < 2**31: no overflow
+    keys <<= 32  # the value in the high half, the index in the low half
+    keys |= torch.arange(values.shape[1], dtype=torch.int64, device=values.device)
     return keys
 
 
-def argsort_rows(values: Tensor, descending: bool = False) -> Tensor:
+def argsort_rows(values: Tensor, descending: bool = False, nonnegative: bool = False) -> Tensor:
     """Stable argsort of ``values`` ``[R, N]`` along the last dim: int64 indices ``[R, N]``.
 
     Equal to ``torch.sort(values, dim=-1, descending=descending, stable=True).indices`` (NaNs
     aside), computed with packed 64-bit keys and NumPy's vectorised sort for float CPU tensors.
-    The indices carry no gradient: gather the values with them.
+    ``nonnegative=True`` promises that every value is ``+0.0`` or more (a relu's or an abs's
+    output, never ``-0.0``), which spares two passes; negative values then sort as if they were
+    smaller than every non-negative one, but not in order among themselves. The indices carry
+    no gradient: gather the values with them.
     """
     if not isinstance(values, Tensor):
         raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
@@ -50,6 +55,6 @@ def argsort_rows(values: Tensor, descending: bool = False) -> Tensor:
     )
     if not fast:
         return torch.sort(values.detach(), dim=-1, descending=descending, stable=True).indices
-    keys = _sortable_keys(values.detach().float().contiguous(), descending)
+    keys = _sortable_keys(values.detach().float().contiguous(), descending, nonnegative)
     keys.numpy().sort(axis=1)  # in place: the NumPy array shares keys' memory
     return keys.bitwise_and_(0xFFFFFFFF)
