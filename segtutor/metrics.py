@@ -306,9 +306,12 @@ def _intersection_union(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         # words reads each mask once and works on arrays 8x smaller (benchmarks/bench_losses.py).
         # Rows are padded with zero bits to whole words.
         n, k = p.shape
-        words = np.zeros((2, n, (k + 63) // 64 * 8), dtype=np.uint8)
-        words[0, :, : (k + 7) // 8] = np.packbits(p.numpy(), axis=1)
-        words[1, :, : (k + 7) // 8] = np.packbits(t.numpy(), axis=1)
+        nbytes = (k + 7) // 8
+        # only the padding needs zeros (np.zeros would write all of it before packbits does)
+        words = np.empty((2, n, (k + 63) // 64 * 8), dtype=np.uint8)
+        words[:, :, nbytes:] = 0
+        words[0, :, :nbytes] = np.packbits(p.numpy(), axis=1)
+        words[1, :, :nbytes] = np.packbits(t.numpy(), axis=1)
         pw, tw = words.view(np.uint64)
         inter = np.bitwise_count(pw & tw).sum(1, dtype=np.int64)
         union = np.bitwise_count(pw | tw).sum(1, dtype=np.int64)
