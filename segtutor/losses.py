@@ -441,8 +441,8 @@ def _lovasz_grad_(gt_sorted: Tensor) -> Tensor:
     return grad
 
 
-# activations of the errors: the paper's relu, the smooth variant, none (Lovász-softmax: errors
-# are already >= 0)
+# the hinge's activations of its errors: the smooth variant and the paper's relu (Lovász-softmax
+# uses none, "identity": its errors are already >= 0)
 _HINGE_ACTIVATIONS = ("elu+1", "relu")
 
 
