@@ -393,6 +393,27 @@ def test_lovasz_softmax_float32_matches_float64_reference(ignore, per_image):
     assert torch.allclose(g.double(), rg, atol=1e-6)
 
 
+def test_lovasz_losses_leave_their_inputs_untouched():
+    # the batched Lovász code works in place on its own buffers; the caller's float32 tensors
+    # (which it reads without copies) must come back unchanged
+    z, y = _binary_batch(seed=11)
+    z, y = z.detach().float(), y.float()
+    y[0, 0, :3] = 255
+    x, t = _multi_batch(seed=11)
+    p = x.detach().float().softmax(1)
+    t[0, 0, :2] = 255
+    before = [v.clone() for v in (z, y, p, t)]
+    for ignore in (None, 255):
+        yy = y if ignore is not None else (y == 1).float()
+        for activation in ("relu", "elu+1"):
+            L.lovasz_hinge(z.requires_grad_(), yy, ignore=ignore, activation=activation).backward()
+            L.symmetric_lovasz_hinge(z, yy, ignore=ignore, activation=activation).backward()
+        tt = t if ignore is not None else t.clamp_max(3)
+        L.lovasz_softmax(p.requires_grad_(), tt, ignore=ignore, per_image=True).backward()
+    for old, new in zip(before, (z, y, p, t)):
+        assert torch.equal(old, new.detach())
+
+
 def test_lovasz_half_precision_keeps_exact_pixel_counts():
     # 4096 pixels an image: float16 stops counting integers exactly after 2048, so the weights
     # must come from float32 counts. Logits k/8 make every hinge error exact in float16.
