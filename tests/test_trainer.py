@@ -473,7 +473,7 @@ DDP_SCRIPT = textwrap.dedent('''
     from segtutor.train import Trainer
     from segtutor.train import distributed as D
 
-    torch.set_num_threads(1)
+    # threads and device come from the environment, the same for every process of the test
     info, device = D.init_distributed()
     per_rank = int(sys.argv[2]) // info.world_size   # same global batch in both runs
     g = torch.Generator().manual_seed(0)
@@ -488,7 +488,8 @@ DDP_SCRIPT = textwrap.dedent('''
                  progress=False, verbose=False)
     hist = tr.fit(3)
     if info.is_main:
-        out = {"world_size": info.world_size, "history": hist,
+        out = {"world_size": info.world_size, "history": hist, "device": str(device),
+               "threads": torch.get_num_threads(),
                "weight_sum": float(sum(p.detach().double().sum() for p in tr.module.parameters()))}
         with open(sys.argv[1], "w") as fh:
             json.dump(out, fh)
@@ -503,29 +504,34 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process(tmp_path):
+def test_ddp_two_processes_match_one_process(tmp_path, monkeypatch):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGTUTOR_DEVICE": "cpu", "PYTHONPATH": str(ROOT)}
+    # Both sides run in child processes under one pinned environment, so that the comparison means
+    # the same on any machine: the reference once ran inside pytest, on its GPU, and disagreed with
+    # the CPU torchrun run by 7e-5. A device picked for this pytest process must not leak in.
+    monkeypatch.setenv("SEGTUTOR_DEVICE", "cuda:7")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "SEGTUTOR_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     one, two = tmp_path / "one.json", tmp_path / "two.json"
-    # the single-process reference runs in this process (a second torch import costs seconds)
-    import runpy
-
-    argv = sys.argv
-    try:
-        sys.argv = [str(script), str(one), "4"]
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        sys.argv = argv
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
                 "--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
-    proc = subprocess.run(torchrun + [str(script), str(two), "4"], env=env, timeout=180, check=False,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # started together: the second torch import overlaps the first instead of adding to it
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for cmd in ([sys.executable, str(script), str(one), "4"],
+                         torchrun + [str(script), str(two), "4"])]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-3000:]
     import json
 
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert (a["world_size"], b["world_size"]) == (1, 2)
+    assert (a["device"], b["device"]) == ("cpu", "cpu")
+    assert (a["threads"], b["threads"]) == (1, 1)
+    assert len(a["history"]) == len(b["history"]) == 3
     for ra, rb in zip(a["history"], b["history"]):
         for key in ("train_loss", "val_loss", "val_mean_iou", "val_pixel_accuracy"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), key
