@@ -198,6 +198,38 @@ def test_output_size_formulas_match_modules(n, k, s, p, d):
     with pytest.raises(ValueError, match="output_padding"):
         ops.conv_transpose_output_size(m, k, s, p, max(s, d), d)
 
+
+def test_output_padding_for_against_pytorch_on_a_grid():
+    """Tiny inputs and heavy padding included: wherever F.conv2d accepts the settings, the
+    transposed convolution with output_padding_for(...) gives back exactly n; where it rejects
+    them, so does output_padding_for."""
+    checked = 0
+    for n, k, s, p, d in itertools.product(range(1, 10), range(1, 5), range(1, 4), range(4),
+                                           range(1, 4)):
+        w = torch.ones(1, 1, k, k)
+        try:
+            y = F.conv2d(torch.zeros(1, 1, n, n), w, stride=s, padding=p, dilation=d)
+        except RuntimeError:
+            with pytest.raises(ValueError, match="kernel"):
+                ops.output_padding_for(n, k, s, p, d)
+            continue
+        op = ops.output_padding_for(n, k, s, p, d)
+        assert 0 <= op < max(s, d), (n, k, s, p, d, op)
+        back = F.conv_transpose2d(y, w, stride=s, padding=p, output_padding=op, dilation=d)
+        assert back.shape[-2:] == (n, n), (n, k, s, p, d, op)
+        checked += 1
+    assert checked > 1000  # most of the 1,296 settings are valid convolutions
+
+
+def test_output_padding_for_one_pixel_kernel_2_stride_2_padding_1():
+    # the transpose without output_padding has size (1 - 1) 2 - 2 + 1 + 1 = 0; with 1 it is 1
+    assert ops.conv_output_size(1, 2, 2, 1) == 1
+    assert ops.output_padding_for(1, 2, 2, 1) == 1
+    y = F.conv_transpose2d(torch.ones(1, 1, 1, 1), torch.ones(1, 1, 2, 2), stride=2, padding=1,
+                           output_padding=1)
+    assert y.shape[-2:] == (1, 1)
+
+
 # --------------------------------------------------------------------------- receptive fields
 
 

@@ -71,10 +71,16 @@ def output_padding_for(n: int, kernel: int, stride: int = 1, padding: int = 0,
     """The ``output_padding`` that makes a transposed convolution give back length ``n``.
 
     A stride-``s`` convolution maps up to ``s`` different input lengths to the same output length,
-    so the transpose needs to be told which one to produce.
+    so the transpose needs to be told which one to produce:
+    ``n - ((out - 1) s - 2 p + d (k - 1) + 1)`` with ``out`` = :func:`conv_output_size`. That is
+    the remainder ``(n + 2 p - d (k - 1) - 1) mod s``, the input pixels the strided convolution
+    left unread, so it is always below ``stride`` as PyTorch requires. Raises ValueError where
+    ``F.conv2d`` rejects the settings (the dilated kernel larger than the padded input).
     """
     out = conv_output_size(n, kernel, stride, padding, dilation)
-    return n - conv_transpose_output_size(out, kernel, stride, padding, 0, dilation)
+    # directly, not as n - conv_transpose_output_size(out, ..., output_padding=0): that size can
+    # be 0 before the padding is added (1x1 input, kernel 2, stride 2, padding 1: 0 + 1 = 1)
+    return n - ((out - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1)
 
 
 def conv2d_matrix(kernel: torch.Tensor, input_size: int | Sequence[int], stride: int | Sequence[int] = 1,
