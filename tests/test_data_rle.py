@@ -93,6 +93,45 @@ def test_malformed_raise_value_error(bad, message):
         rle_decode(bad, (3, 3))
 
 
+@pytest.mark.parametrize("bad, message", [
+    ("１ ２", "ASCII digits"),  # full-width digits: \d, str.isdigit and int() all take them
+    ("١ ٢", "ASCII digits"),  # Arabic-Indic one and two
+    ("1 ٣", "ASCII digits"),
+    ("+1 2", "ASCII digits"),
+    ("1 1_0", "ASCII digits"),
+])
+def test_only_ascii_digits_are_numbers(bad, message):
+    with pytest.raises(ValueError, match=message):
+        rle_decode(bad, (3, 3))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("99999999999999999999999 1", "starts at pixel 99999999999999999999"),  # int64 overflow
+    ("9223372036854775807 9223372036854775807", "starts at pixel 9223372036854775807, past"),
+    ("1 9223372036854775807", "length 9223372036854775807, longer than the 9 pixels"),
+    ("1 99999999999999999999999", "longer than the 9 pixels of a 3x3 mask"),
+    ("10 1", "starts at pixel 10, past the last pixel 9 of a 3x3 mask"),
+    ("1 10", "length 10, longer than"),
+    ("2 9", "ends at pixel 10, past the last pixel 9"),
+    ("1 1 5 " + "9" * 5000, r"run 2 has length 9{20}\.\.\. \(5000 characters\)"),
+    ("1 0", "positive"),
+    ("0 0", "1-based"),
+])
+def test_huge_numbers_are_bounded_by_the_mask_size(bad, message):
+    with pytest.raises(ValueError, match=message):
+        rle_decode(bad, (3, 3))
+
+
+def test_leading_zeros_are_plain_ascii_numbers():
+    # "0001" is the number 1; a long run of zeros in front of a valid number is still valid
+    assert rle_decode("0001 02", (3, 1)).ravel().tolist() == [1, 1, 0]
+    assert rle_decode("0" * 50 + "3 " + "0" * 50 + "1", (3, 1)).ravel().tolist() == [0, 0, 1]
+    # the largest valid run on a 101 x 101 mask, and one past it
+    assert rle_decode("1 10201").all()
+    with pytest.raises(ValueError, match="past the last pixel 10201"):
+        rle_decode("10201 2")
+
+
 def test_bad_mask_and_shape():
     with pytest.raises(ValueError, match="only 0 and 1"):
         rle_encode(np.array([[0, 255]]))

@@ -24,7 +24,13 @@ import re
 import numpy as np
 import torch
 
-_INT_TOKEN = re.compile(r"^\d+$")
+# [0-9], not \d: in Python \d (like str.isdigit and int()) also takes other scripts' digits
+_INT_TOKEN = re.compile(r"[0-9]+")
+
+
+def _shorten(token: str, keep: int = 20) -> str:
+    """A token for an error message: a malformed string can be megabytes long."""
+    return token if len(token) <= keep else f"{token[:keep]}... ({len(token)} characters)"
 
 
 def _as_binary_array(mask: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -81,8 +87,10 @@ def rle_decode(rle: str | None, shape: tuple[int, int] = (101, 101)) -> np.ndarr
         shape: ``(height, width)`` of the mask; TGS images are 101 x 101.
 
     Raises:
-        ValueError: an odd number of tokens, a token that is not a non-negative integer, a
-            start below 1, a length below 1, a run past the last pixel, or runs that overlap.
+        ValueError: an odd number of tokens, a token that is not a run of ASCII digits ``0-9``
+            (signs, decimal points and other scripts' digits such as full-width ``１`` are
+            refused), a start below 1 or past the last pixel, a length below 1, a run past the
+            last pixel, or runs that overlap. Touching or unsorted runs are accepted.
     """
     height, width = _check_shape(shape)
     total = height * width
@@ -96,16 +104,32 @@ def rle_decode(rle: str | None, shape: tuple[int, int] = (101, 101)) -> np.ndarr
     if len(tokens) % 2:
         raise ValueError(f"rle must hold 'start length' pairs, got an odd number of tokens "
                          f"({len(tokens)})")
-    bad = [t for t in tokens if not _INT_TOKEN.match(t)]
+    bad = [_shorten(t) for t in tokens if not _INT_TOKEN.fullmatch(t)]
     if bad:
-        raise ValueError(f"rle tokens must be non-negative integers, got {bad[:5]}")
-    runs = np.array(tokens, dtype=np.int64).reshape(-1, 2)
+        raise ValueError(f"rle tokens must be non-negative integers of ASCII digits 0-9, "
+                         f"got {bad[:5]}")
+    # every number is bounded by the pixel count before it is converted or added, so no token
+    # can overflow int64 (or reach Python's limit on int() of a very long digit string)
+    limit = len(str(total))
+    values = []
+    for i, token in enumerate(tokens):
+        digits = (token.lstrip("0") or "0") if len(token) > limit else token
+        value = int(digits) if len(digits) <= limit else total + 1
+        if value > total:
+            run, mask = f"rle run {i // 2 + 1}", f"a {height}x{width} mask"
+            if i % 2 == 0:
+                raise ValueError(f"{run} starts at pixel {_shorten(token)}, past the last pixel "
+                                 f"{total} of {mask}")
+            raise ValueError(f"{run} has length {_shorten(token)}, longer than the {total} "
+                             f"pixels of {mask}")
+        values.append(value)
+    runs = np.array(values, dtype=np.int64).reshape(-1, 2)
     starts, lengths = runs[:, 0], runs[:, 1]
     if (starts < 1).any():
         raise ValueError(f"rle starts are 1-based, got start {int(starts.min())}")
     if (lengths < 1).any():
         raise ValueError(f"rle lengths must be positive, got length {int(lengths.min())}")
-    ends = starts - 1 + lengths  # one past the run's last 0-based pixel
+    ends = starts - 1 + lengths  # one past the run's last 0-based pixel; <= 2 * total
     if (ends > total).any():
         i = int(np.argmax(ends > total))
         raise ValueError(f"rle run '{starts[i]} {lengths[i]}' ends at pixel {ends[i]}, past the "
