@@ -58,6 +58,37 @@ def chapter_times(build: Path) -> list[tuple[str, float]]:
     return sorted(rows, key=lambda r: -r[1])
 
 
+def executed_notebooks(build: Path) -> list[tuple[str, object]]:
+    """(chapter path, executed notebook) for the newest cache record of every chapter."""
+    cache_dir = build / ".jupyter_cache"
+    if not cache_dir.exists():
+        return []
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(cache_dir))
+    newest = {}
+    for record in cache.list_cache_records():
+        try:
+            name = str(Path(record.uri).resolve().relative_to(ROOT))
+        except ValueError:
+            name = record.uri
+        if name not in newest or record.created > newest[name].created:
+            newest[name] = record
+    return [(name, cache.get_cache_bundle(rec.pk).nb) for name, rec in sorted(newest.items())]
+
+
+def write_claims(build: Path) -> list[dict]:
+    """Collect every chapter's claims (segtutor.claims) into _build/claims.json and report them."""
+    from segtutor import claims
+
+    found = claims.collect(executed_notebooks(build), build / "claims.json")
+    bad = claims.failing(found)
+    print(f"claims: {len(found) - len(bad)} of {len(found)} hold (_build/claims.json)")
+    for line in bad:
+        print(f"  does NOT hold: {line}")
+    return found
+
+
 def build(quick: bool | None, out: Path = ROOT) -> int:
     """Run the build; return jupyter-book's exit code. ``quick=None`` leaves the mode automatic."""
     build_dir = out / "_build"
@@ -101,6 +132,7 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
     times = chapter_times(build_dir)
     (build_dir / "chapter_times.json").write_text(json.dumps(times, indent=1))
     print(f"\nbook build: exit code {code} after {elapsed:.0f} s")
+    write_claims(build_dir)
     if times:
         print("chapter execution times (cached chapters keep the time of their last run), slowest first:")
         for name, seconds in times:

@@ -81,3 +81,15 @@ def test_book_builds_without_warnings(book_build):
     problems = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
     assert code == 0, "the book build failed:\n" + "\n".join(problems[-40:] or log.splitlines()[-40:])
     assert (BUILD / "html" / "index.html").exists()
+
+
+@pytest.mark.book
+def test_every_claim_of_the_book_holds(book_build):
+    """Each comparison a chapter's prose makes (segtutor.claims.claim) holds in this build."""
+    import json
+
+    from segtutor import claims
+
+    found = json.loads((BUILD / "claims.json").read_text())
+    bad = claims.failing(found)
+    assert not bad, "claims in the prose that the executed code does not bear out:\n" + "\n".join(bad)
