@@ -5,6 +5,11 @@ between the two implementations of a pair so that machine noise hits both alike;
 ratios (segtutor / smp). On CUDA the same loop also runs with bf16 autocast and channels_last.
 
     .venv/bin/python benchmarks/bench_models.py [--size 128] [--batch 4] [--repeats 3]
+    .venv/bin/python benchmarks/bench_models.py --quick
+
+``--quick`` is a smoke test of the script itself: every model and every pass, the bf16 autocast +
+channels_last one included (CPU autocast), at 32x32 on the CPU, one repeat. Its figures mean
+nothing; it exists so that the GPU-only pass is executed before a GPU runs it.
 
 segmentation_models_pytorch is optional (benchmark-only: ``pip install
 segmentation-models-pytorch``); without it the segtutor columns are still printed and the smp
@@ -36,6 +41,19 @@ PAIRS: list[tuple[str, dict, tuple[str, str] | None]] = [
     ("pspnet", {}, ("PSPNet", "resnet50")),
 ]
 
+# --quick: the same architectures (trunks, strides, heads) at a few channels per layer, so that
+# building and stepping all of them takes seconds on a CPU
+QUICK_WIDTHS: dict[str, dict] = {
+    "fcn8s": {"width": 0.0625, "fc_width": 32},
+    "unet": {"base_width": 4},
+    "segnet": {"width": 0.0625},
+    "unetpp": {"base_width": 4},
+    "resunet34": {"encoder_width": 0.125, "decoder_width": 8},
+    "deeplabv3": {"encoder_width": 0.125, "head_width": 16},
+    "deeplabv3plus": {"encoder_width": 0.125, "head_width": 16},
+    "pspnet": {"encoder_width": 0.125, "head_width": 16},
+}
+
 
 def smp_model(cls_name: str, encoder: str, classes: int) -> nn.Module | None:
     try:
@@ -54,11 +72,16 @@ def smp_model(cls_name: str, encoder: str, classes: int) -> nn.Module | None:
 def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        # a new context each step, on the inputs' device type (bf16 autocast exists on CPU too)
+        if not amp:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=torch.bfloat16)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with ctx():
+        with autocast():
             out = model(x)
             out = out["out"] if isinstance(out, dict) else out
             loss = loss_fn(out.float(), y)
@@ -78,14 +101,16 @@ def timed(step, device: torch.device) -> float:
 
 
 def bench(size: int, batch: int, repeats: int, classes: int, device: torch.device,
-          amp: bool, channels_last: bool) -> list[dict]:
+          amp: bool, channels_last: bool, widths: dict[str, dict] | None = None) -> list[dict]:
+    """One table row per entry of PAIRS; ``widths`` adds size options per model (--quick)."""
     rows = []
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, classes, (batch, size, size), device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     for name, options, other in PAIRS:
-        models = {"segtutor": build_model(name, num_classes=classes, **options)}
+        sizes = (widths or {}).get(name, {})
+        models = {"segtutor": build_model(name, num_classes=classes, **sizes, **options)}
         reason = ""
         if other is not None:
             m = smp_model(other[0], other[1], classes)
@@ -137,22 +162,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help="model names to run (default all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: every pass (bf16 + channels_last too) on the CPU, 32x32")
     args = parser.parse_args()
     if args.only:
         PAIRS[:] = [p for p in PAIRS if p[0] in args.only]
-    device = config.device()
+    if args.quick:
+        # batch 2: BatchNorm in train mode needs two values per channel after global pooling
+        args.size, args.repeats, args.batch = 32, 1, 2
+    device = torch.device("cpu") if args.quick else config.device()
     cuda = device.type == "cuda"
     batch = args.batch or (16 if cuda else 2)
     torch.manual_seed(0)
     print(f"device {config.device_name(device)}; fwd+bwd+SGD step, {batch}x3x{args.size}x"
           f"{args.size}, {args.classes} classes, median of {args.repeats}")
+    if args.quick:
+        print("--quick: a smoke test at a few channels per layer (QUICK_WIDTHS); the figures "
+              "say nothing about speed")
     modes = [("fp32", False, False)]
     if cuda:
         torch.backends.cudnn.benchmark = True
+    if cuda or args.quick:
         modes.append(("bf16 autocast + channels_last", True, True))
     for label, amp, cl in modes:
         print(f"\n== {label}\n{'model':<48} {'params':>8} {'segtutor':>14} | smp counterpart")
-        bench(args.size, batch, args.repeats, args.classes, device, amp, cl)
+        bench(args.size, batch, args.repeats, args.classes, device, amp, cl,
+              widths=QUICK_WIDTHS if args.quick else None)
 
 
 if __name__ == "__main__":
