@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # --all: Sphinx re-reads every page, so the warnings of a chapter that failed last time are
 # raised again (an incremental build would skip the unchanged page and exit 0).
 FLAGS = ["-W", "-n", "--keep-going", "--all"]
+# A progress bar is for a person watching a chapter run in Jupyter; in the built page it is a
+# stale widget. tqdm (>= 4.66) takes its defaults from TQDM_* variables, and segtutor's own
+# progress options (segtutor.progress) read SEGTUTOR_PROGRESS.
+QUIET_BUILD = {"TQDM_DISABLE": "1", "SEGTUTOR_PROGRESS": "0"}
 
 
 def fingerprint(quick: bool | None) -> str:
@@ -113,6 +117,7 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
     if quick is not None:
         env["SEGTUTOR_QUICK"] = "1" if quick else "0"
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    env.update(QUIET_BUILD)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe), "build", str(ROOT), *FLAGS]
     if out != ROOT:
@@ -163,7 +168,7 @@ def build_chapter(chapter: str, quick: bool | None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = out / "_config.yml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ)
+    env = dict(os.environ, **QUIET_BUILD)
     if quick is not None:
         env["SEGTUTOR_QUICK"] = "1" if quick else "0"
     # jupyter-book builds a single page from its folder and would execute the folder's other

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "config", "ops", "losses", "metrics", "data", "models", "train", "monitor",
-    "viz", "crf", "postprocess", "cli", "tgs", "claims",
+    "viz", "crf", "postprocess", "cli", "tgs", "claims", "progress",
 }
 
 
