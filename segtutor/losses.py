@@ -8,6 +8,11 @@ Conventions (DESIGN.md): every loss takes **logits** unless its name says probab
   ``[0, C)``;
 - ``ignore_index`` (default 255) marks target pixels that take no part in the loss, in both cases.
   An image whose pixels are all ignored contributes 0 (with zero gradient), never NaN.
+- a batch without pixels (``B = 0``, an empty last batch or a filtered one; or ``H*W = 0``) is
+  not an error: every loss, function and module, returns 0 (``reduction="none"``: the empty
+  map), computed as ``x.sum() * 0`` so that it stays on the input's graph and ``backward()``
+  runs (the gradient is empty). 0 is what a sum over no pixels gives, what an all-ignored batch
+  already gets, and what the Lovász authors' code returns for an image without pixels.
 
 Mean reductions average over the non-ignored pixels. The families:
 
@@ -165,12 +170,19 @@ def _multiclass_inputs(
         valid = target != ignore_index
     else:
         valid = torch.ones_like(target, dtype=torch.bool)
+    if target.numel() == 0:  # aminmax has no value on an empty batch, and no label is wrong
+        return logits, target, valid
     lo, hi = torch.aminmax(target.masked_fill(~valid, 0) if ignore_index is not None else target)
     if bool(lo < 0) or bool(hi >= c):  # the mask of bad labels only to name one
         label = int(target[((target < 0) | (target >= c)) & valid][0])
         extra = f" other than ignore_index={ignore_index}" if ignore_index is not None else ""
         raise ValueError(f"target has label {label}{extra}; expected labels in [0, {c})")
     return logits, target.masked_fill(~valid, 0), valid
+
+
+def _no_pixels(x: Tensor) -> Tensor:
+    """The loss of a batch without pixels: 0, on ``x``'s graph so ``backward()`` still runs."""
+    return x.sum() * 0.0
 
 
 def _reduce(per_pixel: Tensor, valid: Tensor, reduction: str) -> Tensor:
@@ -370,6 +382,8 @@ def dice_loss(
     if smooth < 0:
         raise ValueError(f"smooth must be >= 0, got {smooth}")
     inter, pred_mass, true_mass = overlap_stats(logits, target, ignore_index, per_image, squared)
+    if logits.numel() == 0:  # the mean over no images would be NaN
+        return _no_pixels(inter)
     dice = (2 * inter + smooth) / (pred_mass + true_mass + smooth).clamp_min(1e-12)
     return 1 - dice.mean()
 
@@ -391,6 +405,8 @@ def tversky_loss(
     if alpha < 0 or beta < 0 or smooth < 0:
         raise ValueError(f"alpha, beta, smooth must be >= 0, got {alpha}, {beta}, {smooth}")
     inter, pred_mass, true_mass = overlap_stats(logits, target, ignore_index, per_image)
+    if logits.numel() == 0:  # the mean over no images would be NaN
+        return _no_pixels(inter)
     den = inter + alpha * (pred_mass - inter) + beta * (true_mass - inter) + smooth
     return 1 - ((inter + smooth) / den.clamp_min(1e-12)).mean()
 
@@ -549,9 +565,12 @@ def lovasz_hinge(
     ``"elu+1"`` (smooth and never zero, a variant popular in the TGS competition).
     ``per_image``: the loss of each image, averaged (all images sorted in one batched call);
     otherwise one Jaccard loss over the whole batch. ``ignore``: a label value left out.
+    A batch without pixels (``B = 0``) gives 0 on the logits' graph, like every loss here.
     """
     act = _activation(activation)
     z, y, valid = _binary_inputs(logits, labels, ignore)
+    if z.numel() == 0:
+        return _no_pixels(z)
     rows = z.shape[0] if per_image else 1
     valid = valid.reshape(rows, -1) if ignore is not None else None
     return _lovasz_rows(z.reshape(rows, -1), y.reshape(rows, -1), 1.0, valid, act).mean()
@@ -568,6 +587,8 @@ def symmetric_lovasz_hinge(
     flipped), so that the IoU of the empty class is optimised too (useful for empty masks)."""
     act = _activation(activation)
     z, y, valid = _binary_inputs(logits, labels, ignore)
+    if z.numel() == 0:
+        return _no_pixels(z)
     rows = z.shape[0] if per_image else 1
     # the two problems share one sort call: stack them as extra rows
     z2 = torch.cat([z, -z]).reshape(2 * rows, -1)
@@ -589,7 +610,8 @@ def lovasz_softmax(
     ``classes``: ``"present"`` averages over the classes present in the labels (per image when
     ``per_image``), ``"all"`` over every class, a list over those classes. ``per_image``
     averages per-image losses (one batched sort). ``ignore``: a label value left out.
-    Raises ValueError when ``probas`` is outside [0, 1] (logits passed by mistake).
+    Raises ValueError when ``probas`` is outside [0, 1] (logits passed by mistake). A batch
+    without pixels (``B = 0``) gives 0 on the graph of ``probas``, like every loss here.
     """
     _check_tensor(probas, "probas")
     if probas.is_floating_point() and probas.numel():
@@ -609,6 +631,8 @@ def lovasz_softmax(
             raise ValueError(f"classes must be a non-empty list of labels in [0, {c}), got {classes!r}")
         chosen = torch.zeros(c, dtype=torch.bool, device=probas.device)
         chosen[idx.to(probas.device)] = True
+    if probas.numel() == 0:
+        return _no_pixels(probas)
 
     fg = F.one_hot(labels, c).permute(0, 3, 1, 2).to(probas.dtype)  # [B, C, H, W]
     if per_image:
@@ -868,6 +892,8 @@ class DeepSupervisionLoss(nn.Module):
         """Nearest-neighbour resize of a label map ``[B, H, W]`` or ``[B, 1, H, W]`` to ``size``."""
         if tuple(target.shape[-2:]) == tuple(size):
             return target
+        if target.numel() == 0:  # no labels to sample, and interpolate rejects a size of 0
+            return target.new_empty((*target.shape[:-2], *size))
         squeeze = target.ndim == 3
         t = target[:, None] if squeeze else target
         # float64 holds every label exactly; nearest sampling copies values, never blends them

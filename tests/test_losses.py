@@ -561,6 +561,101 @@ def test_deep_supervision_resizes_target_with_nearest():
                           L.bce_loss(zb, yb[:, :, 1::2, 1::2]))
 
 
+# ----------------------------------------------------------------------------- empty batches
+
+# Every loss of the module, function and nn.Module, binary ("b") or multi-class ("m", "p" for
+# probabilities), with the options that change how it reduces. test_empty_batch_cases_cover_
+# every_loss keeps this list complete.
+_EMPTY_BATCH_CASES = [
+    ("bce_loss", "b", L.bce_loss),
+    ("bce_loss sum", "b", lambda z, y: L.bce_loss(z, y, reduction="sum")),
+    ("cross_entropy_loss", "m", L.cross_entropy_loss),
+    ("cross_entropy_loss weight", "m", lambda x, t: L.cross_entropy_loss(x, t, [1.0, 2.0, 3.0])),
+    ("focal_loss binary", "b", lambda z, y: L.focal_loss(z, y, alpha=0.25)),
+    ("focal_loss", "m", lambda x, t: L.focal_loss(x, t, alpha=[1.0, 2.0, 3.0])),
+    ("ohem_loss binary", "b", L.ohem_loss),
+    ("ohem_loss", "m", L.ohem_loss),
+    ("dice_loss binary", "b", L.dice_loss),
+    ("dice_loss per_image smooth=0", "b", lambda z, y: L.dice_loss(z, y, 0.0, per_image=True)),
+    ("dice_loss", "m", lambda x, t: L.dice_loss(x, t, squared=True)),
+    ("jaccard_loss", "m", lambda x, t: L.jaccard_loss(x, t, per_image=True)),
+    ("jaccard_loss binary", "b", L.jaccard_loss),
+    ("tversky_loss binary", "b", lambda z, y: L.tversky_loss(z, y, 0.3, 0.7, per_image=True)),
+    ("tversky_loss", "m", L.tversky_loss),
+    ("lovasz_hinge", "b", L.lovasz_hinge),
+    ("lovasz_hinge batch elu+1", "b", lambda z, y: L.lovasz_hinge(z, y, False, activation="elu+1")),
+    ("lovasz_hinge ignore", "b", lambda z, y: L.lovasz_hinge(z, y, ignore=255)),
+    ("symmetric_lovasz_hinge", "b", L.symmetric_lovasz_hinge),
+    ("lovasz_softmax", "p", L.lovasz_softmax),
+    ("lovasz_softmax per_image all", "p",
+     lambda p, t: L.lovasz_softmax(p, t, classes="all", per_image=True, ignore=255)),
+    ("lovasz_softmax classes", "p", lambda p, t: L.lovasz_softmax(p, t, classes=[0, 2])),
+    ("bce_dice_loss", "b", L.bce_dice_loss),
+    ("ce_dice_loss", "m", L.ce_dice_loss),
+    ("BCEWithLogitsLoss", "b", L.BCEWithLogitsLoss(pos_weight=2.0)),
+    ("CrossEntropyLoss", "m", L.CrossEntropyLoss(weight=[1.0, 2.0, 3.0])),
+    ("FocalLoss", "m", L.FocalLoss()),
+    ("FocalLoss binary", "b", L.FocalLoss(alpha=0.25)),
+    ("OHEMLoss", "m", L.OHEMLoss(keep=0.5)),
+    ("DiceLoss", "m", L.DiceLoss(per_image=True)),
+    ("DiceLoss binary", "b", L.DiceLoss()),
+    ("JaccardLoss", "b", L.JaccardLoss(per_image=True)),
+    ("TverskyLoss", "m", L.TverskyLoss(0.3, 0.7)),
+    ("LovaszHingeLoss", "b", L.LovaszHingeLoss()),
+    ("LovaszHingeLoss symmetric", "b", L.LovaszHingeLoss(per_image=False, symmetric=True)),
+    ("LovaszSoftmaxLoss", "m", L.LovaszSoftmaxLoss(per_image=True)),
+    ("BCEDiceLoss", "b", L.BCEDiceLoss()),
+    ("CEDiceLoss", "m", L.CEDiceLoss(weight=[1.0, 2.0, 3.0])),
+    ("DeepSupervisionLoss", "m", L.DeepSupervisionLoss(L.CEDiceLoss())),
+    ("DeepSupervisionLoss binary", "b", L.DeepSupervisionLoss(L.LovaszHingeLoss())),
+]
+
+
+def _no_pixel_inputs(kind: str, shape: tuple[int, int, int]):
+    b, h, w = shape
+    if kind == "b":
+        return torch.zeros(b, 1, h, w, dtype=DT, requires_grad=True), torch.zeros(b, 1, h, w)
+    logits = torch.zeros(b, 3, h, w, dtype=DT, requires_grad=True)
+    return logits, torch.zeros(b, h, w, dtype=torch.long)
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 6), (2, 0, 6)], ids=["B=0", "H=0"])
+@pytest.mark.parametrize("name, kind, loss", _EMPTY_BATCH_CASES,
+                         ids=[c[0] for c in _EMPTY_BATCH_CASES])
+def test_every_loss_of_a_batch_without_pixels_is_zero_with_a_gradient(name, kind, loss, shape):
+    logits, target = _no_pixel_inputs(kind, shape)
+    x = logits.softmax(1) if kind == "p" else logits
+    if name.startswith("DeepSupervisionLoss"):  # with a half-size auxiliary output too
+        x = {"out": x, "aux": x[..., ::2, ::2]}
+    value = loss(x, target)
+    assert value.shape == () and value.item() == 0.0, name  # not NaN, not 1
+    (grad,) = torch.autograd.grad(value, logits)  # still on the graph: backward() runs
+    assert grad.shape == logits.shape
+
+
+def test_empty_batch_cases_cover_every_loss():
+    covered = {name.split()[0] for name, _, _ in _EMPTY_BATCH_CASES}
+    losses = set(L.__all__) - {"lovasz_grad", "overlap_stats"}  # helpers, not losses
+    assert losses <= covered, sorted(losses - covered)
+
+
+def test_empty_batch_reduction_none_gives_the_empty_map_and_inputs_are_still_checked():
+    z, y = _no_pixel_inputs("b", (0, 5, 6))
+    x, t = _no_pixel_inputs("m", (0, 5, 6))
+    assert L.bce_loss(z, y, reduction="none").shape == (0, 5, 6)
+    assert L.cross_entropy_loss(x, t, reduction="none").shape == (0, 5, 6)
+    assert L.focal_loss(x, t, reduction="none").shape == (0, 5, 6)
+    # an empty batch is no excuse for wrong shapes, dtypes or options
+    with pytest.raises(ValueError, match="target must"):
+        L.lovasz_hinge(z, y[..., :4])
+    with pytest.raises(TypeError, match="long"):
+        L.dice_loss(x, t.double())
+    with pytest.raises(ValueError, match="classes"):
+        L.lovasz_softmax(x.softmax(1), t, classes=[5])
+    with pytest.raises(ValueError, match="smooth"):
+        L.dice_loss(z, y, smooth=-1.0)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
