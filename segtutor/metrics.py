@@ -23,6 +23,13 @@ Near object outlines: :func:`boundary_band` marks the pixels within a few px of 
 The Kaggle TGS Salt metric (:func:`tgs_map`) scores each image by the fraction of IoU thresholds
 0.50, 0.55, ..., 0.95 that its IoU exceeds (strictly), with an empty prediction of an empty mask
 scoring 1 and the mean over images as the result.
+
+Empty batches: a per-image metric (:func:`binary_iou`, :func:`tgs_scores`, :func:`trimap_iou`)
+of ``N = 0`` images is the empty tensor ``[0]``, one value per image; a mean over images
+(:func:`tgs_map`) raises ValueError, since the mean over no images is undefined. A confusion
+matrix of zero pixels is all zeros (a count over nothing, so that :class:`ConfusionMatrix` takes
+an empty or all-ignored batch), and the metrics of an all-zero matrix are NaN, like every
+undefined per-class value.
 """
 
 from __future__ import annotations
@@ -293,8 +300,8 @@ def _binary_masks(pred: Any, target: Any) -> tuple[Tensor, Tensor]:
                 f"{name} must be a binary mask with values in {{0, 1}}; threshold probabilities "
                 "(p > 0.5) or logits (z > 0) first"
             )
-    n = pred.shape[0]
-    return pred.reshape(n, -1).bool(), target.to(pred.device).reshape(n, -1).bool()
+    n, k = pred.shape[0], pred.shape[1] * pred.shape[2]  # k, not -1: N = 0 leaves -1 unknown
+    return pred.reshape(n, k).bool(), target.to(pred.device).reshape(n, k).bool()
 
 
 def _intersection_union(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -328,7 +335,7 @@ def binary_iou(pred: Tensor, target: Tensor, empty: float = 1.0) -> Tensor:
     """Per-image IoU ``[N]`` (float64) of binary masks ``[N, H, W]`` (bool or 0/1 values).
 
     Two empty masks agree perfectly; their IoU (0/0) is reported as ``empty`` (default 1, as in
-    the TGS metric). Vectorised over images.
+    the TGS metric). Vectorised over images; ``N = 0`` images give the empty ``[0]``.
     """
     inter, union = _intersection_union(pred, target)
     iou = inter.double() / union.clamp_min(1).double()
@@ -337,7 +344,8 @@ def binary_iou(pred: Tensor, target: Tensor, empty: float = 1.0) -> Tensor:
 
 def tgs_scores(pred_masks: Tensor, true_masks: Tensor) -> Tensor:
     """Per-image TGS score ``[N]`` (float64): the fraction of thresholds 0.50..0.95 (step 0.05)
-    that the image's IoU exceeds strictly; 1 when both masks are empty, 0 when exactly one is."""
+    that the image's IoU exceeds strictly; 1 when both masks are empty, 0 when exactly one is.
+    ``N = 0`` images give the empty ``[0]``."""
     inter, union = _intersection_union(pred_masks, true_masks)
     k = _TWENTIETHS.to(inter.device)
     # IoU > k/20  <=>  20 * inter > k * union, exact in integers; both empty: 0 > 0 is False,
@@ -353,10 +361,13 @@ def tgs_map(pred_masks: Tensor, true_masks: Tensor) -> float:
     Args:
         pred_masks: predicted binary masks ``[N, H, W]`` (bool or 0/1).
         true_masks: true binary masks ``[N, H, W]``.
+
+    Raises ValueError when the batch is empty (``N = 0``): the mean over no images is undefined.
     """
     scores = tgs_scores(pred_masks, true_masks)
     if scores.numel() == 0:
-        raise ValueError("tgs_map needs at least one image, got N=0")
+        raise ValueError("tgs_map: the batch is empty (N=0 images); the mean over no images is "
+                         "undefined")
     return float(scores.mean())
 
 
@@ -402,9 +413,10 @@ def trimap_iou(pred: Tensor, target: Tensor, width: int, empty: float = 1.0) -> 
 
     Errors far from the true outline do not count: this measures how well the outline is drawn,
     next to :func:`binary_iou`, which measures the whole region. A true mask without a boundary
-    (empty or full) has an empty band, and its trimap IoU is ``empty``.
+    (empty or full) has an empty band, and its trimap IoU is ``empty``. ``N = 0`` images give
+    the empty ``[0]``.
     """
     p, t = _binary_masks(pred, target)  # bool [N, H*W]
     n, hw = p.shape[0], _as_tensor(target, "target").shape[-2:]
-    band = boundary_band(t.reshape(n, *hw), width).reshape(n, -1)
+    band = boundary_band(t.reshape(n, *hw), width).reshape(t.shape)
     return binary_iou((p & band).reshape(n, *hw), (t & band).reshape(n, *hw), empty=empty)

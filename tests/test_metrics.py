@@ -319,6 +319,40 @@ def test_binary_masks_bad_input():
         M.tgs_map([[0]], [[0]])
 
 
+_NO_IMAGES = torch.zeros(0, 4, 5, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("metric", [
+    M.binary_iou,
+    M.tgs_scores,
+    lambda p, t: M.trimap_iou(p, t, width=1),
+    lambda p, t: M.binary_iou(p[:, None].float(), t[:, None].float()),  # [N, 1, H, W], 0/1
+], ids=["binary_iou", "tgs_scores", "trimap_iou", "binary_iou [N,1,H,W]"])
+def test_per_image_metrics_of_an_empty_batch_are_empty(metric):
+    # one value per image, so none for no images (no mean is taken, nothing is undefined)
+    out = metric(_NO_IMAGES, _NO_IMAGES)
+    assert out.shape == (0,) and out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("masks", [_NO_IMAGES, _NO_IMAGES.numpy(), torch.zeros(0, 1, 3, 3)],
+                         ids=["bool", "numpy", "[N,1,H,W]"])
+def test_tgs_map_of_an_empty_batch_says_so(masks):
+    with pytest.raises(ValueError, match="the batch is empty"):  # a mean over no images
+        M.tgs_map(masks, masks)
+
+
+def test_confusion_matrix_of_zero_pixels_counts_nothing():
+    # a count over no pixels is 0, so an empty (or all-ignored) batch leaves the running counts
+    # as they were; the metrics of a matrix with no pixels stay NaN (undefined, not 0)
+    empty = torch.zeros(0, 4, 4, dtype=torch.long)
+    assert torch.equal(M.confusion_matrix(empty, empty, 3), torch.zeros(3, 3, dtype=torch.long))
+    acc = M.ConfusionMatrix(3)
+    acc.update(PRED[None], TARGET[None])
+    acc.update(empty, empty)
+    assert torch.equal(acc.matrix, HAND_CM)
+    assert math.isnan(M.ConfusionMatrix(3).compute()["mean_iou"])
+
+
 def test_binary_iou_accepts_channel_dim_and_float():
     a = _mask((5, 5), (0, 2, 0, 2)).float()[None, None]
     assert M.binary_iou(a, a).tolist() == [1.0]
