@@ -64,7 +64,10 @@ def claim(sentence: str, holds: bool, **values: Any) -> bool:
     """Record that the chapter's prose states ``sentence``, which ``holds`` (or not) on ``values``.
 
     ``values`` (name -> real number) are the measurements the claim rests on; each is glued under
-    its name. Returns ``holds`` as a ``bool``, so the prose that follows can depend on it.
+    its name. For a comparison, give first the value that must come out larger and second the one
+    it must beat (a baseline, a rival, a required size): ``benchmarks/calibrate_chapters.py`` reads
+    their difference as the claim's margin. Returns ``holds`` as a ``bool``, so the prose that
+    follows can depend on it.
     A value that is NaN makes the claim not hold, whatever ``holds`` says.
     """
     if not isinstance(sentence, str) or not sentence.strip():

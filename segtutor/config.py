@@ -96,13 +96,24 @@ def describe(work: str | None = None) -> str:
     return f"{line}: {work}" if work else line
 
 
+def seed_offset() -> int:
+    """The ``SEGTUTOR_SEED_OFFSET`` environment variable (default 0); see :func:`seed_everything`."""
+    text = os.environ.get("SEGTUTOR_SEED_OFFSET", "0").strip() or "0"
+    if not text.lstrip("-").isascii() or not text.lstrip("-").isdigit():
+        raise ValueError(f"SEGTUTOR_SEED_OFFSET must be an integer, got {text!r}")
+    return int(text)
+
+
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (CPU and CUDA); return a ``torch.Generator`` seeded too.
 
-    Chapters call this once at the top so that a CPU run is reproducible.
+    Chapters call this once at the top so that a CPU run is reproducible. ``SEGTUTOR_SEED_OFFSET=k``
+    in the environment adds ``k`` to every seed given here: ``benchmarks/calibrate_chapters.py``
+    runs a chapter under several offsets to measure how much its results move from seed to seed.
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed += seed_offset()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -68,3 +68,14 @@ def test_version_is_exposed():
     import segtutor
 
     assert isinstance(segtutor.__version__, str) and segtutor.__version__.count(".") >= 1
+
+
+def test_seed_offset_shifts_every_seed(monkeypatch):
+    monkeypatch.setenv("SEGTUTOR_SEED_OFFSET", "2")
+    a = torch.rand(3, generator=config.seed_everything(1))
+    monkeypatch.delenv("SEGTUTOR_SEED_OFFSET")
+    assert torch.equal(a, torch.rand(3, generator=config.seed_everything(3)))
+    assert not torch.equal(a, torch.rand(3, generator=config.seed_everything(1)))
+    monkeypatch.setenv("SEGTUTOR_SEED_OFFSET", "x")
+    with pytest.raises(ValueError, match="SEGTUTOR_SEED_OFFSET"):
+        config.seed_everything(0)
