@@ -46,8 +46,10 @@ __all__ = [
     "binary_iou",
     "boundary_band",
     "confusion_matrix",
+    "constant_prediction_scores",
     "dice_coefficient",
     "dice_per_class",
+    "empty_prediction_map",
     "frequency_weighted_iou",
     "iou_per_class",
     "mean_iou",
@@ -369,6 +371,49 @@ def tgs_map(pred_masks: Tensor, true_masks: Tensor) -> float:
         raise ValueError("tgs_map: the batch is empty (N=0 images); the mean over no images is "
                          "undefined")
     return float(scores.mean())
+
+
+# --------------------------------------------------------------------------- trivial baselines
+
+
+def constant_prediction_scores(
+    target: Tensor, num_classes: int, label: int | None = None, ignore_index: int | None = 255
+) -> dict[str, float]:
+    """The scores of the trivial model that predicts one ``label`` at every pixel.
+
+    Every trained result in the book sits beside this baseline: a model whose mean IoU does not
+    beat it has learnt nothing a constant could not do.
+
+    Args:
+        target: true labels ``[B, H, W]`` (or any shape), long.
+        num_classes: ``C``.
+        label: the constant prediction; ``None`` takes the most frequent class of ``target``
+            (counting no ignored pixel), which for segmentation data is usually the background.
+        ignore_index: label of ``target`` whose pixels are not counted, or None.
+
+    Returns ``{"label", "pixel_accuracy", "mean_pixel_accuracy", "mean_iou"}``, computed by the same
+    :func:`confusion_matrix` metrics as a trained model's scores.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    target = _as_tensor(target, "target")
+    if label is None:
+        counted = target if ignore_index is None else target[target != ignore_index]
+        if counted.numel() == 0:
+            raise ValueError("constant_prediction_scores: target has no counted pixel")
+        label = int(torch.bincount(counted.reshape(-1).long(), minlength=num_classes).argmax())
+    elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
+        raise ValueError(f"label must be an int in [0, {num_classes}), got {label!r}")
+    cm = confusion_matrix(torch.full_like(target, label), target, num_classes, ignore_index)
+    return {"label": label, "pixel_accuracy": pixel_accuracy(cm),
+            "mean_pixel_accuracy": mean_pixel_accuracy(cm), "mean_iou": mean_iou(cm)}
+
+
+def empty_prediction_map(true_masks: Tensor) -> float:
+    """The TGS mAP of predicting "no salt" for every image ``[N, H, W]``: the share of empty
+    masks, since an empty prediction scores 1 on an empty mask and 0 on any other."""
+    true_masks = _as_tensor(true_masks, "true_masks")
+    return tgs_map(torch.zeros_like(true_masks, dtype=torch.bool), true_masks)
 
 
 # --------------------------------------------------------------------------- boundary accuracy
