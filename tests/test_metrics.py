@@ -457,27 +457,27 @@ def test_boundary_band_rejects_bad_input():
 def test_constant_prediction_scores_hand_worked():
     # 3 x 4 labels: eight 0s, three 1s, one ignored pixel
     target = torch.tensor([[[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 255]]])
-    got = metrics.constant_prediction_scores(target, num_classes=2)
+    got = M.constant_prediction_scores(target, num_classes=2)
     # predict 0 everywhere: class 0 IoU 8/11, class 1 IoU 0/3 -> mIoU 4/11; PA 8/11; MPA (1+0)/2
     assert got["label"] == 0
     assert got["mean_iou"] == pytest.approx(4 / 11)
     assert got["pixel_accuracy"] == pytest.approx(8 / 11)
     assert got["mean_pixel_accuracy"] == pytest.approx(0.5)
     # predict 1 everywhere: class 1 IoU 3/11, class 0 IoU 0 -> mIoU 3/22
-    assert metrics.constant_prediction_scores(target, 2, label=1)["mean_iou"] == pytest.approx(3 / 22)
+    assert M.constant_prediction_scores(target, 2, label=1)["mean_iou"] == pytest.approx(3 / 22)
 
 
 def test_constant_prediction_scores_rejects_bad_arguments():
     target = torch.zeros(1, 2, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="label"):
-        metrics.constant_prediction_scores(target, 2, label=2)
+        M.constant_prediction_scores(target, 2, label=2)
     with pytest.raises(ValueError, match="num_classes"):
-        metrics.constant_prediction_scores(target, True)
+        M.constant_prediction_scores(target, True)
     with pytest.raises(ValueError, match="no counted pixel"):
-        metrics.constant_prediction_scores(torch.full((1, 2, 2), 255), 2)
+        M.constant_prediction_scores(torch.full((1, 2, 2), 255), 2)
 
 
 def test_empty_prediction_map_is_the_share_of_empty_masks():
     masks = torch.zeros(4, 5, 5, dtype=torch.bool)
     masks[0, 1:3, 1:3] = True
-    assert metrics.empty_prediction_map(masks) == pytest.approx(3 / 4)
+    assert M.empty_prediction_map(masks) == pytest.approx(3 / 4)
