@@ -9,13 +9,21 @@
    and the same plus ``torch.compile``; printed as ratios to the fp32 loop.
 
 Usage: ``python benchmarks/bench_train.py [--rounds 7] [--gpu-steps 60]``
+
+``--quick`` is a smoke test of the script itself, a few seconds on a CPU: both parts at tiny
+sizes, the GPU part on the CPU (bf16 CPU autocast for AMP; ``torch.compile`` with dynamo's
+``eager`` backend, which traces the model but skips minutes of code generation). Its figures mean
+nothing; it exists so that the CUDA-only code runs before a GPU does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import statistics
 import time
+from unittest import mock
 
 import torch
 from torch import nn
@@ -66,7 +74,7 @@ def cpu_overhead(rounds: int, n: int = 32, size: int = 64, batch: int = 8) -> di
             "best": min(mine) / min(hand) - 1}
 
 
-def bookkeeping_us(steps: int = 400) -> tuple[float, float]:
+def bookkeeping_us(steps: int = 400, repeats: int = 5) -> tuple[float, float]:
     """Microseconds per step of both loops on a model that does almost no arithmetic (a 1x1 conv
     on [8, 1, 8, 8]): what is left is the loop's own bookkeeping."""
     from segtutor.train import Trainer
@@ -89,7 +97,7 @@ def bookkeeping_us(steps: int = 400) -> tuple[float, float]:
             float(loss.detach())
 
     hand, mine = [], []
-    for _ in range(5):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         hand_epoch()
         hand.append(time.perf_counter() - t0)
@@ -99,13 +107,20 @@ def bookkeeping_us(steps: int = 400) -> tuple[float, float]:
     return min(hand) / steps * 1e6, min(mine) / steps * 1e6
 
 
-def gpu_throughput(steps: int, batch: int = 32, size: int = 128, n: int = 512) -> dict[str, float]:
+def gpu_throughput(steps: int, batch: int = 32, size: int = 128, n: int = 512,
+                   quick: bool = False) -> dict[str, float]:
+    """Images/s of each GPU variant; ``quick``: the same variants on the CPU, tiny (smoke test)."""
     from segtutor.data import InMemoryDataset, make_loader, make_tgs_like
     from segtutor.data.transforms import batch_random_flip, resize_to
     from segtutor.models import build_model
     from segtutor.train import DeviceLoader, Trainer
 
-    dev = torch.device("cuda")
+    dev = torch.device("cpu" if quick else "cuda")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    # "auto" AMP is off on a CPU: ask for bf16 there so that the autocast path runs
+    amp_on = "bf16" if quick else "auto"
+    widths = {"encoder_width": 0.125, "decoder_width": 8} if quick else {}
+    warmup, workers = (2, 1) if quick else (10, 4)
     data = make_tgs_like(n, seed=0)
     images = resize_to(data.images[:, None], size)
     masks = (resize_to(data.masks[:, None], size, mask=True)[:, 0] > 0.5).float()
@@ -113,33 +128,39 @@ def gpu_throughput(steps: int, batch: int = 32, size: int = 128, n: int = 512) -
 
     def run(amp, channels_last, resident, compile_) -> float:
         torch.manual_seed(0)
-        model = build_model("resunet34", num_classes=1, in_channels=1)
+        model = build_model("resunet34", num_classes=1, in_channels=1, **widths)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         if resident:
             gen = torch.Generator(device=dev).manual_seed(0)
             loader = DeviceLoader(images, masks, batch, shuffle=True, device=dev, drop_last=True,
                                   augment=lambda x, y: batch_random_flip(x, y, generator=gen))
         else:
-            loader = make_loader(dataset, batch, shuffle=True, num_workers=4, drop_last=True)
-        tr = Trainer(model, nn.BCEWithLogitsLoss(), opt, loader, num_classes=1, device=dev,
-                     amp=amp, channels_last=channels_last, compile=compile_, progress=False,
-                     verbose=False)
+            loader = make_loader(dataset, batch, shuffle=True, num_workers=workers, drop_last=True)
+        compile_ctx = (mock.patch.object(torch, "compile",
+                                         functools.partial(torch.compile, backend="eager"))
+                       if quick and compile_ else contextlib.nullcontext())
+        with compile_ctx:
+            tr = Trainer(model, nn.BCEWithLogitsLoss(), opt, loader, num_classes=1, device=dev,
+                         amp=amp, channels_last=channels_last, compile=compile_, progress=False,
+                         verbose=False)
         it = iter(_forever(loader))
-        for _ in range(10):  # warm-up (and compilation)
+        for _ in range(warmup):  # warm-up (and compilation)
             tr.train_step(next(it))
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             tr.train_step(next(it))
-        torch.cuda.synchronize()
+        sync()
         return steps * batch / (time.perf_counter() - t0)
 
     out = {"fp32 DataLoader": run(False, False, False, False),
-           "AMP + channels_last": run("auto", True, False, False),
-           "AMP + channels_last + GPU-resident": run("auto", True, True, False)}
+           "AMP + channels_last": run(amp_on, True, False, False),
+           "AMP + channels_last + GPU-resident": run(amp_on, True, True, False)}
     try:
-        out["AMP + channels_last + GPU-resident + compile"] = run("auto", True, True, True)
+        out["AMP + channels_last + GPU-resident + compile"] = run(amp_on, True, True, True)
     except Exception as err:  # noqa: BLE001 - compile needs a working toolchain
+        if quick:
+            raise  # the eager backend needs no toolchain: a failure here is the script's own
         print(f"torch.compile variant skipped: {err!r}")
     return out
 
@@ -155,25 +176,36 @@ def main() -> None:
     parser.add_argument("--gpu-steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for the CPU comparison (1: steadier on a shared machine)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test in seconds: tiny sizes, the GPU variants on the CPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    r = cpu_overhead(args.rounds)
-    print(f"CPU, unet base_width=8, 32 images 64x64, batch 8, one epoch (median of {args.rounds}):")
+    if args.quick:
+        args.rounds, args.gpu_steps = 1, 2
+        print("--quick: a smoke test at tiny sizes; the figures say nothing about speed")
+    n, size = (16, 32) if args.quick else (32, 64)
+    r = cpu_overhead(args.rounds, n=n, size=size)
+    print(f"CPU, unet base_width=8, {n} images {size}x{size}, batch 8, one epoch "
+          f"(median of {args.rounds}):")
     print(f"  hand-written loop {r['hand_s'] * 1e3:8.1f} ms")
     print(f"  Trainer.fit       {r['trainer_s'] * 1e3:8.1f} ms")
     print(f"  overhead {r['overhead'] * 100:+.1f} % (ratio of medians), "
           f"{r['pairwise'] * 100:+.1f} % (median of paired rounds), "
           f"{r['best'] * 100:+.1f} % (fastest rounds); target < 5 %: "
           f"{'met' if r['overhead'] < 0.05 else 'NOT met'}")
-    h_us, t_us = bookkeeping_us()
+    h_us, t_us = bookkeeping_us(40, 2) if args.quick else bookkeeping_us()
     print(f"loop bookkeeping, 1x1 conv on [8, 1, 8, 8]: hand {h_us:.0f} us/step, Trainer {t_us:.0f} us/step "
           f"(+{t_us - h_us:.0f} us per step; a step of the U-Net above takes "
-          f"{r['hand_s'] / 4 * 1e3:.0f} ms)")
-    if torch.cuda.is_available():
-        g = gpu_throughput(args.gpu_steps)
+          f"{r['hand_s'] / (n // 8) * 1e3:.0f} ms)")
+    if torch.cuda.is_available() or args.quick:
+        if args.quick:
+            g = gpu_throughput(args.gpu_steps, batch=2, size=32, n=8, quick=True)
+            print("CPU standing in for CUDA (--quick), resunet34 at 1/8 width 32x32, batch 2:")
+        else:
+            g = gpu_throughput(args.gpu_steps)
+            print(f"CUDA {torch.cuda.get_device_name()}, resunet34 128x128, batch 32:")
         base = g["fp32 DataLoader"]
-        print(f"CUDA {torch.cuda.get_device_name()}, resunet34 128x128, batch 32:")
         for name, ips in g.items():
             print(f"  {name:48s} {ips:8.1f} images/s  {ips / base:5.2f}x")
     else:
