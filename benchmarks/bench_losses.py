@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/bench_losses.py [--quick]
 
+``--quick`` is a smoke test of the script itself (seconds, on the CPU, small sizes); its figures
+say little about the targets.
+
 1. Lovász hinge, per image, forward + backward on B=32 images of 128x128:
    ``segtutor.losses.lovasz_hinge(per_image=True)`` (all images sorted in one call) against the
    reference structure of Berman et al.'s code: a Python loop that flattens, sorts and dots one
@@ -66,7 +69,8 @@ def tgs_map_numpy_loop(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int,
+                dev: torch.device) -> dict[str, float]:
     """Median seconds of each function, the calls interleaved round by round."""
     for fn in fns.values():  # warm-up
         fn()
@@ -75,7 +79,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            if config.device().type == "cuda":
+            if dev.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
@@ -99,7 +103,7 @@ def bench_lovasz(dev: torch.device, batch: int, size: int, repeats: int) -> floa
     loop = run(lovasz_hinge_loop)
     if not torch.allclose(batched(), loop(), atol=1e-6):
         sys.exit("lovasz: batched and loop gradients differ")
-    t = interleaved({"batched": batched, "loop": loop}, repeats)
+    t = interleaved({"batched": batched, "loop": loop}, repeats, dev)
     ratio = t["loop"] / t["batched"]
     print(f"lovasz_hinge per-image fwd+bwd, B={batch}x{size}x{size} on {config.device_name(dev)}")
     print(f"  batched (one sort)      {t['batched'] * 1e3:9.1f} ms")
@@ -126,7 +130,7 @@ def bench_tgs(dev: torch.device, n: int, repeats: int) -> tuple[float, float]:
     if not np.allclose(list(values.values()), values["vectorised"]):
         sys.exit(f"tgs_map: implementations disagree: {values}")
     fns["read_once"] = lambda: (_read_once(pred), _read_once(true))
-    t = interleaved(fns, repeats)
+    t = interleaved(fns, repeats, dev)
     r_torch = t["torch_loop"] / t["vectorised"]
     r_numpy = t["numpy_loop"] / t["vectorised"]
     print(f"tgs_map on {n} masks of 101x101 (mAP {values['vectorised']:.4f}) on {config.device_name(dev)}")
@@ -148,14 +152,18 @@ def _read_once(masks: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test in seconds: small sizes, fewer repeats, on the CPU")
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
-    dev = config.device()
-    repeats = args.repeats or (3 if args.quick else 7)
+    dev = torch.device("cpu") if args.quick else config.device()
+    repeats = args.repeats or (2 if args.quick else 7)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats={repeats} (medians)")
-    bench_lovasz(dev, batch=8 if args.quick else 32, size=128, repeats=repeats)
-    bench_tgs(dev, n=400 if args.quick else 4000, repeats=repeats)
+    if args.quick:
+        print("--quick: a smoke test at small sizes; the figures say little about the targets")
+    bench_lovasz(dev, batch=4 if args.quick else 32, size=64 if args.quick else 128,
+                 repeats=repeats)
+    bench_tgs(dev, n=200 if args.quick else 4000, repeats=repeats)
 
 
 if __name__ == "__main__":
