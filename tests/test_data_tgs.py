@@ -173,3 +173,35 @@ def test_write_rejects_bad_arguments(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
         write_tgs_layout(tmp_path / "file", n_train=1, n_test=0, progress=False)
+
+
+def test_duplicate_ids_in_train_csv_are_refused(layout, tmp_path):
+    import shutil
+
+    root = tmp_path / "dup"
+    shutil.copytree(layout, root)
+    rows = _rows(root / "train.csv")
+    rows.append(rows[3])  # 25 rows naming 24 images
+    with open(root / "train.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    with pytest.raises(ValueError, match=f"line {len(rows)}: id '{rows[3][0]}' appears twice "
+                                         "\\(first on line 4\\)"):
+        TGSSaltDataset(root, "train")
+
+
+def test_written_files_get_the_umask_mode_like_open(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_tgs_layout(tmp_path / "d", n_train=2, n_test=1, seed=0, progress=False)
+        reference = tmp_path / "reference"
+        reference.touch()  # what a plain open() gives under the same umask
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE(reference.stat().st_mode)
+    assert expected == 0o644
+    written = [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+    assert len(written) == 3 + 2 * 2 + 2 * 1  # the csv files, train and test images + masks
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {expected}
