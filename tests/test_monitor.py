@@ -312,3 +312,79 @@ def test_browser_sees_tensorboard_serving_the_run(tmp_path):
     finally:
         tb.terminate()
         tb.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------- parent death
+def _ended(pid: int) -> bool:
+    """True when ``pid`` has exited (gone, or a zombie that nobody has reaped yet)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return fields[0] in ("Z", "X")
+
+
+def _kill_parent_and_wait(parent_code: str, tmp_path: Path) -> tuple[dict, bool]:
+    """Run ``parent_code`` in a process that prints one JSON line about the child it started,
+    SIGKILL that process, and report whether the child ended within 10 s."""
+    import os
+    import signal
+
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = parent.stdout.readline()
+        assert line, parent.stderr.read()[-2000:]
+        info = json.loads(line)
+        assert not _ended(info["pid"])
+        parent.send_signal(signal.SIGKILL)  # no atexit, no finally: only the child can act
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while not _ended(info["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ended = _ended(info["pid"])
+        if not ended:  # do not leave it running after a failure
+            os.kill(info["pid"], signal.SIGKILL)
+        return info, ended
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=30)
+        parent.stdout.close()
+        parent.stderr.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_watched_child_ends_and_cleans_up_when_its_parent_is_killed(tmp_path):
+    # the watch itself, on a stand-in for the server (the standard library's HTTP server)
+    code = f"""
+import json, subprocess, tempfile, time
+from segtutor.monitor import server
+folder = tempfile.mkdtemp(dir={str(tmp_path)!r})
+cmd = server.watched_command("http.server", ["0", "--bind", "127.0.0.1"], cleanup=folder)
+proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        start_new_session=True)
+time.sleep(1.0)
+print(json.dumps({{"pid": proc.pid, "folder": folder}}), flush=True)
+time.sleep(120)
+"""
+    info, ended = _kill_parent_and_wait(code, tmp_path)
+    assert ended, "the child outlived its SIGKILLed parent"
+    assert not Path(info["folder"]).exists(), "the child's temporary folder was left behind"
+
+
+@needs_assets
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_visdom_server_ends_when_the_process_that_started_it_is_killed(tmp_path):
+    code = """
+import json, time
+from segtutor.monitor import start_visdom
+handle = start_visdom(0)
+print(json.dumps({"pid": handle.process.pid, "port": handle.port,
+                  "folder": str(handle.env_path.parent)}), flush=True)
+time.sleep(120)
+"""
+    info, ended = _kill_parent_and_wait(code, tmp_path)
+    assert ended, "visdom.server kept running after the process that started it was SIGKILLed"
+    assert not Path(info["folder"]).exists(), "the server's temporary folder was left behind"
+    assert not server_mod.answers(f"http://127.0.0.1:{info['port']}")

@@ -3,6 +3,12 @@
 ``python -m visdom.server -port N -bind_local -env_path DIR``: ``-bind_local`` makes it listen on
 127.0.0.1 only (without it, visdom listens on every interface), ``-env_path`` keeps its saved
 environments in a folder of this run instead of ``~/.visdom``.
+
+The server ends with the process that started it: ``terminate()``, the end of a ``with`` block,
+or the interpreter's exit stop it; and if that process dies without a chance to clean up
+(SIGKILL, a crashed kernel), a watcher thread inside the server notices within about half a
+second, removes the server's temporary folder and exits. A server left over from older code can
+be found with ``pgrep -af visdom.server`` and stopped with ``kill PID``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,39 @@ import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
+
+# Run in the child as `python -c _WATCHED PARENT_PID CLEANUP_DIR MODULE ARGS...`: a daemon thread
+# polls the parent's pid (it changes when the parent dies, whatever the signal, on every POSIX
+# system; prctl(PR_SET_PDEATHSIG) would be Linux only and tied to the thread that forked), then
+# runs MODULE as `python -m MODULE ARGS...` would.
+_WATCHED = """\
+import os, runpy, shutil, sys, threading, time
+
+parent, cleanup, module = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    if cleanup:
+        shutil.rmtree(cleanup, ignore_errors=True)
+    os._exit(0)
+
+
+threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+sys.argv = [module, *sys.argv[4:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def watched_command(module: str, args: list[str], cleanup: str | Path | None = None) -> list[str]:
+    """The command line that runs ``python -m module args...`` and ends when this process dies.
+
+    Start it with :class:`subprocess.Popen` from this process (the watch compares the child's
+    parent pid with this process's). ``cleanup``: a folder the child removes when it notices.
+    """
+    return [sys.executable, "-c", _WATCHED, str(os.getpid()), str(cleanup or ""), module,
+            *args]
 
 
 def free_port() -> int:
@@ -126,14 +165,17 @@ def start_visdom(port: int = 8097, env_path: str | Path | None = None, timeout: 
     env_path = Path(env_path)
     env_path.mkdir(parents=True, exist_ok=True)
     log_path = env_path.parent / f"visdom-server-{port}.log"
-    cmd = [sys.executable, "-m", "visdom.server", "-port", str(port), "-bind_local",
-           "-env_path", str(env_path), "-logging_level", "WARNING"]
+    cmd = watched_command("visdom.server",
+                          ["-port", str(port), "-bind_local", "-env_path", str(env_path),
+                           "-logging_level", "WARNING"],
+                          cleanup=own.name if own is not None else None)
     with open(log_path, "wb") as log:
         # its own session: a Ctrl-C in the notebook does not reach it; terminate() ends it
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     handle = VisdomServer(proc, port, env_path, log_path, own)
-    # the server runs in its own session, so it would outlive a crashed or forgetful caller
+    # the server runs in its own session: stopped at a normal exit here, and by its own watch
+    # of this process when this process is killed
     atexit.register(handle.terminate)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
