@@ -537,3 +537,66 @@ def test_ddp_two_processes_match_one_process(tmp_path, monkeypatch):
             assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), key
     assert b["weight_sum"] == pytest.approx(a["weight_sum"], rel=1e-5)
     assert a["history"][-1]["val_loss"] < a["history"][0]["val_loss"]  # it did train
+
+
+# ---------------------------------------------------------------------------- damaged checkpoints
+class _NotATensor:
+    """An arbitrary pickled object: what weights_only=True must refuse to unpickle."""
+
+    def __init__(self):
+        self.payload = "code could run here"
+
+
+def _damaged_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    good = checkpoint.save_checkpoint(tmp_path / "good.pt", model=tiny_net(1), epoch=1)
+    data = good.read_bytes()
+    files = {"truncated": data[: len(data) // 2], "empty": b"",
+             "random": bytes(torch.randint(0, 256, (4096,), generator=torch.Generator()
+                                           .manual_seed(0), dtype=torch.uint8).tolist())}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / f"{name}.pt"
+        paths[name].write_bytes(content)
+    paths["pickled object"] = tmp_path / "object.pt"
+    torch.save({"model": _NotATensor()}, paths["pickled object"])
+    return paths
+
+
+def test_damaged_checkpoint_names_the_file_in_fit_resume(tmp_path):
+    x, y = threshold_task(16)
+    for kind, path in _damaged_checkpoints(tmp_path).items():
+        tr = make_trainer(tiny_net(1), loader(x, y))
+        with pytest.raises(checkpoint.CheckpointError) as info:
+            tr.fit(2, resume=path)
+        message = str(info.value)
+        assert isinstance(info.value, ValueError)
+        assert str(path) in message and "damaged" in message, (kind, message)
+        assert tr.epoch == 0 and tr.history == []  # nothing was trained from a bad file
+
+
+def test_checkpoint_of_another_model_or_not_of_a_trainer_names_the_file(tmp_path):
+    x, y = threshold_task(16)
+    other = checkpoint.save_checkpoint(tmp_path / "other.pt", model=tiny_net(1, hidden=3), epoch=1)
+    with pytest.raises(checkpoint.CheckpointError, match=f"{other}.*another model"):
+        make_trainer(tiny_net(1), loader(x, y)).fit(2, resume=other)
+    bare = tmp_path / "bare.pt"
+    torch.save(tiny_net(1).state_dict(), bare)  # weights only, no "model"/"epoch"/"rng"
+    with pytest.raises(checkpoint.CheckpointError, match=f"{bare} is not a Trainer checkpoint"):
+        make_trainer(tiny_net(1), loader(x, y)).fit(2, resume=bare)
+
+
+def test_resume_with_another_learning_rate_says_which_one_it_keeps(tmp_path):
+    import warnings
+
+    x, y = threshold_task(16)
+    torch.manual_seed(0)
+    make_trainer(tiny_net(1), loader(x, y), lr=0.05, checkpoint_dir=tmp_path).fit(1)
+    # the same learning rate: resumed silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_trainer(tiny_net(1), loader(x, y), lr=0.05).fit(2, resume=tmp_path / "last.pt")
+    # another one: the checkpoint's is kept, and a warning says so
+    tr = make_trainer(tiny_net(1), loader(x, y), lr=0.2)
+    with pytest.warns(UserWarning, match="learning rate 0.2, the checkpoint's run used 0.05"):
+        tr.fit(2, resume=tmp_path / "last.pt")
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)

@@ -9,36 +9,27 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from segtutor.fileio import atomic_write
+
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place.
+    """``torch.save`` through :func:`segtutor.fileio.atomic_write`: a temporary file in the same
+    folder (created if missing), ``fsync``, then ``os.replace`` over ``path``.
 
-    ``os.replace`` is atomic on POSIX and Windows: a reader sees the old file or the new one, never
-    half a file, and a crash during the write leaves the previous checkpoint intact.
+    A reader sees the old file or the new one, never half a file, and a crash during the write
+    leaves the previous checkpoint intact. The file's permissions follow the umask (an existing
+    checkpoint keeps its own); a target that is not a regular file raises ValueError.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # the half-written temporary is removed; the previous checkpoint was never touched
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
     return path
 
 
@@ -92,13 +83,38 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module,
     return atomic_save(payload, path)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: truncated, empty, not written by ``torch.save``, or
+    holding objects that ``weights_only=True`` refuses. The message names the file."""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
                     ) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no code runs while loading)."""
+    """Read a checkpoint with ``weights_only=True`` (no code runs while loading).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        CheckpointError: (a ValueError) the file is damaged or is not a checkpoint; the message
+            names the file and what ``torch.load`` said.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise FileNotFoundError(2, "checkpoint does not exist or is not a file", str(path))
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a bad file
+        # RuntimeError (zip directory missing: truncated), EOFError (empty),
+        # UnpicklingError (random bytes, or objects weights_only refuses), UnicodeDecodeError,
+        # OSError(EINVAL) ...: the caller needs to know which file, whatever the way
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: the file is damaged (truncated or overwritten) or "
+            f"is not a checkpoint saved by torch.save ({type(err).__name__}: {reason})"
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not the "
+                              "dictionary of tensors a checkpoint is")
+    return state
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

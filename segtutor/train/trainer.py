@@ -588,17 +588,50 @@ class Trainer:
                                     epoch=self.epoch, **self.state_extra())
 
     def load_checkpoint(self, path: str | Path, weights_only_model: bool = False) -> dict[str, Any]:
-        """Restore a checkpoint written by :meth:`save_checkpoint` (every rank reads it)."""
+        """Restore a checkpoint written by :meth:`save_checkpoint` (every rank reads it).
+
+        The optimizer and scheduler continue where the checkpoint stopped, with the
+        checkpoint's learning rate: when the optimizer was built with another one, a warning
+        says so (to train the saved weights with a new learning rate, load them with
+        ``weights_only_model=True`` and call :meth:`fit` without ``resume``).
+
+        Raises :class:`segtutor.train.checkpoint.CheckpointError` (a ValueError) naming the
+        file when it is damaged, is not a checkpoint of this class, or holds another model.
+        """
         state = ckpt.load_checkpoint(path, map_location=self.device)
-        self.module.load_state_dict(state["model"])
+        missing = [k for k in ("model", "epoch", "rng") if k not in state]
+        if missing and not (weights_only_model and "model" in state):
+            raise ckpt.CheckpointError(f"{path} is not a Trainer checkpoint: it has no "
+                                       f"{', '.join(map(repr, missing))} entry")
+        try:
+            self.module.load_state_dict(state["model"])
+        except (RuntimeError, TypeError, AttributeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ckpt.CheckpointError(f"checkpoint {path} holds the weights of another model: "
+                                       f"{first}") from None
         if weights_only_model:
             return state
-        if state.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        asked = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
+        try:
+            if state.get("optimizer") is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler") is not None:
+                self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as err:
+            raise ckpt.CheckpointError(f"checkpoint {path} does not fit this trainer's optimizer, "
+                                       f"scheduler or scaler: {err}") from None
+        saved = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
+        if state.get("optimizer") is not None and any(
+                not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) for a, b in zip(asked, saved)):
+            warnings.warn(
+                f"resuming from {path}: the optimizer was built with learning rate "
+                f"{asked[0]:g}, the checkpoint's run used {saved[0]:g}; the checkpoint's is kept "
+                f"(now {self.lr:g}) so that the run continues exactly. To train these weights "
+                "with a new learning rate, load them with load_checkpoint(path, "
+                "weights_only_model=True) and call fit() without resume.",
+                UserWarning, stacklevel=3)
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.history = [dict(r) for r in state.get("history", [])]
