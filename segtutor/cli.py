@@ -13,6 +13,7 @@ that is not what it should be, a malformed submission) prints one line ``segtuto
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -47,24 +48,56 @@ class _Formatter(argparse.HelpFormatter):
 def _checked_number(convert: Callable[[str], Any], accept: Callable[[Any], bool],
                     expected: str) -> Callable[[str], Any]:
     """An argparse ``type=``: ``convert`` the text, then ``accept`` the value, or say what was
-    ``expected`` (argparse turns the message into a one-line usage error, exit code 2)."""
+    ``expected`` (argparse turns the message into a one-line usage error, exit code 2, that
+    starts with the option's name: "argument --lr: expected ...")."""
 
     def parse(text: str) -> Any:
         try:
             value = convert(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse
 
 
+def _finite(convert: Callable[[str], float]) -> Callable[[str], float]:
+    """``float`` that refuses NaN and infinities (every float option here is a finite quantity)."""
+
+    def parse(text: str) -> float:
+        value = convert(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+# the largest of each quantity that still means something; beyond it a run would overflow or
+# only fail much later (a model too wide to allocate, a data set too large for memory)
+MAX_SEED = 2**32 - 1          # NumPy's legacy seeding range, accepted by every generator used
+MAX_IMAGES = 100_000          # synthetic images per split (the competition: 4,000 and 18,000)
+MAX_WIDTH = 8.0               # channel multiplier; 1 = the published widths
+MAX_LR = 1.0                  # Adam's peak learning rate; 1e-3 is the recipe's
+MAX_PIXELS = 101 * 101        # a minimum component size above the image size removes everything
+
 _positive_int = _checked_number(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _checked_number(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _checked_number(float, lambda v: v > 0, "a positive number")  # NaN fails too
-_probability = _checked_number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+_image_count = _checked_number(int, lambda v: 1 <= v <= MAX_IMAGES,
+                               f"a positive integer, at most {MAX_IMAGES}")
+_test_image_count = _checked_number(int, lambda v: 0 <= v <= MAX_IMAGES,
+                                    f"an integer >= 0, at most {MAX_IMAGES}")
+_seed = _checked_number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
+_port = _checked_number(int, lambda v: 1 <= v <= 65535, "a TCP port in [1, 65535]")
+_width = _checked_number(_finite(float), lambda v: 0 < v <= MAX_WIDTH,
+                         f"a number in (0, {MAX_WIDTH:g}]")
+_learning_rate = _checked_number(_finite(float), lambda v: 0 < v <= MAX_LR,
+                                 f"a learning rate in (0, {MAX_LR:g}]")
+_probability = _checked_number(_finite(float), lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+_pixels = _checked_number(int, lambda v: 0 <= v <= MAX_PIXELS,
+                          f"a number of pixels in [0, {MAX_PIXELS}]")
 
 
 def _threshold(text: str) -> float | str:
@@ -72,7 +105,7 @@ def _threshold(text: str) -> float | str:
 
 
 def _min_size(text: str) -> int | str:
-    return "auto" if text == "auto" else _non_negative_int(text)
+    return "auto" if text == "auto" else _pixels(text)
 
 
 def _fold_list(text: str) -> list[int]:
@@ -126,11 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="folder to write (created if missing; must be empty if it exists)")
-    p.add_argument("--n", type=_positive_int, default=4000, metavar="N",
+    p.add_argument("--n", type=_image_count, default=4000, metavar="N",
                    help="number of training images (the real competition has 4000)")
-    p.add_argument("--n-test", type=_non_negative_int, default=None, metavar="N",
+    p.add_argument("--n-test", type=_test_image_count, default=None, metavar="N",
                    help="number of test images; default: a quarter of --n")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same files")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="random seed: the same seed writes the same files")
     p.set_defaults(func=_cmd_synth)
 
     # ---- train
@@ -157,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("resunet34", "unet"), default="resunet34",
                    help="resunet34: the recipe's ResNet34 U-Net (scSE, hypercolumn, deep "
                         "supervision, empty-image head); unet: the plain U-Net baseline")
-    p.add_argument("--width", type=_positive_float, default=None, metavar="W",
+    p.add_argument("--width", type=_width, default=None, metavar="W",
                    help="channel multiplier of the model, 1 = the published widths (ResNet34 "
                         "encoder and a 64-channel decoder; U-Net base 64); default: quick 0.125, "
                         "full 1")
@@ -178,12 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: quick 1, full 4)")
     p.add_argument("--cycle-epochs", type=_positive_int, default=None, metavar="E",
                    help="epochs per cycle (default: quick 1, full 20)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 for Adam)")
+    p.add_argument("--lr", type=_learning_rate, default=None, metavar="LR",
+                   help="peak learning rate (default 1e-3 for Adam)")
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                    help="images per batch (default: quick 16, full 32)")
     p.add_argument("--n-images", type=_positive_int, default=None, metavar="N",
                    help="use only the first N training images (for quick experiments)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of folds, weights and batches")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="random seed of folds, weights and batches")
     p.add_argument("--no-amp", action="store_true",
                    help="on CUDA, train in float32 instead of automatic mixed precision")
     p.add_argument("--no-gpu-data", action="store_true",
@@ -191,14 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(small) data set in GPU memory")
     p.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
                    help="write TensorBoard event files under DIR (view: tensorboard --logdir DIR)")
-    p.add_argument("--visdom", type=_positive_int, default=None, metavar="PORT",
+    p.add_argument("--visdom", type=_port, default=None, metavar="PORT",
                    help="log live plots to a visdom server on 127.0.0.1:PORT (start one with "
-                        "'python -m visdom.server -port PORT --bind_local'); without a server the "
-                        "offline log is written instead")
+                        "'python -m visdom.server -port PORT -bind_local', single dashes); without "
+                        "a server the offline log is written instead")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",
                    help="keep the folds an earlier call finished in --out and train the others "
-                        "(same data and options; for runs split over several sittings)")
+                        "(same data and options; for runs split over several sittings); without "
+                        "it --out must be a new or empty folder")
     _add_quick(p)
     p.set_defaults(func=_cmd_train)
 
