@@ -15,12 +15,14 @@ PIP_INSTALL := $(BIN)/python -m pip install -c constraints.txt $(if $(LOCK),-c $
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help setup lock book chapter test unit notebooks lab serve bench visdom-assets browser clean
+.PHONY: help setup lock book chapter test unit unit-fast lint notebooks lab serve bench visdom-assets browser clean
 
 help:
 	@echo "make book        build the book into _build/html, every chapter executed"
 	@echo "make test        run the unit tests and execute every chapter in quick mode"
 	@echo "make unit        only the unit tests (no chapters)"
+	@echo "make unit-fast   the unit tests not marked slow (under a minute)"
+	@echo "make lint        ruff check and ruff format --check"
 	@echo "make notebooks   write .ipynb copies of the chapters to notebooks/"
 	@echo "make lab         JupyterLab on $(HOST) with the .md chapters opening as notebooks"
 	@echo "make serve       serve _build/html on http://$(HOST):$(PORT)"
@@ -84,6 +86,13 @@ test: setup browser
 
 unit: setup
 	$(BIN)/python -m pytest -m "not book"
+
+unit-fast: setup
+	$(BIN)/python -m pytest -m "not book and not slow"
+
+lint: setup
+	$(BIN)/ruff check segtutor tests benchmarks scripts
+	$(BIN)/ruff format --check segtutor tests benchmarks scripts
 
 notebooks: setup
 	mkdir -p notebooks
