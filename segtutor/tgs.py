@@ -17,16 +17,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
-import tempfile
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from segtutor.fileio import atomic_write_text, check_target
 
 #: The image size of the competition, and the size the network sees (a multiple of 32).
 TGS_SIZE = 101
@@ -45,7 +48,7 @@ class TGSInputError(ValueError):
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """Write ``text`` to ``path`` atomically (:func:`segtutor.fileio.atomic_write_text`).
 
     A crash half-way leaves the previous file (or none) in place, never a truncated one: a
     submission that is half written would otherwise look valid up to its last complete row.
@@ -53,16 +56,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise TGSInputError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,6 +226,13 @@ def search_threshold(
     return ThresholdSearch(grid[best], scores[best], grid, scores)
 
 
+def _check_probability(value: Any, name: str) -> None:
+    # `prob > nan` is False everywhere: a NaN threshold would silently give empty masks
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+            or not 0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
 def suppress_empty(masks: Tensor, salt_prob: Tensor | None, empty_threshold: float = 0.5) -> Tensor:
     """Blank the masks of images that the image-level classifier calls empty.
 
@@ -245,6 +246,7 @@ def suppress_empty(masks: Tensor, salt_prob: Tensor | None, empty_threshold: flo
     and about 39% of the real training images are empty, so a good image-level decision is worth
     more than any boundary refinement.
     """
+    _check_probability(empty_threshold, "empty_threshold")
     if salt_prob is None:
         return masks
     salt_prob = torch.as_tensor(salt_prob, device=masks.device).reshape(-1)
@@ -259,7 +261,9 @@ def remove_small(masks: Tensor, min_size: int) -> Tensor:
 
     ``masks`` is ``[N, H, W]`` bool; delegates to :func:`segtutor.postprocess.remove_small_objects`.
     """
-    if min_size <= 0:
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
+        raise ValueError(f"min_size must be an int >= 0 (pixels), got {min_size!r}")
+    if min_size == 0:
         return masks
     from segtutor.postprocess import remove_small_objects
 
@@ -278,6 +282,7 @@ def postprocess(
     Threshold (``prob > threshold``), drop components under ``min_size`` pixels, then blank
     images the classifier head calls empty (:func:`suppress_empty`).
     """
+    _check_probability(threshold, "threshold")
     probs = torch.as_tensor(probs)
     if probs.dim() != 3:
         raise ValueError(f"probs must be [N, H, W], got {tuple(probs.shape)}")
@@ -315,6 +320,37 @@ def find_mask(data_dir: str | os.PathLike, image_id: str) -> Path:
     )
 
 
+def split_ids(data_dir: str | os.PathLike, split: str) -> set[str]:
+    """The ids of one split of a Kaggle-layout folder: the stems of ``split/images/*.png``, or of
+    ``split/masks/*.png`` when there is no images folder (a folder holding only masks)."""
+    root = Path(data_dir)
+    for kind in ("images", "masks"):
+        folder = root / split / kind
+        if folder.is_dir():
+            return {p.stem for p in folder.glob("*.png")}
+    return set()
+
+
+def _check_complete(root: Path, submission: str | os.PathLike, ids: Iterable[str]) -> None:
+    """Raise TGSInputError when a submission leaves out ids of a split it predicts.
+
+    A submission scored on part of a split would score what it left out as if it did not exist:
+    leaving out the hard images raises the mean. Kaggle's checker refuses a file without every
+    test id; here each split the submission has ids of (train, test) must be complete.
+    """
+    ids = set(ids)
+    for split in ("train", "test"):
+        expected = split_ids(root, split)
+        if not ids & expected:
+            continue
+        missing = sorted(expected - ids)
+        if missing:
+            raise TGSInputError(
+                f"{submission}: {len(missing)} of the {len(expected)} {split} ids have no row "
+                f"(e.g. {', '.join(repr(i) for i in missing[:3])}); a submission must predict "
+                "every image of its split")
+
+
 def evaluate_submission(data_dir: str | os.PathLike, submission: str | os.PathLike) -> float:
     """The TGS mAP of a submission file: every row decoded and scored against its true mask.
 
@@ -326,8 +362,9 @@ def evaluate_submission(data_dir: str | os.PathLike, submission: str | os.PathLi
         :func:`segtutor.metrics.tgs_map` over all rows of the submission (a float in [0, 1]).
 
     Raises:
-        TGSInputError: a missing folder or file, a malformed row, an id with no mask, or a mask
-        whose size differs from the decoded prediction.
+        TGSInputError: a missing folder or file, a malformed row, an id with no mask, a mask
+        whose size differs from the decoded prediction, or a split left incomplete: every image
+        of each split the submission has ids of (``DIR/<split>/images``) must have a row.
     """
     from segtutor.data import read_label_png
     from segtutor.metrics import tgs_map
@@ -336,6 +373,7 @@ def evaluate_submission(data_dir: str | os.PathLike, submission: str | os.PathLi
     rows = validate_submission(submission)
     if not rows:
         raise TGSInputError(f"{submission}: no rows to score")
+    _check_complete(root, submission, rows.keys())
     preds, truths = [], []
     for image_id, pred in rows.items():
         path = find_mask(root, image_id)
@@ -377,6 +415,8 @@ def synth(out: str | os.PathLike, n: int = 4000, n_test: int | None = None, seed
     """
     from segtutor.data import write_tgs_layout
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TGSInputError(f"--out {out} exists and is not a folder")
@@ -487,7 +527,25 @@ class TrainOptions:
         return opts
 
     def validate(self) -> None:
-        """Raise ValueError naming the option that is out of range."""
+        """Raise ValueError naming the option that is out of range (``None`` sizes pass: they
+        are the quick/full defaults, checked again after :meth:`resolved`)."""
+        for name, low in (("folds", 1), ("stage1_epochs", 0), ("cycles", 0), ("cycle_epochs", 1),
+                          ("batch_size", 1), ("n_images", 1), ("seed", 0), ("visdom", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < low):
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if self.visdom is not None and self.visdom > 65535:
+            raise ValueError(f"visdom must be a TCP port in [1, 65535], got {self.visdom}")
+        for name in ("lr", "width", "aux_weight", "cls_weight"):
+            value = getattr(self, name)
+            if value is None and name in ("lr", "width"):
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value < 0
+                    or (value == 0 and name in ("lr", "width"))):
+                sign = "> 0" if name in ("lr", "width") else ">= 0"
+                raise ValueError(f"{name} must be a finite number {sign}, got {value!r}")
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 (one fold is held out), got {self.folds}")
         if self.train_folds is not None:
@@ -709,6 +767,8 @@ def predict_probs(
 
     if not members:
         raise ValueError("members must contain at least one model")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     device = config.device()
     transforms_ = ("identity", "hflip") if tta else ("identity",)
     probs = torch.zeros(images.shape[0], TGS_SIZE, TGS_SIZE)
@@ -820,9 +880,14 @@ def load_members(opts: TrainOptions, paths: Sequence[str | os.PathLike]) -> list
 
     members = []
     for path in paths:
-        state = load_checkpoint(path)
+        state = load_checkpoint(path)  # names the file when it is damaged
         model = build(opts)
-        model.load_state_dict(state.get("model", state))
+        try:
+            model.load_state_dict(state.get("model", state))
+        except (RuntimeError, TypeError, AttributeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TGSInputError(f"snapshot {path} does not hold the weights of this run's model "
+                                f"({opts.model}, width {opts.width}): {first}") from None
         members.append(model.eval())
     return members
 
@@ -872,6 +937,55 @@ def _read_json(path: Path) -> Any:
         raise TGSInputError(f"{path} is not valid JSON: {err}") from None
 
 
+_CONFIG_KEYS = {"options": dict, "data": str, "ids": list, "folds": list, "trained_folds": list}
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``RUN/config.json`` of a run folder, checked; ``"options"`` becomes a :class:`TrainOptions`.
+
+    Raises TGSInputError naming the file and what is wrong: not JSON, not an object, a missing
+    or mistyped key, an option this version does not know, an option out of range, a trained
+    fold out of range. (A run written by a newer segtutor with new options is refused rather
+    than half understood.)
+    """
+    path = Path(run_dir) / "config.json"
+    cfg = _read_json(path)
+    if not isinstance(cfg, dict):
+        raise TGSInputError(f"{path}: expected a JSON object, got a JSON {type(cfg).__name__}")
+    for key, kind in _CONFIG_KEYS.items():
+        if not isinstance(cfg.get(key), kind):
+            raise TGSInputError(f"{path}: {key!r} is missing or not a JSON "
+                                f"{'object' if kind is dict else kind.__name__}")
+    known = {f.name for f in fields(TrainOptions)}
+    unknown = sorted(set(cfg["options"]) - known)
+    if unknown:
+        raise TGSInputError(f"{path}: unknown option(s) {', '.join(map(repr, unknown))}")
+    try:
+        opts = TrainOptions(**cfg["options"])
+        opts.validate()
+    except (TypeError, ValueError) as err:
+        raise TGSInputError(f"{path}: {err}") from None
+    trained = cfg["trained_folds"]
+    if not trained or not all(isinstance(k, int) and not isinstance(k, bool)
+                              and 0 <= k < opts.folds for k in trained):
+        raise TGSInputError(f"{path}: 'trained_folds' must list fold numbers in "
+                            f"0..{opts.folds - 1}, got {trained!r}")
+    return {**cfg, "options": opts}
+
+
+def _read_postprocess(path: Path) -> dict[str, Any]:
+    """``RUN/postprocess.json``: the threshold and minimum component size chosen at training."""
+    chosen = _read_json(path)
+    threshold = chosen.get("threshold") if isinstance(chosen, dict) else None
+    min_size = chosen.get("min_size") if isinstance(chosen, dict) else None
+    if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+            or not 0 <= threshold <= 1
+            or isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0):
+        raise TGSInputError(f"{path}: expected an object with 'threshold' in [0, 1] and "
+                            "'min_size' >= 0; train again, or give --threshold and --min-size")
+    return chosen
+
+
 def train(
     run_dir: str | os.PathLike,
     data: str | os.PathLike | None = None,
@@ -899,18 +1013,44 @@ def train(
     Returns:
         ``run_dir`` as a Path.
     """
-    from segtutor import config
-
     opts = (options or TrainOptions()).resolved()
     run = Path(run_dir)
     if run.exists() and not run.is_dir():
         raise TGSInputError(f"run folder {run} exists and is not a folder")
-    run.mkdir(parents=True, exist_ok=True)
+    if not resume and run.is_dir() and any(run.iterdir()):
+        # training into it would leave an earlier run's snapshots beside the new ones, and
+        # predict would average both
+        raise TGSInputError(f"run folder {run} is not empty; choose a new --out, or add --resume "
+                            "to continue the run it holds")
+    if data is not None:
+        data = _require_dir(Path(data), "data folder")
+    # the topmost folder this call creates: removed again if the call fails before any fold
+    # is finished, so that a failed run leaves nothing behind
+    created = None
+    for folder in (run, *run.parents):
+        if folder.exists():
+            break
+        created = folder
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        _train(run, data, opts, resume)
+    except BaseException:
+        if created is not None and not list(run.glob("fold*/history.json")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    return run
+
+
+def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> None:
+    """The body of :func:`train`, in an existing ``run`` folder with resolved ``opts``."""
+    from segtutor import config
+    from segtutor.train.checkpoint import atomic_save
+    from segtutor.train.trainer import NonFiniteLossError
+
     if data is None:
         data = run / "data"
         if not (data / "train.csv").is_file():
             synth(data, n=config.pick(400, 4000), seed=opts.seed, progress=opts.progress)
-    data = _require_dir(Path(data), "data folder")
     split = load_split(data, "train")
     n = len(split.ids) if opts.n_images is None else min(opts.n_images, len(split.ids))
     ids, images, masks = split.ids[:n], split.images[:n], split.masks[:n]
@@ -922,7 +1062,8 @@ def train(
            "folds": folds.tolist(), "trained_folds": todo}
     finished: list[int] = []
     if resume and (run / "config.json").is_file():
-        earlier = _read_json(run / "config.json")
+        earlier = read_run_config(run)
+        earlier["options"] = asdict(earlier["options"])
         _check_same_run(earlier, cfg)
         finished = [k for k in earlier["trained_folds"]
                     if (run / f"fold{k}" / "history.json").is_file()]
@@ -930,8 +1071,9 @@ def train(
         cfg["trained_folds"] = todo
     _write_json(run / "config.json", cfg)
 
-    oof = torch.full((n, TGS_SIZE, TGS_SIZE), float("nan"))
-    oof_salt = torch.full((n,), float("nan"))
+    oof = torch.zeros(n, TGS_SIZE, TGS_SIZE)
+    oof_salt = torch.zeros(n)
+    seen = torch.zeros(n, dtype=torch.bool)
     has_head = True
     for k in todo:
         tr, va = folds != k, folds == k
@@ -941,22 +1083,27 @@ def train(
                 print(f"fold {k}: finished by an earlier call, reusing its {len(snapshots)} "
                       "snapshot(s)")
         else:
-            result = fit_fold(opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}",
-                              name=f"fold{k}")
+            try:
+                result = fit_fold(opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}",
+                                  name=f"fold{k}")
+            except NonFiniteLossError as err:
+                raise TGSInputError(f"fold {k}: training diverged: {err}") from None
             # written last: its presence marks the fold as finished for --resume
             _write_json(run / f"fold{k}" / "history.json", result["history"])
             snapshots = result["snapshots"]
         members = load_members(opts, snapshots)
         probs, salt = predict_probs(members, x[va], opts.size_mode, tta=True,
                                     progress=opts.progress)
+        if not torch.isfinite(probs).all():
+            raise TGSInputError(f"fold {k}: the models in {run / f'fold{k}'} predict NaN or "
+                                "infinite probabilities (the training diverged): lower the "
+                                "learning rate (--lr) and train again in a new --out")
         oof[va] = probs
+        seen |= va
         if salt is None:
             has_head = False
         else:
             oof_salt[va] = salt
-    seen = ~torch.isnan(oof[:, 0, 0])
-    from segtutor.train.checkpoint import atomic_save
-
     atomic_save({"ids": [i for i, s in zip(ids, seen.tolist()) if s],
                  "probs": oof[seen].half(), "masks": masks[seen].bool(),
                  "salt_prob": oof_salt[seen] if has_head else None}, run / "oof.pt")
@@ -968,7 +1115,6 @@ def train(
         "table": {str(s): {"thresholds": r.thresholds, "scores": r.scores}
                   for s, r in chosen["table"].items()},
     })
-    return run
 
 
 # options that may change between the calls of one resumed run: they do not change the models
@@ -976,26 +1122,36 @@ _RUN_CONTROL = ("train_folds", "progress", "verbose", "tensorboard", "visdom")
 
 
 def _check_same_run(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-    """Raise TGSInputError when a resumed run would mix folds of different data or recipes."""
-    if earlier["data"] != now["data"] or earlier["ids"] != now["ids"]:
+    """Raise TGSInputError when a resumed run would mix folds of different data or recipes.
+
+    Checked from the most specific cause to the least: the data folder (resolved paths, so
+    ``d20`` and ``./d20`` are the same folder), the recipe (a changed ``--n-images`` or
+    ``--seed`` is named as such), the images in the folder, the fold assignment.
+    """
+    if Path(earlier["data"]).resolve() != Path(now["data"]).resolve():
         raise TGSInputError(f"--resume: the run folder was trained on {earlier['data']}, not "
-                            f"{now['data']} (or on other images); use a new --out")
-    if earlier["folds"] != now["folds"]:
-        raise TGSInputError("--resume: the fold assignment differs from the earlier call "
-                            "(--folds or --seed changed); use a new --out")
+                            f"{now['data']}; use the same --data or a new --out")
     changed = sorted(k for k, v in now["options"].items()
                      if k not in _RUN_CONTROL and earlier["options"].get(k) != v)
     if changed:
         raise TGSInputError("--resume: the recipe differs from the earlier call in "
                             f"{', '.join(changed)}; use the same options or a new --out")
+    if earlier["ids"] != now["ids"]:
+        raise TGSInputError(f"--resume: the data folder {now['data']} holds other images than "
+                            f"when the run was trained ({len(earlier['ids'])} image ids then, "
+                            f"{len(now['ids'])} now, or in another order); use a new --out")
+    if earlier["folds"] != now["folds"]:
+        raise TGSInputError("--resume: the fold assignment differs from the earlier call; "
+                            "use a new --out")
 
 
 def _snapshot_paths(fold_dir: Path) -> list[Path]:
-    """The ``snapshot_<j>.pt`` files of a fold, in cycle order."""
-    paths = sorted(fold_dir.glob("snapshot_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
-    if not paths:
-        raise TGSInputError(f"{fold_dir} has a history.json but no snapshot_*.pt")
-    return paths
+    """The ``snapshot_<j>.pt`` files of a fold (``j`` a number), in cycle order."""
+    numbered = [(int(p.stem[len("snapshot_"):]), p) for p in fold_dir.glob("snapshot_*.pt")
+                if p.stem[len("snapshot_"):].isdecimal() and p.stem[len("snapshot_"):].isascii()]
+    if not numbered:
+        raise TGSInputError(f"{fold_dir} has no snapshot_<number>.pt files")
+    return [p for _, p in sorted(numbered)]
 
 
 def predict(
@@ -1026,17 +1182,17 @@ def predict(
         raise TGSInputError(f"--out {out} is a folder; give a file name such as submission.csv")
     if not out.parent.is_dir():
         raise TGSInputError(f"cannot write {out}: folder {out.parent} does not exist")
-    cfg = _read_json(run / "config.json")
-    opts = replace(TrainOptions(), **cfg["options"])
+    check_target(out)  # a device or a FIFO is refused now, not after the predictions
+    if snapshots not in ("all", "last"):
+        raise ValueError(f"snapshots must be 'all' or 'last', got {snapshots!r}")
+    cfg = read_run_config(run)
+    opts = cfg["options"]
     paths: list[Path] = []
     for k in cfg["trained_folds"]:
-        fold_paths = sorted((run / f"fold{k}").glob("snapshot_*.pt"),
-                            key=lambda p: int(p.stem.split("_")[1]))
-        if not fold_paths:
-            raise TGSInputError(f"{run / f'fold{k}'} has no snapshot_*.pt files")
+        fold_paths = _snapshot_paths(run / f"fold{k}")
         paths += fold_paths if snapshots == "all" else fold_paths[-1:]
     if threshold == "auto" or min_size == "auto":
-        chosen = _read_json(run / "postprocess.json")
+        chosen = _read_postprocess(run / "postprocess.json")
         threshold = chosen["threshold"] if threshold == "auto" else threshold
         min_size = chosen["min_size"] if min_size == "auto" else min_size
     arrays = load_split(data, split)

@@ -377,3 +377,327 @@ def test_resume_keeps_finished_folds_and_trains_the_others(tmp_path, capsys, mon
     assert cli.main([*changed, "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "batch_size" in err
+
+
+# --------------------------------------------------------------------------------------------
+# hostile input to the workflow: one line naming what is wrong, status 2, nothing left behind
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A synthetic set and a run trained on it (1 fold of 2, one stage-1 epoch, tiny width)."""
+    import os
+
+    from segtutor import cli
+
+    root = tmp_path_factory.mktemp("tiny")
+    data, run = root / "data", root / "run"
+    before = os.environ.get("SEGTUTOR_QUICK")
+    os.environ["SEGTUTOR_QUICK"] = "1"
+    try:
+        assert cli.main(["tgs", "synth", "--out", str(data), "--n", "16", "--n-test", "4"]) == 0
+        assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), "--folds", "2",
+                         "--train-folds", "0", "--model", E2E_MODEL, "--width", E2E_WIDTH,
+                         "--stage1-epochs", "1", "--cycles", "0", "--batch-size", "8",
+                         "--no-progress", "--quick"]) == 0
+    finally:
+        if before is None:
+            os.environ.pop("SEGTUTOR_QUICK", None)
+        else:
+            os.environ["SEGTUTOR_QUICK"] = before
+    return data, run
+
+
+def _copy_run(run, tmp_path):
+    import shutil
+
+    return shutil.copytree(run, tmp_path / "run")
+
+
+def _tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def _one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err, err
+    for fragment in fragments:
+        assert str(fragment) in err, (fragment, err)
+    return err
+
+
+TRAIN_TINY = ["--folds", "2", "--train-folds", "0", "--model", E2E_MODEL, "--width", E2E_WIDTH,
+              "--stage1-epochs", "1", "--cycles", "0", "--batch-size", "8", "--no-progress",
+              "--quick"]
+
+
+def test_train_refuses_a_folder_holding_a_run_unless_resume(tiny_run, tmp_path, capsys):
+    from segtutor import cli
+
+    data, run = tiny_run
+    run = _copy_run(run, tmp_path)
+    before = _tree(run)
+    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY]) == 2
+    _one_line_error(capsys, run, "not empty", "--resume")
+    assert _tree(run) == before  # nothing trained, nothing written
+    # any other content counts too, and the API says the same
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(tgs.TGSInputError, match="not empty"):
+        tgs.train(tmp_path / "other", data=data)
+
+
+def test_evaluate_refuses_a_submission_that_leaves_out_images(tmp_path, capsys):
+    from segtutor import cli
+
+    truth = _random_masks(3, seed=5)
+    truth[0] = False  # an easy, empty image...
+    ids = ["e0", "e1", "hard"]
+    for image_id, mask in zip(ids, truth):
+        for kind in ("images", "masks"):
+            _write_mask_png(tmp_path / "data" / "test" / kind / f"{image_id}.png", mask)
+    pred = truth.clone()
+    pred[2] = ~truth[2]  # ...and a hard one predicted wrong
+    complete = tgs.write_submission(tmp_path / "all.csv", ids, pred)
+    assert tgs.evaluate_submission(tmp_path / "data", complete) == pytest.approx(
+        tgs_map(pred, truth))
+    # leaving the hard image out would raise the score from 2/3 to 1: it is an error instead
+    partial = tgs.write_submission(tmp_path / "part.csv", ids[:2], pred[:2])
+    assert tgs_map(pred[:2], truth[:2]) > tgs_map(pred, truth)
+    with pytest.raises(tgs.TGSInputError, match="1 of the 3 test ids have no row.*'hard'"):
+        tgs.evaluate_submission(tmp_path / "data", partial)
+    assert cli.main(["tgs", "evaluate", "--data", str(tmp_path / "data"), "--submission",
+                     str(partial)]) == 2
+    _one_line_error(capsys, partial, "no row")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random"])
+def test_a_damaged_snapshot_is_named_by_predict_and_train_resume(tiny_run, tmp_path, capsys,
+                                                                 damage):
+    from segtutor import cli
+
+    data, run = tiny_run
+    run = _copy_run(run, tmp_path)
+    snapshot = run / "fold0" / "snapshot_1.pt"
+    content = snapshot.read_bytes()
+    snapshot.write_bytes({"truncated": content[: len(content) // 3], "empty": b"",
+                          "random": bytes(range(256)) * 16}[damage])
+    sub = tmp_path / "s.csv"
+    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
+                     "--no-progress"]) == 2
+    _one_line_error(capsys, snapshot, "damaged")
+    assert not sub.exists()
+    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY,
+                     "--resume"]) == 2
+    _one_line_error(capsys, snapshot, "damaged")
+
+
+def test_a_snapshot_of_another_model_is_named(tiny_run, tmp_path, capsys):
+    from segtutor import cli
+
+    data, run = tiny_run
+    run = _copy_run(run, tmp_path)
+    snapshot = run / "fold0" / "snapshot_1.pt"
+    torch.save({"model": {"weight": torch.zeros(3)}}, snapshot)
+    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out",
+                     str(tmp_path / "s.csv"), "--no-progress"]) == 2
+    _one_line_error(capsys, snapshot, "does not hold the weights")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [([1, 2], "expected a JSON object, got a JSON list"),
+     ("unknown key", "unknown option(s) 'colour'"),
+     ("bad folds", "'trained_folds' must list fold numbers"),
+     ("bad lr", "lr must be a finite number > 0")],
+)
+def test_a_broken_run_config_is_named(tiny_run, tmp_path, capsys, config, message):
+    from segtutor import cli
+
+    data, run = tiny_run
+    run = _copy_run(run, tmp_path)
+    good = json.loads((run / "config.json").read_text())
+    if config == "unknown key":
+        good["options"]["colour"] = "blue"
+        config = good
+    elif config == "bad folds":
+        good["trained_folds"] = [0, 7]
+        config = good
+    elif config == "bad lr":
+        good["options"]["lr"] = -1
+        config = good
+    (run / "config.json").write_text(json.dumps(config))
+    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out",
+                     str(tmp_path / "s.csv"), "--no-progress"]) == 2
+    _one_line_error(capsys, run / "config.json", message)
+    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY,
+                     "--resume"]) == 2
+    _one_line_error(capsys, run / "config.json", message)
+
+
+def test_resume_refusal_says_what_differs(tiny_run, tmp_path, capsys):
+    from segtutor import cli
+
+    data, run = tiny_run
+    run = _copy_run(run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["ids"] = config["ids"][::-1]  # same folder, other images
+    (run / "config.json").write_text(json.dumps(config))
+    # the same folder named another way: relative, through "..", through a symlink
+    link = tmp_path / "data-link"
+    link.symlink_to(data)
+    for spelling in (link, data / ".." / data.name):
+        assert cli.main(["tgs", "train", "--data", str(spelling), "--out", str(run),
+                         *TRAIN_TINY, "--resume"]) == 2
+        err = _one_line_error(capsys, "holds other images")
+        assert "trained on" not in err
+    config["ids"] = config["ids"][::-1]
+    config["data"] = str(tmp_path / "elsewhere")
+    (run / "config.json").write_text(json.dumps(config))
+    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY,
+                     "--resume"]) == 2
+    _one_line_error(capsys, f"trained on {tmp_path / 'elsewhere'}, not {data.resolve()}")
+
+
+def test_a_failed_train_leaves_no_run_folder(tiny_run, tmp_path, capsys, monkeypatch):
+    from segtutor import cli
+
+    data, _ = tiny_run
+    (tmp_path / "not-a-layout").mkdir()
+    out = tmp_path / "new" / "run"
+    assert cli.main(["tgs", "train", "--data", str(tmp_path / "not-a-layout"), "--out", str(out),
+                     *TRAIN_TINY]) == 2
+    _one_line_error(capsys, "train.csv")
+    assert not (tmp_path / "new").exists()
+
+    # a failure during training (here: interrupted) removes what the call created...
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tgs, "fit_fold", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tgs.train(out, data=data, options=tgs.TrainOptions(folds=2, train_folds=[0]))
+    assert not (tmp_path / "new").exists()
+    # ...but never a folder that was there before
+    out.mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        tgs.train(out, data=data, options=tgs.TrainOptions(folds=2, train_folds=[0]))
+    assert out.is_dir()
+
+
+def test_training_that_diverges_is_a_one_line_error(tiny_run, tmp_path, capsys, monkeypatch):
+    from segtutor import cli
+    from segtutor.train import NonFiniteLossError
+
+    data, run = tiny_run
+
+    def diverges(*args, **kwargs):
+        raise NonFiniteLossError("loss is nan at epoch 1, step 1 of the epoch; lower the "
+                                 "learning rate")
+
+    monkeypatch.setattr(tgs, "fit_fold", diverges)
+    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r1"),
+                     *TRAIN_TINY]) == 2
+    _one_line_error(capsys, "fold 0: training diverged", "lower the learning rate")
+    assert not (tmp_path / "r1").exists()
+
+    # models whose predictions are NaN (a loss that stayed finite while the weights did not)
+    snapshot = run / "fold0" / "snapshot_1.pt"
+    def trained(opts, train_xy, val_xy, fold_dir, name="fold", **kwargs):
+        fold_dir.mkdir(parents=True)
+        return {"history": [], "snapshots": [snapshot]}
+
+    monkeypatch.setattr(tgs, "fit_fold", trained)
+    monkeypatch.setattr(tgs, "predict_probs",
+                        lambda members, x, *a, **k: (torch.full((len(x), 101, 101), float("nan")),
+                                                     None))
+    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r2"),
+                     *TRAIN_TINY]) == 2
+    _one_line_error(capsys, "fold 0", "NaN or infinite", "--lr")
+
+
+def test_train_options_reject_non_finite_and_out_of_range_numbers():
+    for bad, name in [({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"),
+                      ({"lr": 0.0}, "lr"), ({"lr": -0.1}, "lr"), ({"width": float("inf")}, "width"),
+                      ({"seed": -1}, "seed"), ({"visdom": 70000}, "visdom"),
+                      ({"batch_size": 0}, "batch_size"), ({"aux_weight": float("nan")}, "aux_weight"),
+                      ({"seed": True}, "seed")]:
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            tgs.TrainOptions(stage1_epochs=1, cycles=0, **bad).resolved()
+    with pytest.raises(ValueError, match="seed must be"):
+        tgs.synth("never-written", n=2, seed=-1)
+
+
+def test_predict_to_a_device_or_folder_is_refused_before_predicting(tiny_run, tmp_path, capsys,
+                                                                    monkeypatch):
+    import os
+    from pathlib import Path
+
+    from segtutor import cli
+
+    data, run = tiny_run
+    monkeypatch.setattr(tgs, "load_members", lambda *a, **k: pytest.fail("predicted anyway"))
+    targets = [tmp_path]
+    if Path("/dev/full").exists():
+        targets.append(Path("/dev/full"))
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo")
+        targets.append(tmp_path / "fifo")
+    for target in targets:
+        assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out",
+                         str(target), "--no-progress"]) == 2
+        _one_line_error(capsys, target)
+    assert (tmp_path / "fifo").exists() and not (tmp_path / "fifo").is_file()
+
+
+def test_submission_file_mode_symlink_and_errors_name_the_target(tmp_path, monkeypatch, capsys):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tgs.write_submission(tmp_path / "s.csv", ["a"], _random_masks(1))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # like open(), not mkstemp's 0600
+        os.chmod(path, 0o640)
+        tgs.write_submission(path, ["a"], _random_masks(1, seed=2))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640  # an existing file keeps its mode
+    finally:
+        os.umask(old)
+    # a symlink given as the target is replaced; the file it points to is left alone
+    pointee = tmp_path / "elsewhere.csv"
+    pointee.write_text("keep me")
+    link = tmp_path / "link.csv"
+    link.symlink_to(pointee)
+    tgs.write_submission(link, ["a"], _random_masks(1))
+    assert not link.is_symlink() and pointee.read_text() == "keep me"
+
+    # an OS error names the submission, not the temporary file beside it
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device", str(src))
+
+    monkeypatch.setattr(tgs.os, "replace", full_disk)
+    with pytest.raises(OSError) as info:
+        tgs.write_submission(path, ["a"], _random_masks(1))
+    monkeypatch.setattr(tgs.os, "replace", real_replace)
+    assert info.value.filename == str(path) and ".tmp" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.csv", "link.csv", "s.csv"]
+
+
+def test_postprocess_and_predict_probs_reject_bad_numbers():
+    probs = torch.rand(2, 8, 8)
+    for bad in (float("nan"), float("inf"), -0.1, 1.5, None):
+        with pytest.raises(ValueError, match="threshold must be a number in \\[0, 1\\]"):
+            tgs.postprocess(probs, threshold=bad)
+        with pytest.raises(ValueError, match="empty_threshold must be"):
+            tgs.postprocess(probs, 0.5, salt_prob=torch.rand(2), empty_threshold=bad)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="min_size must be"):
+            tgs.postprocess(probs, 0.5, min_size=bad)
+    model = torch.nn.Conv2d(1, 1, 1)
+    for bad in (0, -3, 2.0):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            tgs.predict_probs([model], torch.zeros(2, 1, 128, 128), batch_size=bad)
