@@ -103,12 +103,14 @@ SYNTH = ["tgs", "synth", "--out", "data"]
     + [(TRAIN + ["--visdom", v], "--visdom") for v in ("0", "70000", "-1")]
     + [(TRAIN + ["--seed", v], "--seed") for v in ("-1", str(2**32), "1.5")]
     + [(TRAIN + ["--batch-size", "0"], "--batch-size"), (TRAIN + ["--n-images", "0"], "--n-images"),
-       (TRAIN + ["--cycles", "-1"], "--cycles"), (TRAIN + ["--cycle-epochs", "0"], "--cycle-epochs")]
+       (TRAIN + ["--cycles", "-1"], "--cycles"),
+       (TRAIN + ["--cycle-epochs", "0"], "--cycle-epochs")]
     + [(SYNTH + ["--seed", "-1"], "--seed"), (SYNTH + ["--n", "1e30"], "--n"),
        (SYNTH + ["--n", "10000000"], "--n"), (SYNTH + ["--n-test", "-1"], "--n-test")]
     + [(PREDICT + ["--threshold", v], "--threshold") for v in ("nan", "inf", "-0.1")]
     + [(PREDICT + ["--empty-threshold", "nan"], "--empty-threshold"),
-       (PREDICT + ["--min-size", "-1"], "--min-size"), (PREDICT + ["--min-size", "99999"], "--min-size"),
+       (PREDICT + ["--min-size", "-1"], "--min-size"),
+       (PREDICT + ["--min-size", "99999"], "--min-size"),
        (PREDICT + ["--batch-size", "0"], "--batch-size")],
 )
 def test_numeric_options_are_checked_in_the_parser_naming_the_option(tmp_path, monkeypatch, capsys,

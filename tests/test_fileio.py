@@ -94,10 +94,9 @@ def test_missing_folder_names_the_target(tmp_path):
 def test_an_exception_in_the_body_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     path = tmp_path / "f.txt"
     path.write_text("old")
-    with pytest.raises(KeyError):
-        with fileio.atomic_write(path, "w") as handle:
-            handle.write("half")
-            raise KeyError("boom")
+    with pytest.raises(KeyError), fileio.atomic_write(path, "w") as handle:
+        handle.write("half")
+        raise KeyError("boom")
     assert path.read_text() == "old" and _leftovers(tmp_path) == []
 
 
@@ -125,6 +124,5 @@ def test_os_errors_name_the_target_not_the_temporary_file(tmp_path, monkeypatch,
 
 
 def test_bad_mode_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="mode"):
-        with fileio.atomic_write(tmp_path / "x", "a"):
-            pass
+    with pytest.raises(ValueError, match="mode"), fileio.atomic_write(tmp_path / "x", "a"):
+        pass

@@ -622,7 +622,8 @@ def test_train_options_reject_non_finite_and_out_of_range_numbers():
     for bad, name in [({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"),
                       ({"lr": 0.0}, "lr"), ({"lr": -0.1}, "lr"), ({"width": float("inf")}, "width"),
                       ({"seed": -1}, "seed"), ({"visdom": 70000}, "visdom"),
-                      ({"batch_size": 0}, "batch_size"), ({"aux_weight": float("nan")}, "aux_weight"),
+                      ({"batch_size": 0}, "batch_size"),
+                      ({"aux_weight": float("nan")}, "aux_weight"),
                       ({"seed": True}, "seed")]:
         with pytest.raises(ValueError, match=f"^{name} must be"):
             tgs.TrainOptions(stage1_epochs=1, cycles=0, **bad).resolved()

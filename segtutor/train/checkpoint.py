@@ -102,7 +102,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         raise FileNotFoundError(2, "checkpoint does not exist or is not a file", str(path))
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a bad file
+    except Exception as err:  # torch.load fails in many ways on a bad file
         # RuntimeError (zip directory missing: truncated), EOFError (empty),
         # UnpicklingError (random bytes, or objects weights_only refuses), UnicodeDecodeError,
         # OSError(EINVAL) ...: the caller needs to know which file, whatever the way
