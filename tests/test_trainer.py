@@ -140,6 +140,59 @@ def test_nan_loss_stops_with_the_step_named():
         tr.fit(1)
 
 
+# ---------------------------------------------------------------------------- the step itself
+class _GradsAtForward(nn.Module):
+    """tiny_net that records, at each training forward, whether any gradient is still held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_net(1)
+        self.held: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.held.append(any(p.grad is not None for p in self.parameters()))
+        return self.net(x)
+
+
+def test_last_steps_gradients_are_freed_before_the_forward_pass():
+    # as in a hand-written loop: zero_grad(set_to_none=True) comes first, so the activations of
+    # a step never share memory with the gradients of the step before (a higher peak, more
+    # fresh pages from the OS: the Trainer measured 12 % slower than the loop on a 16-core CPU)
+    x, y = threshold_task(32)
+    model = _GradsAtForward()
+    make_trainer(model, loader(x, y)).fit(2)
+    assert model.held == [False] * 8
+
+
+@pytest.mark.parametrize("grad_clip", [None, 0.05])
+def test_step_gives_the_weights_of_a_hand_written_loop_exactly(grad_clip):
+    x, y = threshold_task(32)
+    torch.manual_seed(0)
+    ours, theirs = tiny_net(1), tiny_net(1)
+    theirs.load_state_dict(ours.state_dict())
+    opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    crit = nn.BCEWithLogitsLoss()
+    tr = Trainer(ours, crit, torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9),
+                 loader(x, y), num_classes=1, device="cpu", grad_clip=grad_clip,
+                 progress=False, verbose=False)
+    hist = tr.fit(2)
+    losses = []
+    for _ in range(2):
+        for xb, yb in loader(x, y):
+            opt.zero_grad(set_to_none=True)
+            loss = crit(theirs(xb)[:, 0], yb)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(theirs.parameters(), grad_clip)
+            opt.step()
+            losses.append(float(loss))
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a, b)
+    assert [r["train_loss"] for r in hist] == pytest.approx([sum(losses[:4]) / 4,
+                                                             sum(losses[4:]) / 4], abs=1e-12)
+
+
 def test_shape_mismatch_is_reported_before_the_first_backward():
     x, y = threshold_task(8)
     model = tiny_net(3)  # 3 channels for a binary task

@@ -292,16 +292,23 @@ class Trainer:
         x, y = self._to_device(batch)
         if y is None:
             raise ValueError("training batches must contain masks: (images, masks)")
-        with self._autocast():
-            output = self.model(x)
-            loss, _ = self.compute_loss(output, y)
+        # the order of a hand-written loop: the last step's gradients are freed before this
+        # step's activations are allocated, and the logits are not kept alive through backward
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        with self._autocast():
+            loss = self.compute_loss(self.model(x), y)[0]
+        if self.scaler.is_enabled():  # fp16: scaled loss, and a step that skips inf gradients
+            self.scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+            self.optimizer.step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.global_step += 1
@@ -317,6 +324,7 @@ class Trainer:
         bar = _progress(self.train_loader, self.progress, f"epoch {epoch} train")
         total, count = 0.0, 0
         pending: tuple[int, torch.Tensor] | None = None
+        shows_steps = self.progress or self.logger is not None  # else no per-step loss is read
         for i, batch in enumerate(bar):
             loss = self.train_step(batch)
             # check the previous step's loss: by now its kernels have finished, so reading it does
@@ -325,7 +333,7 @@ class Trainer:
                 total += self._check_finite_pending(pending, epoch)
                 count += 1
             pending = (i, loss)
-            if self.global_step % self.log_every == 0:
+            if shows_steps and self.global_step % self.log_every == 0:
                 value = float(loss)
                 if self.progress:
                     bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.lr:.2e}")
