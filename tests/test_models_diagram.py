@@ -95,3 +95,23 @@ def test_draw_graph_draws_one_box_per_node_and_one_arrow_per_edge() -> None:
         draw_graph(nodes, [(0, 5)], columns=[0, 1, 1, 2, 1])
     with pytest.raises(ValueError, match="columns"):
         draw_graph(nodes, edges, columns=[0, 1])
+
+
+def test_draw_blocks_keeps_every_skip_arc_inside_the_axes() -> None:
+    """The longest skip of a U-Net diagram (first block to last decoder stage) arcs highest: the
+    y range must hold its top, which starts on a box's top edge, not at its centre."""
+    from segtutor.models import build_model
+    from segtutor.models.diagram import draw_blocks
+
+    model = build_model("unet", num_classes=5, base_width=4)
+    taps = ["inc"] + [f"downs.{i}" for i in range(4)] + [f"ups.{i}" for i in range(4)] + ["head"]
+    nodes = trace_shapes(model, torch.zeros(1, 3, 64, 64), taps)
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    draw_blocks(nodes, skips=[(3, 5), (2, 6), (1, 7), (0, 8)], ax=ax)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = ax.get_window_extent(renderer).y1
+    arcs = [p for p in ax.patches if isinstance(p, FancyArrowPatch) and p.get_linestyle() == "--"]
+    assert len(arcs) == 4
+    assert max(p.get_window_extent(renderer).y1 for p in arcs) <= top + 0.5
+    plt.close(fig)

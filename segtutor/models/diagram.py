@@ -127,9 +127,10 @@ def draw_blocks(nodes: Sequence[Node], skips: Sequence[tuple[int, int]] = (), ax
                                      zorder=4))   # over the label it ends at
     levels = [-math.log2(max(n.stride, 1)) for n in nodes]
     ax.set_xlim(-0.8, 1.2 * (len(nodes) - 1) + 0.8)
-    # an arc3 curve with rad r between points d apart rises about r * d / 2 above them
-    rise = max([0.125 * abs(boxes[b][0] - boxes[a][0]) + boxes[a][1] - max(levels)
-                for a, b in skips] + [0.0])
+    # an arc3 curve with rad r between points d apart rises about r * d / 2 above them; the arcs
+    # start on the top edge of their boxes (half a box height above the level)
+    rise = max([0.125 * abs(boxes[b][0] - boxes[a][0]) + boxes[a][1] + boxes[a][3] / 2
+                - max(levels) for a, b in skips] + [0.0])
     ax.set_ylim(min(levels) - 0.9, max(levels) + 0.9 + rise)
     ticks = sorted(set(levels))
     ax.set_yticks(ticks, [f"1/{2 ** int(-t)}" for t in ticks])
