@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from segtutor import tgs
 from segtutor.metrics import tgs_map
+from segtutor.tgs import inference, recipe
 
 # the end-to-end test trains the recipe's model at a tiny width so that it runs in seconds
 E2E_MODEL, E2E_WIDTH = "resunet34", "0.125"
@@ -165,7 +167,7 @@ def test_failed_write_keeps_the_previous_submission(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tgs.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         tgs.write_submission(path, ["a", "b"], _random_masks(2, seed=1))
     assert path.read_bytes() == before
@@ -341,9 +343,9 @@ def test_model_outputs_reads_the_empty_image_head_only_where_there_is_one():
     deeplab = build_model("deeplabv3", num_classes=1, in_channels=1, backbone="resnet18",
                           encoder_width=0.25, head_width=16).eval()
     with torch.no_grad():
-        both = tgs._model_outputs(with_head, x)
+        both = inference._model_outputs(with_head, x)
         assert torch.equal(both["out"], with_head(x)) and both["cls"].shape == (2, 1)
-        only = tgs._model_outputs(deeplab, x)
+        only = inference._model_outputs(deeplab, x)
     assert set(only) == {"out"} and torch.equal(only["out"], deeplab(x))
 
 
@@ -360,7 +362,7 @@ def test_resume_keeps_finished_folds_and_trains_the_others(tmp_path, capsys, mon
     fold0 = (run / "fold0" / "snapshot_1.pt").read_bytes()
     trained = []
     real_fit_fold = tgs.fit_fold
-    monkeypatch.setattr(tgs, "fit_fold",
+    monkeypatch.setattr(recipe, "fit_fold",
                         lambda opts, tr, va, fold_dir, name, **kw:
                         trained.append(name) or real_fit_fold(opts, tr, va, fold_dir, name, **kw))
     assert cli.main([*common, "--train-folds", "1", "--resume"]) == 0
@@ -387,8 +389,6 @@ def test_resume_keeps_finished_folds_and_trains_the_others(tmp_path, capsys, mon
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A synthetic set and a run trained on it (1 fold of 2, one stage-1 epoch, tiny width)."""
-    import os
-
     from segtutor import cli
 
     root = tmp_path_factory.mktemp("tiny")
@@ -511,7 +511,7 @@ def test_a_snapshot_of_another_model_is_named(tiny_run, tmp_path, capsys):
     [([1, 2], "expected a JSON object, got a JSON list"),
      ("unknown key", "unknown option(s) 'colour'"),
      ("bad folds", "'trained_folds' must list fold numbers"),
-     ("bad lr", "lr must be a finite number > 0")],
+     ("bad lr", "lr must be a learning rate in (0, 1], got -1")],
 )
 def test_a_broken_run_config_is_named(tiny_run, tmp_path, capsys, config, message):
     from segtutor import cli
@@ -576,7 +576,7 @@ def test_a_failed_train_leaves_no_run_folder(tiny_run, tmp_path, capsys, monkeyp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tgs, "fit_fold", interrupted)
+    monkeypatch.setattr(recipe, "fit_fold", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tgs.train(out, data=data, options=tgs.TrainOptions(folds=2, train_folds=[0]))
     assert not (tmp_path / "new").exists()
@@ -597,7 +597,7 @@ def test_training_that_diverges_is_a_one_line_error(tiny_run, tmp_path, capsys, 
         raise NonFiniteLossError("loss is nan at epoch 1, step 1 of the epoch; lower the "
                                  "learning rate")
 
-    monkeypatch.setattr(tgs, "fit_fold", diverges)
+    monkeypatch.setattr(recipe, "fit_fold", diverges)
     assert cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r1"),
                      *TRAIN_TINY]) == 2
     _one_line_error(capsys, "fold 0: training diverged", "lower the learning rate")
@@ -609,8 +609,8 @@ def test_training_that_diverges_is_a_one_line_error(tiny_run, tmp_path, capsys, 
         fold_dir.mkdir(parents=True)
         return {"history": [], "snapshots": [snapshot]}
 
-    monkeypatch.setattr(tgs, "fit_fold", trained)
-    monkeypatch.setattr(tgs, "predict_probs",
+    monkeypatch.setattr(recipe, "fit_fold", trained)
+    monkeypatch.setattr(recipe, "predict_probs",
                         lambda members, x, *a, **k: (torch.full((len(x), 101, 101), float("nan")),
                                                      None))
     assert cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r2"),
@@ -633,13 +633,12 @@ def test_train_options_reject_non_finite_and_out_of_range_numbers():
 
 def test_predict_to_a_device_or_folder_is_refused_before_predicting(tiny_run, tmp_path, capsys,
                                                                     monkeypatch):
-    import os
     from pathlib import Path
 
     from segtutor import cli
 
     data, run = tiny_run
-    monkeypatch.setattr(tgs, "load_members", lambda *a, **k: pytest.fail("predicted anyway"))
+    monkeypatch.setattr(inference, "load_members", lambda *a, **k: pytest.fail("predicted anyway"))
     targets = [tmp_path]
     if Path("/dev/full").exists():
         targets.append(Path("/dev/full"))
@@ -654,7 +653,6 @@ def test_predict_to_a_device_or_folder_is_refused_before_predicting(tiny_run, tm
 
 
 def test_submission_file_mode_symlink_and_errors_name_the_target(tmp_path, monkeypatch, capsys):
-    import os
     import stat
 
     old = os.umask(0o022)
@@ -680,10 +678,10 @@ def test_submission_file_mode_symlink_and_errors_name_the_target(tmp_path, monke
     def full_disk(src, dst):
         raise OSError(28, "No space left on device", str(src))
 
-    monkeypatch.setattr(tgs.os, "replace", full_disk)
+    monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError) as info:
         tgs.write_submission(path, ["a"], _random_masks(1))
-    monkeypatch.setattr(tgs.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert info.value.filename == str(path) and ".tmp" not in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.csv", "link.csv", "s.csv"]
 

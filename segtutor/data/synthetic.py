@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from segtutor.data.constants import TGS_SIZE
+
 IGNORE_INDEX = 255
-TGS_SIZE = 101
 
 # Real TGS depths run from about 50 to 960 (feet); we use the same range.
 _DEPTH_RANGE = (51.0, 959.0)

@@ -30,12 +30,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from segtutor.data.constants import TGS_SIZE
 from segtutor.data.datasets import PairTransform, apply_pair_transform
 from segtutor.data.rle import rle_decode, rle_encode
+from segtutor.data.synthetic import make_tgs_like
 from segtutor.fileio import atomic_write_bytes
+from segtutor.progress import bar
 
 KAGGLE_URL = "https://www.kaggle.com/c/tgs-salt-identification-challenge/data"
-TGS_SIZE = 101
 NUM_COVERAGE_CLASSES = 11  # 0 = empty, then ten bins of 10 % coverage
 
 
@@ -199,9 +201,7 @@ class TGSSaltDataset(Dataset):
         labeled = split == "train" or masks_dir.is_dir()
         images = np.empty((len(ids), TGS_SIZE, TGS_SIZE), dtype=np.uint8)
         masks = np.zeros((len(ids), TGS_SIZE, TGS_SIZE), dtype=np.uint8) if labeled else None
-        from tqdm.auto import tqdm
-
-        for i, image_id in enumerate(tqdm(ids, desc=f"reading {split}", disable=not progress)):
+        for i, image_id in enumerate(bar(ids, show=progress, desc=f"reading {split}")):
             path = images_dir / f"{image_id}.png"
             if not path.is_file():
                 raise _missing(root, path)
@@ -269,12 +269,6 @@ class TGSSaltDataset(Dataset):
 
 # --------------------------------------------------------------------------- writing
 
-def _atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write through :func:`segtutor.fileio.atomic_write_bytes`: a reader never sees half a
-    file, and an interrupted run leaves the old file in place."""
-    atomic_write_bytes(path, data, fsync=fsync)
-
-
 def write_csv_atomic(path: str | os.PathLike, header: Sequence[str],
                      rows: Sequence[Sequence[object]]) -> Path:
     """Write a CSV file atomically (:func:`segtutor.fileio.atomic_write`)."""
@@ -283,7 +277,7 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str],
     writer.writerow(header)
     writer.writerows(rows)
     path = Path(path)
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
     return path
 
 
@@ -314,10 +308,6 @@ def write_tgs_layout(root: str | os.PathLike, n_train: int = 4000, n_test: int =
     Returns:
         ``root`` as a ``Path``.
     """
-    from tqdm.auto import tqdm
-
-    from segtutor.data.synthetic import make_tgs_like
-
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
@@ -335,20 +325,20 @@ def write_tgs_layout(root: str | os.PathLike, n_train: int = 4000, n_test: int =
         (root / split / "images").mkdir(parents=True, exist_ok=True)
         (root / split / "masks").mkdir(parents=True, exist_ok=True)
     train_rows = []
-    with tqdm(total=n_train + n_test, desc=f"writing {root.name or root}", disable=not progress,
-              unit="img") as bar:
+    with bar(total=n_train + n_test, show=progress, desc=f"writing {root.name or root}",
+             unit="img") as shown:
         for split, indices in splits.items():
             for i in indices:
                 image_id = data.ids[i]
                 # no fsync per image (3 ms each, 10,000 files in full mode): the set can be
                 # written again; the CSV files, written last, are flushed to disk
-                _atomic_write_bytes(root / split / "images" / f"{image_id}.png",
-                                    _png_bytes(images[i]), fsync=False)
-                _atomic_write_bytes(root / split / "masks" / f"{image_id}.png",
-                                    _png_bytes(masks[i] * 255), fsync=False)
+                atomic_write_bytes(root / split / "images" / f"{image_id}.png",
+                                   _png_bytes(images[i]), fsync=False)
+                atomic_write_bytes(root / split / "masks" / f"{image_id}.png",
+                                   _png_bytes(masks[i] * 255), fsync=False)
                 if split == "train":
                     train_rows.append((image_id, rle_encode(masks[i])))
-                bar.update(1)
+                shown.update(1)
     write_csv_atomic(root / "train.csv", ("id", "rle_mask"), train_rows)
     depth_rows = [(data.ids[i], int(data.depths[i])) for i in range(n_train + n_test)]
     write_csv_atomic(root / "depths.csv", ("id", "z"), depth_rows)

@@ -31,9 +31,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
+from segtutor.data.constants import MODEL_SIZE, TGS_SIZE
+
 IGNORE_INDEX = 255
-TGS_SIZE = 101
-PADDED_SIZE = 128
 
 
 # ------------------------------------------------------------------------ v2 transforms
@@ -260,7 +260,7 @@ def _pad_amounts(size_in: int, size_out: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def pad_to_128(x: torch.Tensor, size: int = PADDED_SIZE, mode: str = "reflect") -> torch.Tensor:
+def pad_to_128(x: torch.Tensor, size: int = MODEL_SIZE, mode: str = "reflect") -> torch.Tensor:
     """Pad the last two dims of ``x`` ``[..., 101, 101]`` to ``[..., 128, 128]`` (13 before,
     14 after), by reflection by default so that the border has image-like content.
 

@@ -1,0 +1,172 @@
+"""Probabilities to masks: threshold, small components, the empty-image rule, and the search.
+
+The threshold and the minimum component size are chosen on out-of-fold predictions
+(:func:`search_postprocess`), never on the images a model trained on; :func:`postprocess` then
+applies the chosen values to the test predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from segtutor.metrics import tgs_map
+from segtutor.postprocess import remove_small_objects
+
+
+class ThresholdSearch(NamedTuple):
+    """Result of :func:`search_threshold`: the best threshold, its score, and the whole curve."""
+
+    threshold: float
+    score: float
+    thresholds: list[float]
+    scores: list[float]
+
+
+def default_thresholds() -> list[float]:
+    """The grid searched by default: 0.20, 0.25, ..., 0.80 (probabilities)."""
+    return [round(0.20 + 0.05 * i, 2) for i in range(13)]
+
+
+def search_threshold(
+    probs: Tensor,
+    masks: Tensor,
+    thresholds: Sequence[float] | None = None,
+    metric: Callable[[Tensor, Tensor], float] | None = None,
+    postprocess: Callable[[Tensor], Tensor] | None = None,
+) -> ThresholdSearch:
+    """Pick the probability threshold that maximises the metric on out-of-fold predictions.
+
+    Args:
+        probs: ``[N, H, W]`` predicted salt probabilities in [0, 1] of images the models did
+            *not* train on (out-of-fold), so that the choice is not tuned on training data.
+        masks: ``[N, H, W]`` true masks in {0, 1}.
+        thresholds: candidates; a pixel is salt when ``prob > threshold``. Default
+            :func:`default_thresholds`.
+        metric: ``metric(pred_masks, true_masks) -> float``, higher is better; default the
+            competition's :func:`segtutor.metrics.tgs_map`.
+        postprocess: optional ``[N,H,W] bool -> [N,H,W] bool`` applied after thresholding
+            (e.g. small-component removal), so the threshold is chosen for the final masks.
+
+    Returns:
+        :class:`ThresholdSearch`; ties go to the threshold nearest 0.5 (the unbiased default).
+    """
+    if metric is None:
+        metric = tgs_map
+    probs = torch.as_tensor(probs)
+    masks = torch.as_tensor(masks)
+    if probs.dim() != 3 or probs.shape != masks.shape:
+        raise ValueError(
+            f"probs and masks must both be [N, H, W] of the same shape, got "
+            f"{tuple(probs.shape)} and {tuple(masks.shape)}"
+        )
+    grid = default_thresholds() if thresholds is None else [float(t) for t in thresholds]
+    if not grid:
+        raise ValueError("thresholds must not be empty")
+    truth = masks > 0.5
+    scores = []
+    for t in grid:
+        pred = probs > t
+        if postprocess is not None:
+            pred = postprocess(pred)
+        scores.append(float(metric(pred, truth)))
+    best = max(range(len(grid)), key=lambda i: (scores[i], -abs(grid[i] - 0.5)))
+    return ThresholdSearch(grid[best], scores[best], grid, scores)
+
+
+def _check_probability(value: Any, name: str) -> None:
+    # `prob > nan` is False everywhere: a NaN threshold would silently give empty masks
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+            or not 0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def suppress_empty(masks: Tensor, salt_prob: Tensor | None, empty_threshold: float = 0.5) -> Tensor:
+    """Blank the masks of images that the image-level classifier calls empty.
+
+    Args:
+        masks: ``[N, H, W]`` bool predicted masks.
+        salt_prob: ``[N]`` probability that each image contains salt (the empty/non-empty
+            classification head after a sigmoid); ``None`` leaves the masks unchanged.
+        empty_threshold: images with ``salt_prob < empty_threshold`` get an empty mask.
+
+    In this competition an empty image predicted with even one salt pixel scores 0 instead of 1,
+    and about 39% of the real training images are empty, so a good image-level decision is worth
+    more than any boundary refinement.
+    """
+    _check_probability(empty_threshold, "empty_threshold")
+    if salt_prob is None:
+        return masks
+    salt_prob = torch.as_tensor(salt_prob, device=masks.device).reshape(-1)
+    if salt_prob.numel() != masks.shape[0]:
+        raise ValueError(f"salt_prob has {salt_prob.numel()} values for {masks.shape[0]} masks")
+    keep = (salt_prob >= empty_threshold).view(-1, 1, 1)
+    return masks & keep
+
+
+def remove_small(masks: Tensor, min_size: int) -> Tensor:
+    """Remove predicted connected components smaller than ``min_size`` pixels from each mask.
+
+    ``masks`` is ``[N, H, W]`` bool; delegates to :func:`segtutor.postprocess.remove_small_objects`.
+    """
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
+        raise ValueError(f"min_size must be an int >= 0 (pixels), got {min_size!r}")
+    if min_size == 0:
+        return masks
+    return remove_small_objects(masks.bool(), int(min_size))
+
+
+def postprocess(
+    probs: Tensor,
+    threshold: float = 0.5,
+    min_size: int = 0,
+    salt_prob: Tensor | None = None,
+    empty_threshold: float = 0.5,
+) -> Tensor:
+    """Probabilities ``[N, H, W]`` -> final bool masks ``[N, H, W]``.
+
+    Threshold (``prob > threshold``), drop components under ``min_size`` pixels, then blank
+    images the classifier head calls empty (:func:`suppress_empty`).
+    """
+    _check_probability(threshold, "threshold")
+    probs = torch.as_tensor(probs)
+    if probs.dim() != 3:
+        raise ValueError(f"probs must be [N, H, W], got {tuple(probs.shape)}")
+    masks = remove_small(probs > threshold, min_size)
+    return suppress_empty(masks, salt_prob, empty_threshold)
+
+
+def default_min_sizes() -> list[int]:
+    """Candidate minimum component sizes (pixels at 101x101) for the out-of-fold search."""
+    return [0, 10, 20, 40, 80]
+
+
+def search_postprocess(
+    probs: Tensor,
+    masks: Tensor,
+    salt_prob: Tensor | None = None,
+    thresholds: Sequence[float] | None = None,
+    min_sizes: Sequence[int] | None = None,
+    empty_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Grid search of the threshold and the minimum component size on out-of-fold predictions.
+
+    For each ``min_size`` the threshold is searched with :func:`search_threshold`, the
+    post-processing (small-component removal, then the empty-image rule when ``salt_prob`` is
+    given) applied before scoring. Returns ``{"threshold", "min_size", "score", "table"}`` where
+    ``table`` maps each min size to its :class:`ThresholdSearch`.
+    """
+    sizes = default_min_sizes() if min_sizes is None else [int(s) for s in min_sizes]
+    table: dict[int, ThresholdSearch] = {}
+    for size in sizes:
+        table[size] = search_threshold(
+            probs, masks, thresholds,
+            postprocess=lambda pred, s=size: suppress_empty(remove_small(pred, s), salt_prob,
+                                                           empty_threshold))
+    best = max(sizes, key=lambda s: (table[s].score, -s))
+    return {"threshold": table[best].threshold, "min_size": best, "score": table[best].score,
+            "table": table}

@@ -1,0 +1,357 @@
+"""The training recipe: two loss stages per fold, snapshots, out-of-fold post-processing search.
+
+Per fold: stage 1 trains with BCE (or BCE + Dice); stage 2 continues with the Lovasz hinge under
+cosine annealing with warm restarts and saves one snapshot per cycle (:func:`fit_fold`). Over the
+folds, :func:`train` writes the run folder (:mod:`segtutor.tgs.run`), predicts each fold's
+held-out images with its snapshots and chooses the threshold and minimum component size on those
+out-of-fold predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from segtutor import config, losses, monitor
+from segtutor.data.datasets import InMemoryDataset
+from segtutor.data.loaders import make_loader
+from segtutor.data.tgs import coverage_folds
+from segtutor.data.transforms import batch_lighting, batch_random_flip, make_augmentation
+from segtutor.tgs.inference import build, load_members, predict_probs
+from segtutor.tgs.layout import (
+    TGS_SIZE,
+    TGSInputError,
+    _require_dir,
+    load_split,
+    synth,
+    to_model_size,
+)
+from segtutor.tgs.options import TrainOptions
+from segtutor.tgs.postprocessing import search_postprocess, search_threshold
+from segtutor.tgs.run import _check_same_run, _write_json, read_run_config, snapshot_paths
+from segtutor.train import DeviceLoader, NonFiniteLossError, Trainer, checkpoint, schedules
+
+# --------------------------------------------------------------------------------------------
+# The empty-image loss term: a Trainer subclass, made here and only here (fit_fold creates it)
+# --------------------------------------------------------------------------------------------
+
+
+def has_salt(masks: Tensor) -> Tensor:
+    """``[B, H, W]`` masks -> ``[B]`` float: 1 where the image contains any salt pixel."""
+    return (masks.flatten(1) > 0.5).any(dim=1).float()
+
+
+class TGSTrainer(Trainer):
+    """:class:`segtutor.train.Trainer` plus the empty-image classification loss.
+
+    The ResNet34 U-Net with ``classify=True`` returns ``{"out", "aux", "cls"}`` in training mode;
+    the base trainer scores ``out`` (criterion) and ``aux`` (deep supervision). This subclass adds
+    ``cls_weight * BCE(cls, has_salt(mask))``, the image-level target being "the mask is not
+    empty".
+    """
+
+    cls_weight: float = 0.05
+    handled_outputs = ("out", "aux", "cls")
+
+    def compute_loss(self, output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
+        loss, logits = super().compute_loss(output, target)
+        if isinstance(output, Mapping) and output.get("cls") is not None and self.cls_weight:
+            cls_logit = output["cls"].reshape(-1).float()
+            loss = loss + self.cls_weight * F.binary_cross_entropy_with_logits(
+                cls_logit, has_salt(target))
+        return loss, logits
+
+
+def tgs_trainer_class() -> type:
+    """:class:`TGSTrainer` (kept for code written when the class was made on first use)."""
+    return TGSTrainer
+
+
+def _make_trainer(model: torch.nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
+                  optimizer: torch.optim.Optimizer, train_loader: Any, opts: TrainOptions,
+                  **kwargs: Any) -> TGSTrainer:
+    """The one place a trainer of the recipe is created (both stages)."""
+    trainer = TGSTrainer(model, criterion, optimizer, train_loader, num_classes=1,
+                         amp="auto" if opts.amp else False, aux_weight=opts.aux_weight,
+                         monitor="val_tgs_map", mode="max", progress=opts.progress,
+                         verbose=opts.verbose, scheduler_interval="step", **kwargs)
+    trainer.cls_weight = opts.cls_weight if opts.classify else 0.0
+    return trainer
+
+
+# --------------------------------------------------------------------------------------------
+# One fold
+# --------------------------------------------------------------------------------------------
+
+
+def _stage1_criterion(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    return losses.BCEWithLogitsLoss() if name == "bce" else losses.BCEDiceLoss()
+
+
+def _stage2_criterion(variant: str) -> Callable[[Tensor, Tensor], Tensor]:
+    return losses.LovaszHingeLoss(activation="elu+1" if variant == "elu" else "relu")
+
+
+def _make_logger(opts: TrainOptions, name: str, run_dir: Path) -> Any:
+    """TensorBoard and/or visdom loggers as asked for; None when neither is.
+
+    TensorBoard event files go to ``<tensorboard>/<name>``. visdom posts live to the server on
+    127.0.0.1:``visdom`` when one answers, and always keeps its message log in
+    ``run_dir/visdom/<name>.jsonl`` (replayable with :func:`segtutor.monitor.replay`).
+    """
+    loggers = []
+    if opts.tensorboard:
+        loggers.append(monitor.TensorBoardLogger(Path(opts.tensorboard) / name))
+    if opts.visdom:
+        loggers.append(monitor.VisdomLogger(env=name.replace("/", "_"), port=opts.visdom,
+                                            log_file=run_dir / "visdom" / f"{name}.jsonl"))
+    if not loggers:
+        return None
+    return loggers[0] if len(loggers) == 1 else monitor.MultiLogger(loggers)
+
+
+def _augment_fn(device: torch.device, seed: int
+                ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Batch augmentation of the recipe on ``device``: random left-right flips (salt on the left
+    looks like salt on the right; up-down is *not* symmetric in a seismic section) and lighting."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def augment(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        images, masks = batch_random_flip(images, masks, hflip=0.5, generator=gen)
+        images = batch_lighting(images, brightness=0.1, contrast=0.1, generator=gen)
+        return images, masks
+
+    return augment
+
+
+def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, seed: int) -> Any:
+    """Batches of ``(images [B,1,128,128], masks [B,128,128])``.
+
+    On CUDA with ``gpu_data`` (and always on the CPU) the tensors stay where the model is and are
+    sliced into batches there (:class:`segtutor.train.DeviceLoader`), with the batch
+    augmentation on the same device; otherwise a seeded DataLoader with per-sample transforms.
+    """
+    device = config.device()
+    if device.type != "cuda" or opts.gpu_data:
+        augment = _augment_fn(device, seed) if (shuffle and opts.augment) else None
+        return DeviceLoader(images, masks, opts.batch_size, shuffle=shuffle, seed=seed,
+                            device=device, augment=augment)
+    transform = (make_augmentation(hflip=0.5, brightness=0.1, contrast=0.1)
+                 if (shuffle and opts.augment) else None)
+    return make_loader(InMemoryDataset(images, masks, transform=transform), opts.batch_size,
+                       shuffle=shuffle, seed=seed, num_workers=2)
+
+
+def _fit_stage(model: torch.nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
+               loaders: tuple[Any, Any], opts: TrainOptions, epochs: int, cycle_epochs: int,
+               min_lr_factor: float, logger_name: str, run_dir: Path,
+               callbacks: tuple[Any, ...] = ()) -> tuple[TGSTrainer, list[dict[str, Any]]]:
+    """One loss stage: Adam at ``opts.lr`` under cosine annealing with warm restarts (one cycle
+    of ``cycle_epochs``, down to ``min_lr_factor * lr``), ``epochs`` epochs. Each stage logs
+    under its own name, since both count their epochs from 1."""
+    train_loader, val_loader = loaders
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    scheduler = schedules.cosine_warm_restarts(optimizer, cycle_epochs * len(train_loader),
+                                               min_lr=opts.lr * min_lr_factor)
+    logger = _make_logger(opts, logger_name, run_dir)
+    trainer = _make_trainer(model, criterion, optimizer, train_loader, opts,
+                            val_loader=val_loader, scheduler=scheduler, logger=logger,
+                            callbacks=callbacks)
+    rows = trainer.fit(epochs)
+    if logger is not None:
+        logger.close()
+    return trainer, rows
+
+
+def fit_fold(
+    opts: TrainOptions,
+    train_xy: tuple[Tensor, Tensor],
+    val_xy: tuple[Tensor, Tensor],
+    fold_dir: str | os.PathLike,
+    name: str = "fold0",
+    init_state: Mapping[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """Train one fold: stage 1 (BCE or BCE+Dice), then stage 2 (Lovász hinge) under cosine
+    annealing with warm restarts, one snapshot per cycle.
+
+    Args:
+        opts: resolved :class:`TrainOptions`.
+        train_xy, val_xy: ``(images [N,1,128,128], masks [N,128,128])`` at the model size.
+        fold_dir: where ``snapshot_<k>.pt`` files go (one per stage-2 cycle; the stage-1 weights
+            as ``snapshot_1.pt`` when there is no stage 2).
+        name: the run name for the loggers.
+        init_state: start from these weights instead of a fresh model (the ablation chapter
+            continues a stage-1 model with stage 2).
+
+    Returns:
+        ``{"history": [rows], "snapshots": [paths], "model": the trained module}``; each history
+        row is a Trainer row plus ``"stage"`` (1 or 2).
+    """
+    fold_dir = Path(fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(opts.seed)
+    model = build(opts)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    loaders = (_loader(*train_xy, opts, shuffle=True, seed=opts.seed),
+               _loader(*val_xy, opts, shuffle=False, seed=opts.seed))
+    history: list[dict[str, Any]] = []
+    if opts.stage1_epochs:
+        # one cosine cycle over the whole stage: plain cosine annealing
+        trainer, rows = _fit_stage(model, _stage1_criterion(opts.stage1_loss), loaders, opts,
+                                   opts.stage1_epochs, opts.stage1_epochs, 0.05,
+                                   f"{name}/stage1", fold_dir.parent)
+        history += [dict(row, stage=1) for row in rows]
+    if opts.cycles:
+        saver = schedules.SnapshotSaver(opts.cycle_epochs, directory=fold_dir)
+        trainer, rows = _fit_stage(model, _stage2_criterion(opts.lovasz), loaders, opts,
+                                   opts.cycles * opts.cycle_epochs, opts.cycle_epochs, 0.01,
+                                   f"{name}/stage2", fold_dir.parent, callbacks=(saver,))
+        offset = len(history)
+        history += [dict(row, stage=2, epoch=row["epoch"] + offset) for row in rows]
+        snapshots = list(saver.paths)
+    else:
+        state = {k: v.detach().cpu()
+                 for k, v in checkpoint.unwrap(trainer.module).state_dict().items()}
+        snapshots = [checkpoint.atomic_save({"model": state}, fold_dir / "snapshot_1.pt")]
+    return {"history": history, "snapshots": snapshots, "model": checkpoint.unwrap(trainer.module)}
+
+
+# --------------------------------------------------------------------------------------------
+# All folds: the run folder
+# --------------------------------------------------------------------------------------------
+
+
+def train(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    options: TrainOptions | None = None,
+    resume: bool = False,
+) -> Path:
+    """The whole training recipe; writes a run folder that :func:`segtutor.tgs.predict` reads.
+
+    Args:
+        run_dir: output folder (created). It receives ``config.json`` (the resolved options, the
+            data folder, the fold of every image), ``fold<k>/snapshot_<j>.pt`` (weights),
+            ``fold<k>/history.json`` (one row per epoch), ``oof.pt`` (out-of-fold probabilities
+            of the trained folds) and ``postprocess.json`` (threshold and minimum component size
+            chosen on them).
+        data: a folder in Kaggle's layout; None writes a synthetic set into ``run_dir/data``
+            first (quick: 400 images, full: 4000).
+        options: :class:`TrainOptions`; None = the defaults.
+        resume: keep the folds an earlier call already finished in ``run_dir`` (those with
+            their ``history.json``, written when a fold's training ends) and train only the
+            others; the out-of-fold predictions and the post-processing are then computed over
+            every trained fold. The earlier call must have used the same data and recipe (a
+            TGSInputError says what differs). For runs longer than one sitting, e.g. a GPU lent
+            in calls of a few minutes: run the same command again with ``--resume``.
+
+    Returns:
+        ``run_dir`` as a Path.
+    """
+    opts = (options or TrainOptions()).resolved()
+    run = Path(run_dir)
+    if run.exists() and not run.is_dir():
+        raise TGSInputError(f"run folder {run} exists and is not a folder")
+    if not resume and run.is_dir() and any(run.iterdir()):
+        # training into it would leave an earlier run's snapshots beside the new ones, and
+        # predict would average both
+        raise TGSInputError(f"run folder {run} is not empty; choose a new --out, or add --resume "
+                            "to continue the run it holds")
+    if data is not None:
+        data = _require_dir(Path(data), "data folder")
+    # the topmost folder this call creates: removed again if the call fails before any fold
+    # is finished, so that a failed run leaves nothing behind
+    created = None
+    for folder in (run, *run.parents):
+        if folder.exists():
+            break
+        created = folder
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        _train(run, data, opts, resume)
+    except BaseException:
+        if created is not None and not list(run.glob("fold*/history.json")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    return run
+
+
+def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> None:
+    """The body of :func:`train`, in an existing ``run`` folder with resolved ``opts``."""
+    if data is None:
+        data = run / "data"
+        if not (data / "train.csv").is_file():
+            synth(data, n=config.pick(400, 4000), seed=opts.seed, progress=opts.progress)
+    split = load_split(data, "train")
+    n = len(split.ids) if opts.n_images is None else min(opts.n_images, len(split.ids))
+    ids, images, masks = split.ids[:n], split.images[:n], split.masks[:n]
+    folds = coverage_folds(masks, k=opts.folds, seed=opts.seed)
+    x = to_model_size(images, opts.size_mode)
+    y = to_model_size(masks, opts.size_mode, mask=True)
+    todo = list(range(opts.folds)) if opts.train_folds is None else list(opts.train_folds)
+    cfg = {"options": asdict(opts), "data": str(data.resolve()), "ids": ids,
+           "folds": folds.tolist(), "trained_folds": todo}
+    finished: list[int] = []
+    if resume and (run / "config.json").is_file():
+        earlier = read_run_config(run)
+        earlier["options"] = asdict(earlier["options"])
+        _check_same_run(earlier, cfg)
+        finished = [k for k in earlier["trained_folds"]
+                    if (run / f"fold{k}" / "history.json").is_file()]
+        todo = sorted(set(todo) | set(finished))
+        cfg["trained_folds"] = todo
+    _write_json(run / "config.json", cfg)
+
+    oof = torch.zeros(n, TGS_SIZE, TGS_SIZE)
+    oof_salt = torch.zeros(n)
+    seen = torch.zeros(n, dtype=torch.bool)
+    has_head = True
+    for k in todo:
+        tr, va = folds != k, folds == k
+        if k in finished:
+            snapshots = snapshot_paths(run / f"fold{k}")
+            if opts.verbose:
+                print(f"fold {k}: finished by an earlier call, reusing its {len(snapshots)} "
+                      "snapshot(s)")
+        else:
+            try:
+                result = fit_fold(opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}",
+                                  name=f"fold{k}")
+            except NonFiniteLossError as err:
+                raise TGSInputError(f"fold {k}: training diverged: {err}") from None
+            # written last: its presence marks the fold as finished for --resume
+            _write_json(run / f"fold{k}" / "history.json", result["history"])
+            snapshots = result["snapshots"]
+        members = load_members(opts, snapshots)
+        probs, salt = predict_probs(members, x[va], opts.size_mode, tta=True,
+                                    progress=opts.progress)
+        if not torch.isfinite(probs).all():
+            raise TGSInputError(f"fold {k}: the models in {run / f'fold{k}'} predict NaN or "
+                                "infinite probabilities (the training diverged): lower the "
+                                "learning rate (--lr) and train again in a new --out")
+        oof[va] = probs
+        seen |= va
+        if salt is None:
+            has_head = False
+        else:
+            oof_salt[va] = salt
+    checkpoint.atomic_save({"ids": [i for i, s in zip(ids, seen.tolist()) if s],
+                            "probs": oof[seen].half(), "masks": masks[seen].bool(),
+                            "salt_prob": oof_salt[seen] if has_head else None}, run / "oof.pt")
+    chosen = search_postprocess(oof[seen], masks[seen], oof_salt[seen] if has_head else None)
+    _write_json(run / "postprocess.json", {
+        "threshold": chosen["threshold"], "min_size": chosen["min_size"],
+        "oof_tgs_map": chosen["score"],
+        "oof_tgs_map_at_0.5": search_threshold(oof[seen], masks[seen], [0.5]).score,
+        "table": {str(s): {"thresholds": r.thresholds, "scores": r.scores}
+                  for s, r in chosen["table"].items()},
+    })
