@@ -700,3 +700,32 @@ def test_postprocess_and_predict_probs_reject_bad_numbers():
     for bad in (0, -3, 2.0):
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
             tgs.predict_probs([model], torch.zeros(2, 1, 128, 128), batch_size=bad)
+
+
+# --------------------------------------------------------------------------------------------
+# the package: every public function and class of its modules, under one name
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_package_offers_every_public_name_of_its_modules():
+    import importlib
+    import inspect
+
+    from segtutor.data import coverage_class, coverage_folds
+
+    for module_name in ("layout", "options", "postprocessing", "submission", "run", "inference",
+                        "recipe"):
+        module = importlib.import_module(f"segtutor.tgs.{module_name}")
+        defined = [name for name, value in vars(module).items()
+                   if not name.startswith("_") and (inspect.isfunction(value)
+                                                    or inspect.isclass(value))
+                   and value.__module__ == module.__name__]
+        if module_name == "options":  # the rules of the options are the command line's
+            defined = ["TrainOptions"]
+        for name in defined:
+            assert getattr(tgs, name) is getattr(module, name), (module_name, name)
+    assert tgs.make_folds is coverage_folds and tgs.coverage_classes is coverage_class
+    for name in dir(tgs):
+        getattr(tgs, name)
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        tgs.trian  # noqa: B018

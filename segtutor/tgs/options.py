@@ -167,17 +167,9 @@ class TrainOptions:
 
     @classmethod
     def from_namespace(cls, args: Any) -> TrainOptions:
-        """Options from the ``segtutor tgs train`` arguments (see :mod:`segtutor.cli`)."""
-        return cls(
-            folds=args.folds, train_folds=args.train_folds, model=args.model, width=args.width,
-            pretrained=args.pretrained, size_mode=args.size_mode, stage1_loss=args.stage1_loss,
-            stage1_epochs=args.stage1_epochs, lovasz=args.lovasz, cycles=args.cycles,
-            cycle_epochs=args.cycle_epochs, lr=args.lr, batch_size=args.batch_size,
-            n_images=args.n_images, seed=args.seed, amp=not args.no_amp,
-            gpu_data=not args.no_gpu_data,
-            tensorboard=str(args.tensorboard) if args.tensorboard else None,
-            visdom=args.visdom, progress=not args.no_progress,
-        )
+        """Options from parsed ``segtutor tgs train`` arguments: every attribute of ``args``
+        named like a field (the parser is generated from the fields, see :mod:`segtutor.cli`)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
     def resolved(self) -> TrainOptions:
         """A copy with every ``None`` that has a quick/full default filled from the mode, checked."""

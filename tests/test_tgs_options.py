@@ -1,0 +1,157 @@
+"""TrainOptions: each option written once, the ``tgs train`` command line generated from it."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from dataclasses import asdict, fields
+
+import pytest
+
+from segtutor import cli
+from segtutor.tgs.options import Number, TrainOptions
+
+CLI_FIELDS = [f for f in fields(TrainOptions) if "help" in f.metadata]
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    tgs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    steps = next(a for a in tgs.choices["tgs"]._actions
+                 if isinstance(a, argparse._SubParsersAction))
+    return steps.choices["train"]
+
+
+def test_every_option_of_train_is_a_field_with_its_default_choices_and_metavar():
+    actions = {a.dest: a for a in _train_parser()._actions if a.option_strings}
+    for f in CLI_FIELDS:
+        action = actions.pop(f.name)
+        if isinstance(f.default, bool):
+            # a flag that flips the default: --no-amp stores False into `amp`
+            assert action.option_strings == [("--no-" if f.default else "--")
+                                             + f.name.replace("_", "-")]
+            assert action.const is (not f.default) and action.default is f.default
+        else:
+            assert action.option_strings == ["--" + f.name.replace("_", "-")]
+            assert action.default == f.default
+            assert action.choices == f.metadata.get("choices")
+            assert action.metavar == f.metadata.get("metavar")
+    # what is left is not an option of the recipe
+    assert set(actions) == {"help", "data", "out", "resume", "quick"}
+    # the ablation switches stay off the command line
+    assert {"verbose", "scse", "augment", "aux_weight"} <= {f.name for f in fields(TrainOptions)
+                                                            if f not in CLI_FIELDS}
+
+
+def test_a_command_line_with_every_option_gives_the_same_options_as_python():
+    args = _train_parser().parse_args([
+        "--out", "r", "--folds", "3", "--train-folds", "0,2", "--model", "unet", "--width", "2",
+        "--pretrained", "--size-mode", "resize", "--stage1-loss", "bce_dice", "--stage1-epochs",
+        "0", "--lovasz", "hinge", "--cycles", "2", "--cycle-epochs", "3", "--lr", "0.01",
+        "--batch-size", "4", "--n-images", "10", "--seed", "7", "--no-amp", "--no-gpu-data",
+        "--tensorboard", "tb", "--visdom", "8097", "--no-progress"])
+    expected = TrainOptions(
+        folds=3, train_folds=[0, 2], model="unet", width=2.0, pretrained=True, size_mode="resize",
+        stage1_loss="bce_dice", stage1_epochs=0, lovasz="hinge", cycles=2, cycle_epochs=3,
+        lr=0.01, batch_size=4, n_images=10, seed=7, amp=False, gpu_data=False,
+        tensorboard="tb", visdom=8097, progress=False)
+    assert TrainOptions.from_namespace(args) == expected
+    assert TrainOptions.from_namespace(_train_parser().parse_args(["--out", "r"])) == TrainOptions()
+
+
+def test_help_states_the_quick_and_full_defaults_that_resolved_uses(monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["tgs", "train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    quick = TrainOptions().resolved()
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    full = TrainOptions().resolved()
+    checked = 0
+    for f in CLI_FIELDS:
+        if "resolve" not in f.metadata:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        said = re.search(re.escape(flag) + r" \S+ .*?\(default: ([^)]*)\)", help_text).group(1)
+        values = (getattr(quick, f.name), getattr(full, f.name))
+        if values[0] == values[1]:
+            assert float(said) == values[0], (flag, said)
+        else:
+            assert said == f"quick {values[0]:g}, full {values[1]:g}", (flag, said)
+        checked += 1
+    assert checked == 6  # width, stage1_epochs, cycles, cycle_epochs, lr, batch_size
+    assert (quick.width, full.width, quick.lr) == (0.125, 1.0, 1e-3)  # the documented values
+
+
+SOMETHING_TO_TRAIN = {"stage1_epochs": 1, "cycles": 1, "cycle_epochs": 1}
+CANDIDATES = (-1, 0, 1, 2, 3, 8, 9, 65535, 65536, 2**32 - 1, 2**32, 0.5, 1e-3, 1.5, 1e30,
+              float("nan"), float("inf"), -0.1)
+
+
+@pytest.mark.parametrize("f", [f for f in CLI_FIELDS if "number" in f.metadata],
+                         ids=lambda f: f.name)
+def test_the_parser_and_the_api_accept_the_same_numbers(f):
+    # one rule per option: what `--lr 2` refuses, TrainOptions(lr=2.0) refuses too
+    parser = _train_parser()
+    rule: Number = f.metadata["number"]
+    for value in CANDIDATES:
+        if rule.kind is int and not isinstance(value, int):
+            continue
+        text = repr(value) if isinstance(value, float) else str(value)
+        try:
+            parser.parse_args(["--out", "r", "--" + f.name.replace("_", "-"), text])
+            by_cli = True
+        except SystemExit:
+            by_cli = False
+        try:
+            TrainOptions(**{**SOMETHING_TO_TRAIN, f.name: value}).validate()
+            by_api = True
+        except ValueError as err:
+            assert str(err).startswith(f"{f.name} must be {rule.expected}") or f.name == "folds"
+            by_api = False
+        if f.name == "folds" and value == 1:
+            continue  # the parser takes a positive integer; one fold leaves nothing held out
+        assert by_cli == by_api, (f.name, value, by_cli, by_api)
+
+
+def test_api_refuses_what_the_command_line_always_refused():
+    # before, TrainOptions took any finite positive learning rate, width and seed
+    for bad, message in [({"lr": 2.0}, r"lr must be a learning rate in \(0, 1\]"),
+                         ({"width": 9.0}, r"width must be a number in \(0, 8\]"),
+                         ({"seed": 2**32}, r"seed must be an integer in \[0, 4294967295\]"),
+                         ({"folds": 2.0}, "folds must be a positive integer")]:
+        with pytest.raises(ValueError, match=message):
+            TrainOptions(stage1_epochs=1, cycles=0, **bad).resolved()
+
+
+def test_number_rule_never_takes_a_bool_and_parses_only_its_kind():
+    positive = Number(int, 1, expected="a positive integer")
+    assert positive.accepts(1) and not positive.accepts(True) and not positive.accepts(1.0)
+    real = Number(float, 0, 1, open_low=True, expected="x")
+    assert real.accepts(1) and real.accepts(0.5) and not real.accepts(0.0)
+    assert not real.accepts(True) and not real.accepts(float("nan"))
+    assert positive.parse("12") == 12
+    for text in ("1.5", "1e3", "", "0", "True"):
+        with pytest.raises(ValueError, match=f"expected a positive integer, got {text!r}"):
+            positive.parse(text)
+
+
+def test_options_survive_a_json_round_trip():
+    # config.json holds asdict(options); TrainOptions(**that) must give them back
+    import json
+
+    opts = TrainOptions(train_folds=[1], tensorboard="tb", width=0.5).resolved()
+    assert TrainOptions(**json.loads(json.dumps(asdict(opts)))) == opts
+
+
+def test_the_command_line_parser_imports_neither_torch_nor_the_workflow():
+    code = ("import sys; from segtutor import cli; "
+            "cli.build_parser().parse_args(['tgs', 'train', '--out', 'r', '--lr', '0.1']); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('segtutor.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.split("\n")[0] == str(
+        ["segtutor.cli", "segtutor.data", "segtutor.data.constants", "segtutor.tgs",
+         "segtutor.tgs.options"])
