@@ -107,6 +107,31 @@ def test_ppm_bins_and_output_channels() -> None:
     torch.testing.assert_close(y[:, 32:40], expected)
 
 
+
+def test_ppm_without_bins_passes_the_input_through() -> None:
+    ppm = blocks.PPM(32, bins=())
+    assert ppm.out_channels == 32 and len(ppm.stages) == 0
+    x = torch.randn(2, 32, 8, 8)
+    torch.testing.assert_close(ppm(x), x)
+    # PSPNet without its pyramid (the paper's dilated-FCN baseline) builds and runs
+    model = build_model("pspnet", num_classes=3, bins=(), aux=False, **SMALL["pspnet"]).eval()
+    assert model.ppm.out_channels == model.encoder.channels[4]
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 40, 40)).shape == (1, 3, 40, 40)
+
+
+def test_scale_rates_keeps_the_papers_proportion() -> None:
+    from segtutor.models.deeplab import PAPER_RATES, scale_rates
+
+    assert scale_rates(33) == PAPER_RATES == (6, 12, 18)
+    assert scale_rates(16) == (3, 6, 9)
+    assert scale_rates(8) == (1, 3, 4)
+    assert scale_rates(6) == scale_rates(2) == (1, 2, 3)  # at least 1, strictly increasing
+    assert scale_rates(10, rates=(2, 4), reference_size=10) == (2, 4)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError):
+            scale_rates(bad)
+
 def test_hypercolumn_matches_interpolate_and_cat() -> None:
     feats = [torch.randn(1, 2, 8, 8), torch.randn(1, 3, 4, 4), torch.randn(1, 4, 2, 2)]
     expected = torch.cat([feats[0]] + [F.interpolate(f, size=(8, 8), mode="bilinear",

@@ -218,12 +218,15 @@ class PPM(nn.Module):
     ``b x b``, 1x1 conv-BN-ReLU to ``in_channels / len(bins)`` channels, bilinear upsample back.
     The pooled maps are concatenated with the input:
     ``[B, C, H, W] -> [B, C + len(bins) * branch_channels, H, W]`` (``2C`` by default).
+    With ``bins=()`` there is no pyramid: the module passes its input through unchanged
+    (``out_channels == in_channels``), which gives PSPNet's ablation baseline, the dilated FCN.
     """
 
     def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6),
                  branch_channels: int | None = None) -> None:
         super().__init__()
-        branch_channels = branch_channels or in_channels // len(bins)
+        bins = tuple(bins)
+        branch_channels = branch_channels or (in_channels // len(bins) if bins else 0)
         self.stages = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(int(b)), ConvBNReLU(in_channels, branch_channels, 1))
             for b in bins

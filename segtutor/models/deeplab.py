@@ -89,3 +89,32 @@ def deeplabv3plus(num_classes: int = 21, in_channels: int = 3, pretrained: bool 
     """Build DeepLab v3+ (v3 with the low-level-feature decoder); ``options`` as
     :func:`deeplabv3` plus ``low_level_width``."""
     return DeepLabV3(num_classes, in_channels, pretrained, decoder=True, **options)
+
+
+PAPER_RATES: tuple[int, ...] = (6, 12, 18)
+"""DeepLab v3's ASPP rates at output stride 16, chosen for 513 px crops: a 33 x 33 feature map."""
+
+
+def scale_rates(feature_size: int, rates: tuple[int, ...] = PAPER_RATES,
+                reference_size: int = 33) -> tuple[int, ...]:
+    """ASPP rates for a feature map of ``feature_size`` px, in the proportion that the paper's
+    ``rates`` have to its ``reference_size`` map (33 x 33: 513 px crops at output stride 16).
+
+    Each rate becomes ``round(rate * feature_size / reference_size)``, at least 1 and strictly
+    increasing, so that every branch keeps its own field of view: ``scale_rates(33) == (6, 12, 18)``,
+    ``scale_rates(16) == (3, 6, 9)``, ``scale_rates(6) == (1, 2, 3)``. On a map much smaller than 33,
+    the paper's rates put all taps but the centre into the zero padding, and the 3x3 branches
+    become 1x1 convolutions; pass the result as ``rates=`` (at output stride 16).
+    """
+    if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
+        raise ValueError(f"feature_size must be a positive int, got {feature_size!r}")
+    if isinstance(reference_size, bool) or not isinstance(reference_size, int) \
+            or reference_size < 1:
+        raise ValueError(f"reference_size must be a positive int, got {reference_size!r}")
+    scaled: list[int] = []
+    for rate in rates:
+        r = max(1, round(rate * feature_size / reference_size))
+        if scaled and r <= scaled[-1]:
+            r = scaled[-1] + 1
+        scaled.append(r)
+    return tuple(scaled)

@@ -22,7 +22,8 @@ class PSPNet(nn.Module):
     Args:
         backbone: ``resnet18``, ``resnet34`` or ``resnet50`` (the paper: ResNet-50/101).
         output_stride: 8 (paper) or 16.
-        bins: pooled grid sizes of the PPM.
+        bins: pooled grid sizes of the PPM; ``()`` removes the pyramid (the paper's ablation
+            baseline: the dilated ResNet and the same head on its features alone).
         head_width: channels of the 3x3 conv after the PPM (512 in the paper).
         encoder_width: channel multiplier of the ResNet (1 for ImageNet weights; < 1 for quick
             CPU experiments).
