@@ -30,6 +30,7 @@ EXPECTED: dict[str, list[str]] = {
         r"^  hand-written loop +\d+\.\d ms$",
         r"^  Trainer\.fit +\d+\.\d ms$",
         r"^  overhead [+-]\d+\.\d %",
+        r"^  overhead in CPU time [+-]\d+\.\d %",
         r"^  minor page faults per epoch: hand-written loop \d+, Trainer\.fit \d+$",
         r"^loop bookkeeping, .* us/step",
         r"^  fp32 DataLoader +\d+\.\d images/s +1\.00x$",
