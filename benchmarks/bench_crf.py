@@ -32,11 +32,21 @@ from skimage import data, transform
 
 from segtutor.crf import dense_crf
 
-PARAMS = {"sxy_gaussian": 3, "compat_gaussian": 3, "sxy_bilateral": 80, "srgb": 13, "compat_bilateral": 10}
+PARAMS = {
+    "sxy_gaussian": 3,
+    "compat_gaussian": 3,
+    "sxy_bilateral": 80,
+    "srgb": 13,
+    "compat_bilateral": 10,
+}
 
 
 def make_input(size: int, classes: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
-    img = (transform.resize(data.astronaut(), (size, size), anti_aliasing=True) * 255).round().astype(np.uint8)
+    img = (
+        (transform.resize(data.astronaut(), (size, size), anti_aliasing=True) * 255)
+        .round()
+        .astype(np.uint8)
+    )
     # a label per pixel from colour quantisation (classes levels of hue x brightness)
     grey = img.astype(np.float64).mean(2)
     labels = np.digitize(grey, np.quantile(grey, np.linspace(0, 1, classes + 1)[1:-1]))
@@ -55,7 +65,9 @@ def reference(img: np.ndarray, probs: torch.Tensor, iterations: int) -> np.ndarr
     crf.setUnaryEnergy(np.ascontiguousarray(-np.log(probs.numpy().reshape(c, -1))))
     crf.addPairwiseGaussian(sxy=PARAMS["sxy_gaussian"], compat=PARAMS["compat_gaussian"])
     crf.addPairwiseBilateral(
-        sxy=PARAMS["sxy_bilateral"], srgb=PARAMS["srgb"], rgbim=np.ascontiguousarray(img),
+        sxy=PARAMS["sxy_bilateral"],
+        srgb=PARAMS["srgb"],
+        rgbim=np.ascontiguousarray(img),
         compat=PARAMS["compat_bilateral"],
     )
     return np.array(crf.inference(iterations)).reshape(c, h, w)
@@ -75,8 +87,11 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test in seconds: tiny sizes, the CUDA case on CPU tensors")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test in seconds: tiny sizes, the CUDA case on CPU tensors",
+    )
     args = parser.parse_args()
     if args.quick:
         args.size, args.classes, args.iterations, args.repeats = 48, 4, 2, 1
@@ -85,17 +100,21 @@ def main() -> None:
 
     img, probs = make_input(args.size, args.classes)
     default_threads = torch.get_num_threads()
-    print(f"dense CRF, {args.size}x{args.size}, {args.classes} classes, {args.iterations} iterations, "
-          f"median of {args.repeats} interleaved runs; torch {torch.__version__}, "
-          f"default threads {default_threads}")
+    print(
+        f"dense CRF, {args.size}x{args.size}, {args.classes} classes, {args.iterations} iterations, "
+        f"median of {args.repeats} interleaved runs; torch {torch.__version__}, "
+        f"default threads {default_threads}"
+    )
     try:
         import pydensecrf.densecrf  # noqa: F401
 
         have_ref = True
     except ImportError:
         have_ref = False
-        print("pydensecrf2 is not installed (pip install pydensecrf2, the 'bench' extra): "
-              "timing segtutor alone, no ratio and no agreement")
+        print(
+            "pydensecrf2 is not installed (pip install pydensecrf2, the 'bench' extra): "
+            "timing segtutor alone, no ratio and no agreement"
+        )
 
     runs: dict[str, list[float]] = {}
     outputs: dict[str, object] = {}
@@ -109,17 +128,35 @@ def main() -> None:
         outputs[name] = out
 
     cases = [
-        (f"segtutor fast, {default_threads} threads", lambda: dense_crf(img, probs, args.iterations, method="fast", **PARAMS), default_threads),
-        ("segtutor fast, 1 thread", lambda: dense_crf(img, probs, args.iterations, method="fast", **PARAMS), 1),
+        (
+            f"segtutor fast, {default_threads} threads",
+            lambda: dense_crf(img, probs, args.iterations, method="fast", **PARAMS),
+            default_threads,
+        ),
+        (
+            "segtutor fast, 1 thread",
+            lambda: dense_crf(img, probs, args.iterations, method="fast", **PARAMS),
+            1,
+        ),
     ]
     if tensor_dev is not None:
         img_t, probs_t = torch.from_numpy(img).to(tensor_dev), probs.to(tensor_dev)
-        label = ("segtutor fast, CUDA" if tensor_dev == "cuda"
-                 else "segtutor fast, CPU tensors (--quick)")
-        cases.append((label, lambda: dense_crf(img_t, probs_t, args.iterations, method="fast",
-                                               **PARAMS), None))
+        label = (
+            "segtutor fast, CUDA"
+            if tensor_dev == "cuda"
+            else "segtutor fast, CPU tensors (--quick)"
+        )
+        cases.append(
+            (
+                label,
+                lambda: dense_crf(img_t, probs_t, args.iterations, method="fast", **PARAMS),
+                None,
+            )
+        )
     if have_ref:
-        cases.append(("pydensecrf2 (C++, 1 thread)", lambda: reference(img, probs, args.iterations), None))
+        cases.append(
+            ("pydensecrf2 (C++, 1 thread)", lambda: reference(img, probs, args.iterations), None)
+        )
     for name, fn, threads in cases:  # warm-up (allocator, thread pools, CUDA context)
         run(name, fn, threads)
     runs.clear()
@@ -142,15 +179,24 @@ def main() -> None:
         print(f"| {name} | {1000 * med:.0f} ms | {1000 * low:.0f} ms | {ratio} | {agree} |")
     if have_ref:
         before = probs.argmax(0).numpy()
-        print(f"\n(the CRF changed {100 * (ref_labels != before).mean():.1f}% of the input's labels)")
-        best = min(statistics.median(runs[n]) for n, _, t in cases
-                   if n.startswith("segtutor") and t is not None)
-        print(f"target 'fast within 2x of pydensecrf2 on the CPU': best CPU ratio "
-              f"{best / statistics.median(runs[ref_name]):.2f}x")
+        print(
+            f"\n(the CRF changed {100 * (ref_labels != before).mean():.1f}% of the input's labels)"
+        )
+        best = min(
+            statistics.median(runs[n])
+            for n, _, t in cases
+            if n.startswith("segtutor") and t is not None
+        )
+        print(
+            f"target 'fast within 2x of pydensecrf2 on the CPU': best CPU ratio "
+            f"{best / statistics.median(runs[ref_name]):.2f}x"
+        )
     if args.quick:
         print("--quick: a smoke test; the figures say nothing about speed")
     elif tensor_dev != "cuda":
-        print("no CUDA device: the GPU target (>= 10x faster than pydensecrf2 on the CPU) was not measured")
+        print(
+            "no CUDA device: the GPU target (>= 10x faster than pydensecrf2 on the CPU) was not measured"
+        )
 
 
 if __name__ == "__main__":

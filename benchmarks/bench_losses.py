@@ -69,8 +69,9 @@ def tgs_map_numpy_loop(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int,
-                dev: torch.device) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, dev: torch.device
+) -> dict[str, float]:
     """Median seconds of each function, the calls interleaved round by round."""
     for fn in fns.values():  # warm-up
         fn()
@@ -108,7 +109,9 @@ def bench_lovasz(dev: torch.device, batch: int, size: int, repeats: int) -> floa
     print(f"lovasz_hinge per-image fwd+bwd, B={batch}x{size}x{size} on {config.device_name(dev)}")
     print(f"  batched (one sort)      {t['batched'] * 1e3:9.1f} ms")
     print(f"  per-image Python loop   {t['loop'] * 1e3:9.1f} ms")
-    print(f"  speed-up                {ratio:9.1f}x   (target >= 5x: {'met' if ratio >= 5 else 'NOT met'})")
+    print(
+        f"  speed-up                {ratio:9.1f}x   (target >= 5x: {'met' if ratio >= 5 else 'NOT met'})"
+    )
     return ratio
 
 
@@ -133,13 +136,19 @@ def bench_tgs(dev: torch.device, n: int, repeats: int) -> tuple[float, float]:
     t = interleaved(fns, repeats, dev)
     r_torch = t["torch_loop"] / t["vectorised"]
     r_numpy = t["numpy_loop"] / t["vectorised"]
-    print(f"tgs_map on {n} masks of 101x101 (mAP {values['vectorised']:.4f}) on {config.device_name(dev)}")
+    print(
+        f"tgs_map on {n} masks of 101x101 (mAP {values['vectorised']:.4f}) on {config.device_name(dev)}"
+    )
     print(f"  vectorised              {t['vectorised'] * 1e3:9.1f} ms")
-    print(f"  per-image loop, torch   {t['torch_loop'] * 1e3:9.1f} ms   speed-up {r_torch:6.1f}x "
-          f"(target >= 50x: {'met' if r_torch >= 50 else 'NOT met'})")
+    print(
+        f"  per-image loop, torch   {t['torch_loop'] * 1e3:9.1f} ms   speed-up {r_torch:6.1f}x "
+        f"(target >= 50x: {'met' if r_torch >= 50 else 'NOT met'})"
+    )
     print(f"  per-image loop, numpy   {t['numpy_loop'] * 1e3:9.1f} ms   speed-up {r_numpy:6.1f}x")
-    print(f"  reading both masks once {t['read_once'] * 1e3:9.1f} ms   (a floor for any method: "
-          f"at most {t['torch_loop'] / t['read_once']:.0f}x the torch loop here)")
+    print(
+        f"  reading both masks once {t['read_once'] * 1e3:9.1f} ms   (a floor for any method: "
+        f"at most {t['torch_loop'] / t['read_once']:.0f}x the torch loop here)"
+    )
     return r_torch, r_numpy
 
 
@@ -152,17 +161,23 @@ def _read_once(masks: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test in seconds: small sizes, fewer repeats, on the CPU")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test in seconds: small sizes, fewer repeats, on the CPU",
+    )
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
     dev = torch.device("cpu") if args.quick else config.device()
     repeats = args.repeats or (2 if args.quick else 7)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats={repeats} (medians)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats={repeats} (medians)"
+    )
     if args.quick:
         print("--quick: a smoke test at small sizes; the figures say little about the targets")
-    bench_lovasz(dev, batch=4 if args.quick else 32, size=64 if args.quick else 128,
-                 repeats=repeats)
+    bench_lovasz(
+        dev, batch=4 if args.quick else 32, size=64 if args.quick else 128, repeats=repeats
+    )
     bench_tgs(dev, n=200 if args.quick else 4000, repeats=repeats)
 
 

@@ -33,7 +33,7 @@ PAIRS: list[tuple[str, dict, tuple[str, str] | None]] = [
     ("fcn8s", {}, None),
     ("unet", {}, None),
     ("segnet", {}, None),
-    ("unetpp", {}, ("UnetPlusPlus", "resnet34")),   # smp's has a ResNet34 encoder, ours the paper's
+    ("unetpp", {}, ("UnetPlusPlus", "resnet34")),  # smp's has a ResNet34 encoder, ours the paper's
     ("resunet34", {"attention": False, "hypercolumn": False}, ("Unet", "resnet34")),
     ("resunet34", {}, None),
     ("deeplabv3", {"output_stride": 8}, ("DeepLabV3", "resnet50")),
@@ -87,6 +87,7 @@ def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool):
             loss = loss_fn(out.float(), y)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -100,8 +101,16 @@ def timed(step, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def bench(size: int, batch: int, repeats: int, classes: int, device: torch.device,
-          amp: bool, channels_last: bool, widths: dict[str, dict] | None = None) -> list[dict]:
+def bench(
+    size: int,
+    batch: int,
+    repeats: int,
+    classes: int,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+    widths: dict[str, dict] | None = None,
+) -> list[dict]:
     """One table row per entry of PAIRS; ``widths`` adds size options per model (--quick)."""
     rows = []
     x = torch.randn(batch, 3, size, size, device=device)
@@ -130,13 +139,21 @@ def bench(size: int, batch: int, repeats: int, classes: int, device: torch.devic
             for key, step in steps.items():
                 times[key].append(timed(step, device))
         ips = {k: batch / sorted(v)[len(v) // 2] for k, v in times.items()}
-        label = name + ("" if not options else " " + ",".join(f"{k}={v}" for k, v in options.items()))
-        row = {"model": label, "params_M": count_parameters(models["segtutor"]) / 1e6,
-               "segtutor_img_s": ips["segtutor"]}
+        label = name + (
+            "" if not options else " " + ",".join(f"{k}={v}" for k, v in options.items())
+        )
+        row = {
+            "model": label,
+            "params_M": count_parameters(models["segtutor"]) / 1e6,
+            "segtutor_img_s": ips["segtutor"],
+        }
         if "smp" in ips:
-            row.update(smp=f"{other[0]}({other[1]})",
-                       smp_params_M=count_parameters(models["smp"]) / 1e6,
-                       smp_img_s=ips["smp"], ratio=ips["segtutor"] / ips["smp"])
+            row.update(
+                smp=f"{other[0]}({other[1]})",
+                smp_params_M=count_parameters(models["smp"]) / 1e6,
+                smp_img_s=ips["smp"],
+                ratio=ips["segtutor"] / ips["smp"],
+            )
         elif other is not None:
             row["smp"] = f"skipped: {reason}"
         rows.append(row)
@@ -148,8 +165,10 @@ def bench(size: int, batch: int, repeats: int, classes: int, device: torch.devic
 def format_row(row: dict) -> str:
     line = f"{row['model']:<48} {row['params_M']:7.2f}M {row['segtutor_img_s']:8.2f} img/s"
     if "ratio" in row:
-        line += (f" | {row['smp']:<22} {row['smp_params_M']:7.2f}M {row['smp_img_s']:8.2f} img/s"
-                 f" | ratio {row['ratio']:.2f}")
+        line += (
+            f" | {row['smp']:<22} {row['smp_params_M']:7.2f}M {row['smp_img_s']:8.2f} img/s"
+            f" | ratio {row['ratio']:.2f}"
+        )
     elif "smp" in row:
         line += f" | smp {row['smp']}"
     return line
@@ -162,8 +181,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help="model names to run (default all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: every pass (bf16 + channels_last too) on the CPU, 32x32")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: every pass (bf16 + channels_last too) on the CPU, 32x32",
+    )
     args = parser.parse_args()
     if args.only:
         PAIRS[:] = [p for p in PAIRS if p[0] in args.only]
@@ -174,11 +196,15 @@ def main() -> None:
     cuda = device.type == "cuda"
     batch = args.batch or (16 if cuda else 2)
     torch.manual_seed(0)
-    print(f"device {config.device_name(device)}; fwd+bwd+SGD step, {batch}x3x{args.size}x"
-          f"{args.size}, {args.classes} classes, median of {args.repeats}")
+    print(
+        f"device {config.device_name(device)}; fwd+bwd+SGD step, {batch}x3x{args.size}x"
+        f"{args.size}, {args.classes} classes, median of {args.repeats}"
+    )
     if args.quick:
-        print("--quick: a smoke test at a few channels per layer (QUICK_WIDTHS); the figures "
-              "say nothing about speed")
+        print(
+            "--quick: a smoke test at a few channels per layer (QUICK_WIDTHS); the figures "
+            "say nothing about speed"
+        )
     modes = [("fp32", False, False)]
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -186,8 +212,16 @@ def main() -> None:
         modes.append(("bf16 autocast + channels_last", True, True))
     for label, amp, cl in modes:
         print(f"\n== {label}\n{'model':<48} {'params':>8} {'segtutor':>14} | smp counterpart")
-        bench(args.size, batch, args.repeats, args.classes, device, amp, cl,
-              widths=QUICK_WIDTHS if args.quick else None)
+        bench(
+            args.size,
+            batch,
+            args.repeats,
+            args.classes,
+            device,
+            amp,
+            cl,
+            widths=QUICK_WIDTHS if args.quick else None,
+        )
 
 
 if __name__ == "__main__":

@@ -35,11 +35,17 @@ from pathlib import Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="run even without a CUDA GPU")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test in seconds on the CPU: tiny data, model and schedule")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test in seconds on the CPU: tiny data, model and schedule",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where data and runs go")
-    parser.add_argument("--resume", action="store_true",
-                        help="reuse --workdir's data and the folds earlier calls finished")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse --workdir's data and the folds earlier calls finished",
+    )
     args = parser.parse_args()
     if args.quick:
         os.environ["SEGTUTOR_QUICK"] = "1"
@@ -52,29 +58,42 @@ def main() -> int:
     from segtutor import config, tgs
 
     if not torch.cuda.is_available() and not (args.force or args.quick):
-        print("bench_tgs: no CUDA GPU here; the full-mode experiment needs one "
-              "(use --quick for a CPU smoke test, --force to run it anyway)")
+        print(
+            "bench_tgs: no CUDA GPU here; the full-mode experiment needs one "
+            "(use --quick for a CPU smoke test, --force to run it anyway)"
+        )
         return 0
     if args.resume and args.workdir is None:
         parser.error("--resume needs the --workdir of the earlier calls")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="segtutor-bench-tgs-"))
     n_train, n_test = (24, 8) if args.quick else (config.pick(96, 4000), config.pick(32, 1000))
     # --quick: the smallest schedule and model that still run every stage of the recipe
-    tiny = (dict(folds=3, stage1_epochs=1, cycle_epochs=1, width=0.0625, batch_size=8)
-            if args.quick else {})
+    tiny = {"folds": 3, "stage1_epochs": 1, "cycle_epochs": 1, "width": 0.0625, "batch_size": 8}
+    if not args.quick:
+        tiny = {}
     data = work / "data"
     if not (args.resume and (data / "train.csv").is_file()):
         tgs.synth(data, n=n_train, n_test=n_test, seed=0, progress=not args.quick)
     folds = config.pick([0], None)
-    print(f"device {config.device_name()}, {'quick' if config.is_quick() else 'full'} mode, "
-          f"{n_train} train / {n_test} test images, work dir {work}")
+    print(
+        f"device {config.device_name()}, {'quick' if config.is_quick() else 'full'} mode, "
+        f"{n_train} train / {n_test} test images, work dir {work}"
+    )
 
     results = {}
     for name, options, post in [
-        ("baseline U-Net + BCE", tgs.TrainOptions(model="unet", cycles=0, train_folds=[0],
-                                                  progress=False, **tiny), "fixed"),
-        ("complete pipeline", tgs.TrainOptions(train_folds=folds, progress=False,
-                                               **{**tiny, "cycles": 1} if tiny else {}), "auto"),
+        (
+            "baseline U-Net + BCE",
+            tgs.TrainOptions(model="unet", cycles=0, train_folds=[0], progress=False, **tiny),
+            "fixed",
+        ),
+        (
+            "complete pipeline",
+            tgs.TrainOptions(
+                train_folds=folds, progress=False, **{**tiny, "cycles": 1} if tiny else {}
+            ),
+            "auto",
+        ),
     ]:
         t0 = time.perf_counter()
         run = tgs.train(work / name.split()[0], data=data, options=options, resume=args.resume)
@@ -88,8 +107,10 @@ def main() -> int:
         t_pred = time.perf_counter() - t0
         score = tgs.evaluate_submission(data, sub)
         results[name] = (score, t_train, t_pred)
-        print(f"{name:22s} test TGS mAP {score:.4f}   train {t_train / 60:.1f} min   "
-              f"predict {t_pred:.1f} s")
+        print(
+            f"{name:22s} test TGS mAP {score:.4f}   train {t_train / 60:.1f} min   "
+            f"predict {t_pred:.1f} s"
+        )
     (b, *_), (p, *_) = results.values()
     print(f"pipeline - baseline: {p - b:+.4f} TGS mAP")
     if args.quick and args.workdir is None:

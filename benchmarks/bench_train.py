@@ -44,8 +44,9 @@ def cpu_overhead(rounds: int, n: int = 32, size: int = 64, batch: int = 8) -> di
     tr_model = build_model("unet", num_classes=4, in_channels=3, base_width=8)
     hand_opt = torch.optim.SGD(hand_model.parameters(), lr=0.01, momentum=0.9)
     tr_opt = torch.optim.SGD(tr_model.parameters(), lr=0.01, momentum=0.9)
-    trainer = Trainer(tr_model, crit, tr_opt, loader, num_classes=4, device="cpu",
-                      progress=False, verbose=False)
+    trainer = Trainer(
+        tr_model, crit, tr_opt, loader, num_classes=4, device="cpu", progress=False, verbose=False
+    )
 
     def hand_epoch() -> None:
         hand_model.train()
@@ -75,12 +76,17 @@ def cpu_overhead(rounds: int, n: int = 32, size: int = 64, batch: int = 8) -> di
             cpu[name].append(time.process_time() - c0)
             faults[name] += _minor_faults() - f0
     h, m = statistics.median(hand), statistics.median(mine)
-    return {"hand_s": h, "trainer_s": m, "overhead": m / h - 1,
-            "cpu_overhead": statistics.median(cpu["trainer"]) / statistics.median(cpu["hand"]) - 1,
-            "hand_faults": faults["hand"] / rounds, "trainer_faults": faults["trainer"] / rounds,
-            "pairwise": statistics.median([b / a - 1 for a, b in zip(hand, mine)]),
-            # the fastest round of each is the one least disturbed by other processes
-            "best": min(mine) / min(hand) - 1}
+    return {
+        "hand_s": h,
+        "trainer_s": m,
+        "overhead": m / h - 1,
+        "cpu_overhead": statistics.median(cpu["trainer"]) / statistics.median(cpu["hand"]) - 1,
+        "hand_faults": faults["hand"] / rounds,
+        "trainer_faults": faults["trainer"] / rounds,
+        "pairwise": statistics.median([b / a - 1 for a, b in zip(hand, mine)]),
+        # the fastest round of each is the one least disturbed by other processes
+        "best": min(mine) / min(hand) - 1,
+    }
 
 
 def _minor_faults() -> int:
@@ -106,8 +112,16 @@ def bookkeeping_us(steps: int = 400, repeats: int = 5) -> tuple[float, float]:
     crit = nn.BCEWithLogitsLoss()
     hand_model, tr_model = nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, 1)
     hand_opt = torch.optim.SGD(hand_model.parameters(), lr=0.01)
-    trainer = Trainer(tr_model, crit, torch.optim.SGD(tr_model.parameters(), lr=0.01), batches,
-                      num_classes=1, device="cpu", progress=False, verbose=False)
+    trainer = Trainer(
+        tr_model,
+        crit,
+        torch.optim.SGD(tr_model.parameters(), lr=0.01),
+        batches,
+        num_classes=1,
+        device="cpu",
+        progress=False,
+        verbose=False,
+    )
 
     def hand_epoch() -> None:
         for xb, yb in batches:
@@ -128,8 +142,9 @@ def bookkeeping_us(steps: int = 400, repeats: int = 5) -> tuple[float, float]:
     return min(hand) / steps * 1e6, min(mine) / steps * 1e6
 
 
-def gpu_throughput(steps: int, batch: int = 32, size: int = 128, n: int = 512,
-                   quick: bool = False) -> dict[str, float]:
+def gpu_throughput(
+    steps: int, batch: int = 32, size: int = 128, n: int = 512, quick: bool = False
+) -> dict[str, float]:
     """Images/s of each GPU variant; ``quick``: the same variants on the CPU, tiny (smoke test)."""
     from segtutor.data import InMemoryDataset, make_loader, make_tgs_like
     from segtutor.data.transforms import batch_random_flip, resize_to
@@ -153,17 +168,36 @@ def gpu_throughput(steps: int, batch: int = 32, size: int = 128, n: int = 512,
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         if resident:
             gen = torch.Generator(device=dev).manual_seed(0)
-            loader = DeviceLoader(images, masks, batch, shuffle=True, device=dev, drop_last=True,
-                                  augment=lambda x, y: batch_random_flip(x, y, generator=gen))
+            loader = DeviceLoader(
+                images,
+                masks,
+                batch,
+                shuffle=True,
+                device=dev,
+                drop_last=True,
+                augment=lambda x, y: batch_random_flip(x, y, generator=gen),
+            )
         else:
             loader = make_loader(dataset, batch, shuffle=True, num_workers=workers, drop_last=True)
-        compile_ctx = (mock.patch.object(torch, "compile",
-                                         functools.partial(torch.compile, backend="eager"))
-                       if quick and compile_ else contextlib.nullcontext())
+        compile_ctx = (
+            mock.patch.object(torch, "compile", functools.partial(torch.compile, backend="eager"))
+            if quick and compile_
+            else contextlib.nullcontext()
+        )
         with compile_ctx:
-            tr = Trainer(model, nn.BCEWithLogitsLoss(), opt, loader, num_classes=1, device=dev,
-                         amp=amp, channels_last=channels_last, compile=compile_, progress=False,
-                         verbose=False)
+            tr = Trainer(
+                model,
+                nn.BCEWithLogitsLoss(),
+                opt,
+                loader,
+                num_classes=1,
+                device=dev,
+                amp=amp,
+                channels_last=channels_last,
+                compile=compile_,
+                progress=False,
+                verbose=False,
+            )
         it = iter(_forever(loader))
         for _ in range(warmup):  # warm-up (and compilation)
             tr.train_step(next(it))
@@ -174,12 +208,14 @@ def gpu_throughput(steps: int, batch: int = 32, size: int = 128, n: int = 512,
         sync()
         return steps * batch / (time.perf_counter() - t0)
 
-    out = {"fp32 DataLoader": run(False, False, False, False),
-           "AMP + channels_last": run(amp_on, True, False, False),
-           "AMP + channels_last + GPU-resident": run(amp_on, True, True, False)}
+    out = {
+        "fp32 DataLoader": run(False, False, False, False),
+        "AMP + channels_last": run(amp_on, True, False, False),
+        "AMP + channels_last + GPU-resident": run(amp_on, True, True, False),
+    }
     try:
         out["AMP + channels_last + GPU-resident + compile"] = run(amp_on, True, True, True)
-    except Exception as err:  # noqa: BLE001 - compile needs a working toolchain
+    except Exception as err:  # compile needs a working toolchain
         if quick:
             raise  # the eager backend needs no toolchain: a failure here is the script's own
         print(f"torch.compile variant skipped: {err!r}")
@@ -195,10 +231,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--gpu-steps", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the CPU comparison (1: steadier on a shared machine)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test in seconds: tiny sizes, the GPU variants on the CPU")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for the CPU comparison (1: steadier on a shared machine)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test in seconds: tiny sizes, the GPU variants on the CPU",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
@@ -207,22 +250,32 @@ def main() -> None:
         print("--quick: a smoke test at tiny sizes; the figures say nothing about speed")
     n, size = (16, 32) if args.quick else (32, 64)
     r = cpu_overhead(args.rounds, n=n, size=size)
-    print(f"CPU, unet base_width=8, {n} images {size}x{size}, batch 8, one epoch "
-          f"(median of {args.rounds}):")
+    print(
+        f"CPU, unet base_width=8, {n} images {size}x{size}, batch 8, one epoch "
+        f"(median of {args.rounds}):"
+    )
     print(f"  hand-written loop {r['hand_s'] * 1e3:8.1f} ms")
     print(f"  Trainer.fit       {r['trainer_s'] * 1e3:8.1f} ms")
-    print(f"  overhead {r['overhead'] * 100:+.1f} % (ratio of medians), "
-          f"{r['pairwise'] * 100:+.1f} % (median of paired rounds), "
-          f"{r['best'] * 100:+.1f} % (fastest rounds); target < 5 %: "
-          f"{'met' if r['overhead'] < 0.05 else 'NOT met'}")
-    print(f"  overhead in CPU time {r['cpu_overhead'] * 100:+.1f} % (ratio of medians; "
-          "insensitive to waiting for a busy core)")
-    print(f"  minor page faults per epoch: hand-written loop {r['hand_faults']:.0f}, "
-          f"Trainer.fit {r['trainer_faults']:.0f}")
+    print(
+        f"  overhead {r['overhead'] * 100:+.1f} % (ratio of medians), "
+        f"{r['pairwise'] * 100:+.1f} % (median of paired rounds), "
+        f"{r['best'] * 100:+.1f} % (fastest rounds); target < 5 %: "
+        f"{'met' if r['overhead'] < 0.05 else 'NOT met'}"
+    )
+    print(
+        f"  overhead in CPU time {r['cpu_overhead'] * 100:+.1f} % (ratio of medians; "
+        "insensitive to waiting for a busy core)"
+    )
+    print(
+        f"  minor page faults per epoch: hand-written loop {r['hand_faults']:.0f}, "
+        f"Trainer.fit {r['trainer_faults']:.0f}"
+    )
     h_us, t_us = bookkeeping_us(40, 2) if args.quick else bookkeeping_us()
-    print(f"loop bookkeeping, 1x1 conv on [8, 1, 8, 8]: hand {h_us:.0f} us/step, Trainer {t_us:.0f} us/step "
-          f"(+{t_us - h_us:.0f} us per step; a step of the U-Net above takes "
-          f"{r['hand_s'] / (n // 8) * 1e3:.0f} ms)")
+    print(
+        f"loop bookkeeping, 1x1 conv on [8, 1, 8, 8]: hand {h_us:.0f} us/step, Trainer {t_us:.0f} us/step "
+        f"(+{t_us - h_us:.0f} us per step; a step of the U-Net above takes "
+        f"{r['hand_s'] / (n // 8) * 1e3:.0f} ms)"
+    )
     if torch.cuda.is_available() or args.quick:
         if args.quick:
             g = gpu_throughput(args.gpu_steps, batch=2, size=32, n=8, quick=True)

@@ -33,7 +33,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor) 
     preds = []
     with torch.no_grad():
         for i in range(0, len(images), 64):
-            logits = model(pad_to_128(images[i:i + 64]))
+            logits = model(pad_to_128(images[i : i + 64]))
             preds.append(unpad_from_128(logits)[:, 0] > 0)
     model.train()
     return tgs_map(torch.cat(preds), masks.bool())
@@ -43,17 +43,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-train", type=int, default=1200)
     parser.add_argument("--n-val", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=450,
-                        help="optimizer steps; 450 x 16 images at 128x128 is about 3 minutes "
-                             "of an uncontended 2-core CPU")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=450,
+        help="optimizer steps; 450 x 16 images at 128x128 is about 3 minutes "
+        "of an uncontended 2-core CPU",
+    )
     parser.add_argument("--eval-every", type=int, default=75)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--difficulty", type=float, default=0.5)
     parser.add_argument("--base-width", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test in seconds: 16 + 8 images, width 4, 2 steps")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test in seconds: 16 + 8 images, width 4, 2 steps",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n_train, args.n_val, args.steps, args.eval_every = 16, 8, 2, 1
@@ -65,8 +72,10 @@ def main() -> None:
     print(config.describe(f"U-Net base_width={args.base_width}, {args.steps} steps"))
     t0 = time.perf_counter()
     data = make_tgs_like(args.n_train + args.n_val, seed=args.seed, difficulty=args.difficulty)
-    print(f"generated {len(data)} images in {time.perf_counter() - t0:.1f} s "
-          f"(difficulty {args.difficulty}, empty share {(data.coverage == 0).float().mean():.3f})")
+    print(
+        f"generated {len(data)} images in {time.perf_counter() - t0:.1f} s "
+        f"(difficulty {args.difficulty}, empty share {(data.coverage == 0).float().mean():.3f})"
+    )
     n = args.n_train
     train = InMemoryDataset(data.images[:n], data.masks[:n])
     val_x, val_y = data.images[n:].unsqueeze(1), data.masks[n:]
@@ -94,15 +103,21 @@ def main() -> None:
             if step % args.eval_every == 0 or step == args.steps:
                 score = evaluate(model, val_x, val_y)
                 best = max(best, score)
-                print(f"step {step}: train BCE {total / count:.4f}, val mAP {score:.3f} "
-                      f"(wall {time.perf_counter() - start:.0f} s, "
-                      f"CPU {time.process_time() - cpu0:.0f} s)", flush=True)
+                print(
+                    f"step {step}: train BCE {total / count:.4f}, val mAP {score:.3f} "
+                    f"(wall {time.perf_counter() - start:.0f} s, "
+                    f"CPU {time.process_time() - cpu0:.0f} s)",
+                    flush=True,
+                )
                 total, count = 0.0, 0
             if step >= args.steps:
                 break
-    print(f"RESULT difficulty={args.difficulty} final mAP {score:.3f} best {best:.3f} after "
-          f"{step} steps of {args.batch_size} ({step * args.batch_size / n:.1f} epochs), "
-          f"CPU {time.process_time() - cpu0:.0f} s; empty baseline {empty_map:.3f}")
+    print(
+        f"RESULT difficulty={args.difficulty} final mAP {score:.3f} best {best:.3f} after "
+        f"{step} steps of {args.batch_size} ({step * args.batch_size / n:.1f} epochs), "
+        f"CPU {time.process_time() - cpu0:.0f} s; empty baseline {empty_map:.3f}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -15,8 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-MODELS = ("fcn8s", "unet", "segnet", "unetpp", "resunet34", "deeplabv3", "deeplabv3plus",
-          "pspnet")
+MODELS = ("fcn8s", "unet", "segnet", "unetpp", "resunet34", "deeplabv3", "deeplabv3plus", "pspnet")
 
 # what each script's table must show; a regular expression per line of output
 EXPECTED: dict[str, list[str]] = {
@@ -75,12 +74,22 @@ def test_every_benchmark_script_is_covered():
 def test_quick_mode_runs_every_branch_and_prints_the_table(script, tmp_path):
     # one thread: these are smoke tests on a shared CI machine, not measurements
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, f"{script} --quick failed:\n{proc.stderr[-3000:]}"
     lines = proc.stdout.splitlines()
-    missing = [pattern for pattern in EXPECTED[script]
-               if not any(re.search(pattern, line) for line in lines)]
+    missing = [
+        pattern
+        for pattern in EXPECTED[script]
+        if not any(re.search(pattern, line) for line in lines)
+    ]
     assert not missing, f"{script} --quick did not print {missing}:\n{proc.stdout}"
     if script == "bench_models.py":
         rows = [line for line in lines if re.match(r"^[a-z0-9]+\b.* img/s", line)]

@@ -19,8 +19,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "book").rglob("*.md")
-                  if "config.describe(" in p.read_text())
+CHAPTERS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for p in (ROOT / "book").rglob("*.md")
+    if "config.describe(" in p.read_text()
+)
 SAME_IN_BOTH = "the same in both modes"
 
 
