@@ -295,3 +295,23 @@ def test_normalize_round_trip_and_dataset_integration():
     assert torch.equal(yi, torch.arange(16).reshape(4, 4).flip(-1)) and yi.dtype == torch.int64
     with pytest.raises(ValueError, match="both mean and std"):
         make_augmentation(mean=mean)
+
+
+def test_one_resize_serves_images_masks_and_the_models_logits():
+    from segtutor.models import blocks
+
+    assert blocks.resize_to is resize_to  # one function, used by FCN, DeepLab and the heads
+    logits = torch.randn(2, 5, 7, 9, requires_grad=True)
+    for size in ((14, 18), torch.Size([29, 31])):
+        expected = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        assert torch.equal(resize_to(logits, size), expected)
+        # a channels_last batch stays channels_last (no copy to [B*C, 1, H, W] and back)
+        cl = logits.detach().contiguous(memory_format=torch.channels_last)
+        out = resize_to(cl, size)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, expected.detach())
+    assert resize_to(logits, (7, 9)) is logits  # already at that size: nothing to resample
+    resize_to(logits, (14, 18)).sum().backward()
+    assert logits.grad is not None and logits.grad.shape == logits.shape
+    with pytest.raises(TypeError, match="mask=True"):
+        resize_to(torch.zeros(1, 1, 4, 4, dtype=torch.long), (4, 4))

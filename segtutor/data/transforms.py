@@ -230,22 +230,26 @@ def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
 def resize_to(x: torch.Tensor, size: int | Sequence[int], *, mask: bool = False) -> torch.Tensor:
     """Resize the last two dims of ``x`` ``[..., H, W]`` to ``size``.
 
-    Images, probabilities and logits (``mask=False``): bilinear, ``align_corners=False``,
-    antialiased when shrinking. Label maps (``mask=True``): nearest-exact, dtype kept, so only
-    existing labels appear. tv_tensors keep their type.
+    Images, probabilities, logits and feature maps (``mask=False``): bilinear,
+    ``align_corners=False``, antialiased when shrinking. Label maps (``mask=True``): nearest-exact,
+    dtype kept, so only existing labels appear. tv_tensors keep their type. ``x`` itself comes
+    back when it already has the size, and a ``[B, C, H, W]`` batch is resampled as it is (its
+    memory format kept), so the models use this same function on their logits.
     """
     out_h, out_w = _size_pair(size)
     plain = x.as_subclass(torch.Tensor) if isinstance(x, tv_tensors.TVTensor) else x
+    if not mask and not plain.is_floating_point():
+        raise TypeError(f"images must be float to resize bilinearly, got {plain.dtype}; "
+                        "pass mask=True for label maps")
+    if tuple(plain.shape[-2:]) == (out_h, out_w):
+        return x
     lead = plain.shape[:-2]
-    flat = plain.reshape(-1, 1, *plain.shape[-2:])
+    flat = plain if plain.dim() == 4 else plain.reshape(-1, 1, *plain.shape[-2:])
     if mask:
         # labels travel as float64, exact for every int32 value (float32 stops at 2**24)
         out = F.interpolate(flat if flat.is_floating_point() else flat.double(),
                             size=(out_h, out_w), mode="nearest-exact").to(plain.dtype)
     else:
-        if not flat.is_floating_point():
-            raise TypeError(f"images must be float to resize bilinearly, got {flat.dtype}; "
-                            "pass mask=True for label maps")
         shrink = out_h < flat.shape[-2] or out_w < flat.shape[-1]
         out = F.interpolate(flat, size=(out_h, out_w), mode="bilinear", align_corners=False,
                             antialias=shrink)

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segtutor.data.transforms import resize_to  # the one resize, for logits too
+
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
 
 
@@ -308,13 +310,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "constant"
 def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`pad_to_multiple`: keep the top-left ``size = (H, W)`` of ``x``."""
     return x[..., : size[0], : size[1]]
-
-
-def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize of logits/features ``[B, C, h, w] -> [B, C, H, W]`` (no-op if equal)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def logits_to_input(logits: torch.Tensor, padded_size: Sequence[int],
