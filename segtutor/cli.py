@@ -18,6 +18,7 @@ usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -120,21 +121,24 @@ def _add_quick(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _step(sub: Any, name: str, help: str, description: str,
-          run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-    """A ``segtutor tgs <name>`` sub-command that calls ``run(args)``."""
-    p = sub.add_parser(name, help=help, description=description, formatter_class=_Formatter)
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, metavar="DIR",
+                   help="data in Kaggle's layout")
+
+
+def _step(sub: Any, name: str, run: Callable[[argparse.Namespace], int]
+          ) -> argparse.ArgumentParser:
+    """The sub-command ``segtutor tgs <name>``, which calls ``run(args)``; the first line of
+    ``run``'s docstring is its one-line help, the rest its description."""
+    summary, _, description = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    p = sub.add_parser(name, help=summary, description=" ".join(description.split()),
+                       formatter_class=_Formatter)
     p.set_defaults(func=run)
     return p
 
 
 def _synth_parser(sub: Any) -> None:
-    p = _step(
-        sub, "synth", "write a synthetic TGS-like data set in Kaggle's folder layout",
-        "Write the synthetic TGS-like data set (segtutor.data.make_tgs_like) in the exact layout "
-        "of the Kaggle download: train/images, train/masks, train.csv, depths.csv, test/images, "
-        "sample_submission.csv, and test/masks (which the real competition does not have) so "
-        "that test predictions can be scored.", _cmd_synth)
+    p = _step(sub, "synth", _cmd_synth)
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="folder to write (created if missing; must be empty if it exists)")
     p.add_argument("--n", type=_argument_type(IMAGE_COUNT.parse), default=4000, metavar="N",
@@ -146,14 +150,7 @@ def _synth_parser(sub: Any) -> None:
 
 
 def _train_parser(sub: Any) -> None:
-    p = _step(
-        sub, "train", "train the case-study models (k folds, two loss stages, snapshots)",
-        "Train the TGS case-study recipe: k folds stratified by salt coverage; per fold, stage 1 "
-        "with BCE (or BCE+Dice), then stage 2 with the Lovasz hinge loss under cosine annealing "
-        "with warm restarts, saving one snapshot at the end of every cycle. Writes "
-        "RUN/config.json, RUN/fold<k>/snapshot_<j>.pt, RUN/fold<k>/history.json, RUN/oof.pt "
-        "(out-of-fold probabilities) and RUN/postprocess.json (the threshold and minimum "
-        "component size chosen on them, used by 'segtutor tgs predict').", _cmd_train)
+    p = _step(sub, "train", _cmd_train)
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="data in Kaggle's layout (the real download or 'segtutor tgs synth' "
                         "output); default: write a synthetic set to RUN/data first")
@@ -168,14 +165,8 @@ def _train_parser(sub: Any) -> None:
 
 
 def _predict_parser(sub: Any) -> None:
-    p = _step(
-        sub, "predict", "predict the test images and write submission.csv",
-        "Predict with every snapshot of every trained fold (averaged), with horizontal-flip TTA, "
-        "threshold the probabilities, remove small components and the masks of images the "
-        "classifier head calls empty, crop back to 101x101, and write Kaggle's id,rle_mask file "
-        "atomically, validated by decoding every row.", _cmd_predict)
-    p.add_argument("--data", required=True, type=Path, metavar="DIR",
-                   help="data in Kaggle's layout")
+    p = _step(sub, "predict", _cmd_predict)
+    _add_data(p)
     p.add_argument("--run", required=True, type=Path, metavar="RUN",
                    help="run folder of 'segtutor tgs train'")
     p.add_argument("--out", required=True, type=Path, metavar="FILE",
@@ -202,14 +193,8 @@ def _predict_parser(sub: Any) -> None:
 
 
 def _evaluate_parser(sub: Any) -> None:
-    p = _step(
-        sub, "evaluate", "print the TGS mAP of a submission",
-        "Score a submission with the competition's metric (mean over images of the precision at "
-        "IoU thresholds 0.50..0.95) against the true masks, looked up as "
-        "DIR/train/masks/<id>.png or DIR/test/masks/<id>.png (only the synthetic set has test "
-        "masks). An id with no mask, or a malformed row, is an error.", _cmd_evaluate)
-    p.add_argument("--data", required=True, type=Path, metavar="DIR",
-                   help="data in Kaggle's layout")
+    p = _step(sub, "evaluate", _cmd_evaluate)
+    _add_data(p)
     p.add_argument("--submission", required=True, type=Path, metavar="FILE",
                    help="a submission.csv (id,rle_mask)")
 
@@ -243,12 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    """write a synthetic TGS-like data set in Kaggle's folder layout
+
+    Write the synthetic TGS-like data set (segtutor.data.make_tgs_like) in the exact layout of
+    the Kaggle download: train/images, train/masks, train.csv, depths.csv, test/images,
+    sample_submission.csv, and test/masks (which the real competition does not have) so that
+    test predictions can be scored.
+    """
     root = tgs.synth(args.out, n=args.n, n_test=args.n_test, seed=args.seed)
     print(f"wrote the synthetic TGS-like set to {root}")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """train the case-study models (k folds, two loss stages, snapshots)
+
+    Train the TGS case-study recipe: k folds stratified by salt coverage; per fold, stage 1 with
+    BCE (or BCE+Dice), then stage 2 with the Lovasz hinge loss under cosine annealing with warm
+    restarts, saving one snapshot at the end of every cycle. Writes RUN/config.json,
+    RUN/fold<k>/snapshot_<j>.pt, RUN/fold<k>/history.json, RUN/oof.pt (out-of-fold
+    probabilities) and RUN/postprocess.json (the threshold and minimum component size chosen on
+    them, used by 'segtutor tgs predict').
+    """
     options = TrainOptions.from_namespace(args)
     run = tgs.train(args.out, data=args.data, options=options, resume=args.resume)
     print(f"run written to {run}")
@@ -256,6 +257,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """predict the test images and write submission.csv
+
+    Predict with every snapshot of every trained fold (averaged), with horizontal-flip TTA,
+    threshold the probabilities, remove small components and the masks of images the classifier
+    head calls empty, crop back to 101x101, and write Kaggle's id,rle_mask file atomically,
+    validated by decoding every row.
+    """
     summary = tgs.predict(
         args.data, args.run, args.out,
         split=args.split, threshold=args.threshold, min_size=args.min_size,
@@ -268,6 +276,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """print the TGS mAP of a submission
+
+    Score a submission with the competition's metric (mean over images of the precision at IoU
+    thresholds 0.50..0.95) against the true masks, looked up as DIR/train/masks/<id>.png or
+    DIR/test/masks/<id>.png (only the synthetic set has test masks). An id with no mask, or a
+    malformed row, is an error.
+    """
     score = tgs.evaluate_submission(args.data, args.submission)
     print(f"{score:.6f}")
     return 0
