@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 
 import pytest
 
-from segtutor import cli
+from segtutor import cli, tgs
 from segtutor.tgs.options import Number, TrainOptions
 
 CLI_FIELDS = [f for f in fields(TrainOptions) if "help" in f.metadata]
@@ -155,3 +155,33 @@ def test_the_command_line_parser_imports_neither_torch_nor_the_workflow():
     assert done.stdout.split("\n")[0] == str(
         ["segtutor.cli", "segtutor.data", "segtutor.data.constants", "segtutor.tgs",
          "segtutor.tgs.options"])
+
+
+def test_train_options_resolve_and_reject_bad_values(monkeypatch):
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    quick = tgs.TrainOptions().resolved()
+    assert (quick.stage1_epochs, quick.cycles, quick.cycle_epochs, quick.width) == (2, 1, 1, 0.125)
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    full = tgs.TrainOptions().resolved()
+    assert (full.stage1_epochs, full.cycles, full.cycle_epochs, full.width) == (30, 4, 20, 1.0)
+    kwargs = full.model_kwargs()
+    assert kwargs["encoder_width"] == 1.0 and kwargs["decoder_width"] == 64
+    assert kwargs["attention"] and kwargs["hypercolumn"] and kwargs["classify"]
+    for bad, message in [({"folds": 1}, "folds"), ({"train_folds": [5]}, "train_folds"),
+                         ({"size_mode": "crop"}, "size_mode"), ({"lovasz": "x"}, "lovasz"),
+                         ({"stage1_epochs": 0, "cycles": 0}, "nothing to train")]:
+        with pytest.raises(ValueError, match=message):
+            tgs.TrainOptions(**bad).resolved()
+
+
+def test_train_options_reject_non_finite_and_out_of_range_numbers():
+    for bad, name in [({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"),
+                      ({"lr": 0.0}, "lr"), ({"lr": -0.1}, "lr"), ({"width": float("inf")}, "width"),
+                      ({"seed": -1}, "seed"), ({"visdom": 70000}, "visdom"),
+                      ({"batch_size": 0}, "batch_size"),
+                      ({"aux_weight": float("nan")}, "aux_weight"),
+                      ({"seed": True}, "seed")]:
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            tgs.TrainOptions(stage1_epochs=1, cycles=0, **bad).resolved()
+    with pytest.raises(ValueError, match="seed must be"):
+        tgs.synth("never-written", n=2, seed=-1)
