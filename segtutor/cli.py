@@ -116,8 +116,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, options: type) -> Non
 def _add_quick(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick", action="store_true",
-        help="quick mode: the small sizes meant for a CPU (sets SEGTUTOR_QUICK=1); without it the "
-             "mode follows SEGTUTOR_QUICK, which defaults to quick exactly when there is no CUDA GPU",
+        help="quick mode: the small sizes meant for a CPU (sets SEGTUTOR_QUICK=1); without it "
+             "the mode follows SEGTUTOR_QUICK, which defaults to quick exactly when there is no "
+             "CUDA GPU",
     )
 
 

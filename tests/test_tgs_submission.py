@@ -45,7 +45,8 @@ def test_submission_rows_use_the_kaggle_column_major_rle(tmp_path):
     "corruption, message",
     [
         (lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",1 2 3"), "line 3: malformed"),
-        (lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",10200 50"), "line 3: malformed"),
+        (lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",10200 50"),
+         "line 3: malformed"),
         (lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",a b"), "line 3: malformed"),
         (lambda rows: rows.__setitem__(3, rows[3] + ",extra"), "line 4: 3 fields"),
         (lambda rows: rows.__setitem__(0, "id,mask"), "header"),

@@ -36,7 +36,8 @@ from segtutor.train.tta import tta_predict
 
 
 def build(opts: TrainOptions) -> torch.nn.Module:
-    """The model of the recipe: :func:`segtutor.models.build_model` with :meth:`TrainOptions.model_kwargs`."""
+    """The model of the recipe: :func:`segtutor.models.build_model` with
+    :meth:`TrainOptions.model_kwargs`."""
     return build_model(opts.model, **opts.model_kwargs())
 
 
@@ -115,7 +116,8 @@ def predict_probs(
                 batch_salt = batch_salt + out["cls"][:, 0].float()
             else:
                 salt = None
-        probs[start:start + x.shape[0]] = from_model_size(batch_probs / len(members), size_mode).cpu()
+        mean = batch_probs / len(members)
+        probs[start:start + x.shape[0]] = from_model_size(mean, size_mode).cpu()
         if salt is not None:
             salt[start:start + x.shape[0]] = (batch_salt / len(members)).cpu()
     return probs, salt

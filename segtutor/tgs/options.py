@@ -98,7 +98,8 @@ def _meta(help: str = "", **rules: Any) -> dict[str, Any]:
 
 @dataclass
 class TrainOptions:
-    """Every choice of the training recipe; ``None`` means "the quick/full default" (:meth:`resolved`).
+    """Every choice of the training recipe; ``None`` means "the quick/full default"
+    (:meth:`resolved`).
 
     Recipe switches (``scse``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``augment``)
     exist so that the ablation chapter can turn the techniques off one at a time.
@@ -172,7 +173,8 @@ class TrainOptions:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
     def resolved(self) -> TrainOptions:
-        """A copy with every ``None`` that has a quick/full default filled from the mode, checked."""
+        """A copy with every ``None`` that has a quick/full default filled in for the mode,
+        checked."""
         # imported here: config imports torch, and the command line builds its parser from this
         # module without it
         from segtutor import config

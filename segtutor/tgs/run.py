@@ -32,7 +32,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise TGSInputError(f"{path} is missing: is this a run folder written by 'segtutor tgs train'?")
+        raise TGSInputError(f"{path} is missing: is this a run folder written by "
+                            "'segtutor tgs train'?")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:

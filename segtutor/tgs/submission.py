@@ -115,7 +115,8 @@ def validate_submission(
         if missing or extra:
             raise TGSInputError(
                 f"{path}: ids differ from the expected ones "
-                f"({len(missing)} missing, e.g. {missing[:3]}; {len(extra)} unexpected, e.g. {extra[:3]})"
+                f"({len(missing)} missing, e.g. {missing[:3]}; "
+                f"{len(extra)} unexpected, e.g. {extra[:3]})"
             )
     return decoded
 
