@@ -15,7 +15,7 @@ PIP_INSTALL := $(BIN)/python -m pip install -c constraints.txt $(if $(LOCK),-c $
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help setup lock book chapter test unit unit-fast lint notebooks lab serve bench visdom-assets browser clean
+.PHONY: help setup lock book-assets book chapter test unit unit-fast lint notebooks lab serve bench visdom-assets browser clean
 
 help:
 	@echo "make book        build the book into _build/html, every chapter executed"
@@ -73,15 +73,19 @@ browser:
 
 # scripts/build_book.py runs `jupyter-book build . -W -n --keep-going`, drops the execution cache
 # when segtutor/ changed, and prints each chapter's execution time.
-book: setup
+# MathJax served from the site itself (formulas render offline); fetched once from npm
+book-assets: setup
+	$(BIN)/python scripts/book_assets.py
+
+book: setup book-assets
 	$(BIN)/python scripts/build_book.py
 	@echo "The book is in _build/html/index.html"
 
 # one chapter alone, quick mode, into /tmp: make chapter CH=book/intro.md
-chapter: setup
+chapter: setup book-assets
 	$(BIN)/python scripts/build_book.py --quick --chapter $(CH)
 
-test: setup browser
+test: setup browser book-assets
 	$(BIN)/python -m pytest
 
 unit: setup

@@ -28,7 +28,8 @@ FLAGS = ["-W", "-n", "--keep-going", "--all"]
 # A progress bar is for a person watching a chapter run in Jupyter; in the built page it is a
 # stale widget. tqdm (>= 4.66) takes its defaults from TQDM_* variables, and segtutor's own
 # progress options (segtutor.progress) read SEGTUTOR_PROGRESS.
-QUIET_BUILD = {"TQDM_DISABLE": "1", "SEGTUTOR_PROGRESS": "0"}
+# SEGTUTOR_BOOK_BUILD=1: interactive demos show a note instead of dead sliders (segtutor.viz).
+QUIET_BUILD = {"TQDM_DISABLE": "1", "SEGTUTOR_PROGRESS": "0", "SEGTUTOR_BOOK_BUILD": "1"}
 
 
 def fingerprint(quick: bool | None) -> str:
@@ -177,6 +178,8 @@ def build_chapter(chapter: str, quick: bool | None) -> int:
     shutil.rmtree(alone.parent, ignore_errors=True)
     alone.parent.mkdir(parents=True)
     shutil.copy2(path, alone)
+    if (ROOT / "_assets").is_dir():  # the site's own MathJax (scripts/book_assets.py)
+        (alone.parent / "_assets").symlink_to(ROOT / "_assets")
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe), "build", str(alone), "--config", str(cfg_file), "--path-output", str(out), *FLAGS]
     t0 = time.time()

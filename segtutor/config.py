@@ -66,6 +66,13 @@ def is_quick() -> bool:
 
 
 QUICK: bool = is_quick()
+
+
+def in_book_build() -> bool:
+    """True while ``scripts/build_book.py`` executes the chapters for the static book
+    (``SEGTUTOR_BOOK_BUILD=1``): no reader can move a slider there, so interactive demos show a
+    note instead (:func:`segtutor.viz.interactive`)."""
+    return os.environ.get("SEGTUTOR_BOOK_BUILD", "").strip().lower() in _TRUE
 """Quick mode, read once at import. Chapters use this; tests may call :func:`is_quick`."""
 
 

@@ -6,7 +6,7 @@ Every function takes numpy arrays or tensors, returns numpy arrays or a matplotl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -214,3 +214,21 @@ def plot_curves(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, A
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def interactive(build: Callable[[], Any], what: str) -> None:
+    """Display the ipywidgets demo that ``build()`` returns, when a person runs the chapter.
+
+    In the static book (:func:`segtutor.config.in_book_build`) there is no kernel behind a slider,
+    so a widget would be dead weight (and would pull the widget renderer from a CDN): the cell
+    then says in one line what the demo does in Jupyter, and ``build`` is not called. ``what``
+    completes "In Jupyter, this cell shows ..."."""
+    from IPython.display import Markdown, display
+
+    from segtutor import config
+
+    if config.in_book_build():
+        display(Markdown(f"*In Jupyter, this cell shows {what}. Run the chapter there "
+                         "(`make lab`) to use it; the static figure above shows a few settings.*"))
+        return
+    display(build())

@@ -7,12 +7,14 @@ its own test that fails with the chapter's name and the failing cell's traceback
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from scripts import build_book
+from tests.browser import OFFLINE, chromium, needs_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
@@ -93,3 +95,36 @@ def test_every_claim_of_the_book_holds(book_build):
     found = json.loads((BUILD / "claims.json").read_text())
     bad = claims.failing(found)
     assert not bad, "claims in the prose that the executed code does not bear out:\n" + "\n".join(bad)
+
+
+CDN = re.compile(r"""<script[^>]+src=["']https?://[^"']*(mathjax|jupyter-widgets|require)""", re.I)
+
+
+@pytest.mark.book
+def test_no_page_loads_math_or_widgets_from_a_cdn(book_build):
+    """Formulas and widgets come from the site itself, so a downloaded copy works offline."""
+    pages = sorted((BUILD / "html").rglob("*.html"))
+    assert pages
+    bad = [str(p.relative_to(BUILD)) for p in pages if CDN.search(p.read_text(errors="replace"))]
+    assert not bad, f"pages that load MathJax or the widget renderer from a CDN: {bad}"
+    with_widgets = [str(p.relative_to(BUILD)) for p in pages
+                    if "application/vnd.jupyter.widget-view+json" in p.read_text(errors="replace")]
+    assert not with_widgets, f"pages that embed a dead widget (no kernel behind it): {with_widgets}"
+
+
+@pytest.mark.book
+@needs_browser
+def test_formulas_render_with_the_network_off(book_build, tmp_path):
+    """Chromium, with every host name unresolvable, typesets every formula of every page."""
+    pages = [p for p in sorted((BUILD / "html").rglob("*.html"))
+             if 'class="math' in p.read_text(errors="replace")]
+    assert pages, "no page with a formula: the check would prove nothing"
+    raw = []
+    for i, page in enumerate(pages):
+        proc = chromium(page.as_uri(), tmp_path / f"profile{i}", [*OFFLINE, "--dump-dom"],
+                        ["mjx-container"])
+        # code and scripts may hold a literal \( or $$; only the prose must have none left
+        text = re.sub(r"<(script|pre)\b.*?</\1>", "", proc.stdout, flags=re.S)
+        if "mjx-container" not in text or re.search(r"\\\(|\$\$", text):
+            raw.append(str(page.relative_to(BUILD)))
+    assert not raw, f"pages whose formulas stay raw TeX with the network off: {raw}"

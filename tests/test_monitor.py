@@ -4,7 +4,6 @@ replay, -bind_local, and a headless browser that checks both pages really draw."
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,25 +30,12 @@ from segtutor.monitor import (
 )
 from segtutor.monitor import server as server_mod
 from segtutor.monitor.tensorboard import read_images
+from tests.browser import chromium, needs_browser
 
 ASSETS_MISSING = assets.missing()
 needs_assets = pytest.mark.skipif(
     bool(ASSETS_MISSING),
     reason=f"visdom's web assets are not installed ({len(ASSETS_MISSING)} missing): run `make visdom-assets`")
-
-
-def _browser() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-BROWSER = _browser()
-needs_browser = pytest.mark.skipif(
-    BROWSER is None, reason="no headless browser installed (the Makefile's test setup installs "
-                            "Debian's chromium when apt is available)")
 
 
 # ---------------------------------------------------------------------------- interface
@@ -261,27 +247,13 @@ def test_visdom_build_step_finds_everything_and_downloads_nothing(monkeypatch):
 
 
 # ---------------------------------------------------------------------------- headless browser
-def _chromium(url: str, profile: Path, extra: list[str], wanted: list[str]) -> subprocess.CompletedProcess:
-    """Headless chromium (flags measured to work as root and offline); one retry with a longer
-    virtual-time budget when the page had not finished drawing (a loaded machine is slow)."""
-    for attempt, budget in enumerate((15000, 40000)):
-        cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--no-first-run", f"--user-data-dir={profile}-{attempt}",
-               f"--virtual-time-budget={budget}", *extra, url]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-        if proc.returncode == 0 and all(w in proc.stdout for w in wanted):
-            break
-    return proc
-
-
 @needs_browser
 def test_browser_sees_the_visdom_plot_drawn(visdom_server, tmp_path):
     lg = VisdomLogger(env="test_browser", port=visdom_server.port, log_file=tmp_path / "b.jsonl")
     for step in range(4):
         lg.log_scalar("epoch/browser_loss", 1.0 / (step + 1), step)
     lg.close()
-    proc = _chromium(f"{visdom_server.url}/env/test_browser", tmp_path / "profile", ["--dump-dom"],
+    proc = chromium(f"{visdom_server.url}/env/test_browser", tmp_path / "profile", ["--dump-dom"],
                      ["epoch/browser_loss", "main-svg"])
     dom = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -305,7 +277,7 @@ def test_browser_sees_tensorboard_serving_the_run(tmp_path):
             assert tb.poll() is None, "tensorboard exited"
             assert time.monotonic() < deadline, "tensorboard did not answer in 90 s"
             time.sleep(0.5)
-        proc = _chromium(f"http://127.0.0.1:{port}/#timeseries", tmp_path / "profile",
+        proc = chromium(f"http://127.0.0.1:{port}/#timeseries", tmp_path / "profile",
                          ["--dump-dom", "--window-size=1280,900"], ["loss/browser_check"])
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "loss/browser_check" in proc.stdout, "TensorBoard's page does not show the logged tag"

@@ -86,3 +86,25 @@ def test_plot_curves_groups_train_and_val():
         viz.plot_curves(rows, keys=["nope"])
     with pytest.raises(TypeError):
         viz.plot_curves(42)
+
+
+def test_interactive_demo_is_built_in_jupyter_and_replaced_by_a_note_in_the_book(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return "the widget"
+
+    monkeypatch.delenv("SEGTUTOR_BOOK_BUILD", raising=False)
+    viz.interactive(build, "a slider")
+    assert calls == [1] and shown == ["the widget"]
+
+    monkeypatch.setenv("SEGTUTOR_BOOK_BUILD", "1")
+    viz.interactive(build, "a slider")
+    assert calls == [1]  # not built: no widget state ends up in the static page
+    assert isinstance(shown[-1], IPython.display.Markdown)
+    assert "In Jupyter, this cell shows a slider" in shown[-1].data

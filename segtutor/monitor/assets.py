@@ -108,7 +108,8 @@ def missing(static: Path | None = None) -> list[str]:
     return sorted(set(gone))
 
 
-def _npm_pack(name: str, version: str, workdir: Path) -> Path:
+def npm_pack(name: str, version: str, workdir: Path) -> Path:
+    """``npm pack NAME@VERSION`` into ``workdir``; the tarball's path (RuntimeError if npm fails)."""
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError("npm is not installed: it is needed once to fetch visdom's web assets "
@@ -150,7 +151,7 @@ def ensure_assets(static: Path | None = None, verbose: bool = True) -> list[str]
                 print(f"visdom assets: npm pack {name}@{version}", flush=True)
             work = Path(tmp) / name
             work.mkdir()
-            tarball = _npm_pack(name, version, work)
+            tarball = npm_pack(name, version, work)
             with tarfile.open(tarball) as tar:
                 tar.extractall(work / "x", filter="data")
             package = work / "x" / "package"
