@@ -481,3 +481,129 @@ def test_empty_prediction_map_is_the_share_of_empty_masks():
     masks = torch.zeros(4, 5, 5, dtype=torch.bool)
     masks[0, 1:3, 1:3] = True
     assert M.empty_prediction_map(masks) == pytest.approx(3 / 4)
+
+
+# ----------------------------------------------------------------------------- instance scores
+
+
+def _brute_force_instances(pred: np.ndarray, true: np.ndarray, thresholds) -> dict:
+    """Reference written from the definitions, without the uniqueness argument: IoU of every
+    pair from boolean masks, then the largest one-to-one matching among the pairs above each
+    threshold, found by trying every assignment."""
+    t_ids = [i for i in np.unique(true) if i != 0]
+    p_ids = [j for j in np.unique(pred) if j != 0]
+    iou = {}
+    for i in t_ids:
+        for j in p_ids:
+            a, b = true == i, pred == j
+            iou[i, j] = Fraction(int((a & b).sum()), int((a | b).sum()))
+
+    def largest_matching(t: Fraction) -> int:
+        def best(k: int, used: frozenset) -> int:
+            if k == len(t_ids):
+                return 0
+            options = [best(k + 1, used)]  # leave true object k unmatched
+            options += [1 + best(k + 1, used | {j}) for j in p_ids
+                        if j not in used and iou[t_ids[k], j] > t]
+            return max(options)
+        return best(0, frozenset())
+
+    tps = [largest_matching(Fraction(str(t))) for t in thresholds]
+    n = len(t_ids) + len(p_ids)
+    return {"n_true": len(t_ids), "n_pred": len(p_ids), "tp_per_threshold": tuple(tps),
+            "dsb_score": float(np.mean([tp / (n - tp) for tp in tps])) if n else math.nan}
+
+
+def test_instance_scores_hand_worked():
+    # one row of 12 px: true objects 1 (cols 0-3) and 2 (cols 5-9); predicted 7 (cols 0-2),
+    # 9 (cols 5-6) and a spurious 4 (col 11)
+    true = np.array([[1, 1, 1, 1, 0, 2, 2, 2, 2, 2, 0, 0]])
+    pred = np.array([[7, 7, 7, 0, 0, 9, 9, 0, 0, 0, 0, 4]])
+    s = M.instance_scores(pred, true)
+    # IoU(1, 7) = 3/4 matches; IoU(2, 9) = 2/5 does not: TP 1, FP 2 (9 and 4), FN 1 (object 2)
+    assert (s.n_true, s.n_pred, s.tp, s.fp, s.fn) == (2, 3, 1, 2, 1)
+    assert s.precision == pytest.approx(1 / 3) and s.recall == pytest.approx(1 / 2)
+    assert s.f1 == pytest.approx(2 * 1 / (2 * 1 + 2 + 1))               # 0.4
+    assert s.f2 == pytest.approx(5 / 11)        # (1 + 4) TP / ((1 + 4) TP + 4 FN + FP)
+    # 3/4 is above 0.50 .. 0.70 and not above 0.75 (strict, as Kaggle counts): five hits of ten
+    assert s.tp_per_threshold == (1,) * 5 + (0,) * 5
+    assert s.score_per_threshold == pytest.approx((1 / 4,) * 5 + (0.0,) * 5)
+    assert s.dsb_score == pytest.approx(0.125)
+    assert s.as_dict()["f1"] == s.f1
+
+
+def test_instance_scores_iou_exactly_at_the_threshold_does_not_match():
+    true = np.array([[1, 1, 0, 0]])
+    pred = np.array([[1, 0, 0, 0]])                                        # IoU exactly 1/2
+    s = M.instance_scores(pred, true, thresholds=[0.5])
+    assert (s.tp, s.fp, s.fn, s.dsb_score) == (0, 1, 1, 0.0)
+    # an IoU of exactly 7/10 is not above the threshold written 0.7 (the float 0.7 is below 7/10)
+    true = np.zeros((1, 10), dtype=np.int32)
+    true[0, :10] = 5
+    pred = np.zeros((1, 10), dtype=np.int32)
+    pred[0, :7] = 3
+    assert M.instance_scores(pred, true, thresholds=[0.65, 0.7]).tp_per_threshold == (1, 0)
+
+
+def test_instance_scores_agree_with_brute_force_matching():
+    rng = np.random.default_rng(0)
+    thresholds = M.TGS_THRESHOLDS
+    hits = []
+    for _ in range(40):
+        true = np.zeros((10, 12), dtype=np.int64)
+        for label in rng.choice(np.arange(1, 50), size=rng.integers(0, 5), replace=False):
+            y, x = rng.integers(0, 8), rng.integers(0, 10)
+            true[y:y + rng.integers(2, 6), x:x + rng.integers(2, 6)] = label
+        # a prediction: each true object shifted by up to a pixel and relabelled (so predicted
+        # objects overlap, merge and get cut), plus spurious blobs
+        pred = np.zeros_like(true)
+        for label in np.unique(true[true > 0]):
+            shift = tuple(rng.integers(-1, 2, size=2))
+            pred[np.roll(true == label, shift, axis=(0, 1))] = 3 * label
+        for label in (101, 102)[: rng.integers(0, 3)]:
+            y, x = rng.integers(0, 9), rng.integers(0, 11)
+            pred[y:y + rng.integers(1, 4), x:x + rng.integers(1, 4)] = label
+        got = M.instance_scores(torch.from_numpy(pred), torch.from_numpy(true), thresholds)
+        want = _brute_force_instances(pred, true, thresholds)
+        hits.append(got.tp_per_threshold)
+        assert (got.n_true, got.n_pred, got.tp_per_threshold) == (
+            want["n_true"], want["n_pred"], want["tp_per_threshold"])
+        if got.n_true + got.n_pred:
+            assert got.dsb_score == pytest.approx(want["dsb_score"])
+            assert got.tp == want["tp_per_threshold"][0]                  # match_threshold 0.5
+    # the scenes cover matches lost at the higher thresholds, not only all or nothing
+    assert any(0 < h[-1] < h[0] for h in hits) and sum(h[0] for h in hits) > 15
+
+
+def test_instance_scores_perfect_empty_and_mask_inputs():
+    labels = np.array([[0, 3, 3], [8, 0, 3], [8, 8, 0]])
+    s = M.instance_scores(labels * 2, labels)                  # same objects, other ids
+    assert (s.tp, s.fp, s.fn, s.f1, s.f2, s.dsb_score) == (2, 0, 0, 1.0, 1.0, 1.0)
+    none = np.zeros_like(labels)
+    s = M.instance_scores(none, labels)                         # nothing found
+    assert (s.tp, s.fn, s.recall, s.f1, s.dsb_score) == (0, 2, 0.0, 0.0, 0.0)
+    assert math.isnan(s.precision)
+    s = M.instance_scores(none, none)                           # nothing to find
+    assert math.isnan(s.f1) and math.isnan(s.dsb_score)
+    s = M.instance_scores(labels > 0, labels)                   # a bool mask is one object
+    assert (s.n_pred, s.tp) == (1, 0)
+
+
+def test_instance_scores_rejects_bad_arguments():
+    labels = np.array([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match="same shape"):
+        M.instance_scores(labels, labels[:1])
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        M.instance_scores(labels[None], labels[None])
+    with pytest.raises(TypeError, match="pred_labels.*integer"):
+        M.instance_scores(labels.astype(float), labels)
+    with pytest.raises(ValueError, match="true_labels.*>= 0"):
+        M.instance_scores(labels, -labels)
+    with pytest.raises(TypeError, match="true_labels"):
+        M.instance_scores(labels, labels.tolist())
+    with pytest.raises(ValueError, match="thresholds.*0.5"):
+        M.instance_scores(labels, labels, thresholds=[0.3, 0.5])
+    with pytest.raises(ValueError, match="match_threshold"):
+        M.instance_scores(labels, labels, match_threshold=1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        M.instance_scores(labels, labels, thresholds=[])
