@@ -561,6 +561,44 @@ def test_deep_supervision_resizes_target_with_nearest():
                           L.bce_loss(zb, yb[:, :, 1::2, 1::2]))
 
 
+def test_with_auxiliary_weights_each_auxiliary_output_and_matches_binary_logits():
+    # hand-written reference: torch's own BCE on the main and on each auxiliary logits, the
+    # channel of [B, 1, H, W] dropped to meet the float mask [B, H, W]
+    g = torch.Generator().manual_seed(0)
+    out, a1, a2 = (torch.randn(2, 1, 5, 6, generator=g, dtype=DT) for _ in range(3))
+    y = (torch.rand(2, 5, 6, generator=g) > 0.5).to(DT)
+    bce = F.binary_cross_entropy_with_logits
+    loss = L.WithAuxiliary(torch.nn.BCEWithLogitsLoss(), aux_weight=0.3)
+    expected = bce(out[:, 0], y) + 0.3 * bce(a1[:, 0], y) + 0.3 * bce(a2[:, 0], y)
+    assert torch.equal(loss({"out": out, "aux": [a1, a2]}, y), expected)
+    # one auxiliary tensor (PSPNet, DeepLab); a tensor output (eval mode) is the main loss alone
+    assert torch.equal(loss({"out": out, "aux": a1}, y), bce(out[:, 0], y) + 0.3 * bce(a1[:, 0], y))
+    assert torch.equal(loss(out, y), bce(out[:, 0], y))
+    # another loss for the auxiliary heads; multi-class logits are passed as they are
+    x, t = _multi_batch(b=2, c=3, h=4, w=4)
+    mixed = L.WithAuxiliary(L.cross_entropy_loss, 0.5, aux_loss=L.dice_loss)
+    assert torch.equal(mixed({"out": x, "aux": x * 2}, t),
+                       L.cross_entropy_loss(x, t) + 0.5 * L.dice_loss(x * 2, t))
+    assert L.WithAuxiliary.handled_outputs == ("out", "aux")
+    with pytest.raises(ValueError, match="'out' key"):
+        loss({"aux": a1}, y)
+    with pytest.raises(ValueError, match="aux_weight"):
+        L.WithAuxiliary(L.bce_loss, aux_weight=-1.0)
+    with pytest.raises(TypeError, match="loss must be a loss callable"):
+        L.WithAuxiliary("bce")
+
+
+def test_deep_supervision_takes_a_torch_loss_with_binary_logits():
+    # torch's BCEWithLogitsLoss wants equal shapes: [B, 1, h, w] logits meet [B, h, w] masks
+    g = torch.Generator().manual_seed(1)
+    z, aux = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    y = (torch.rand(2, 8, 8, generator=g) > 0.5).float()
+    bce = F.binary_cross_entropy_with_logits
+    expected = (bce(z[:, 0], y) + bce(aux[:, 0], y[:, 1::2, 1::2])) / 2
+    got = L.DeepSupervisionLoss(torch.nn.BCEWithLogitsLoss())({"out": z, "aux": [aux]}, y)
+    assert torch.allclose(got, expected)
+
+
 # ----------------------------------------------------------------------------- empty batches
 
 # Every loss of the module, function and nn.Module, binary ("b") or multi-class ("m", "p" for
@@ -608,6 +646,8 @@ _EMPTY_BATCH_CASES = [
     ("CEDiceLoss", "m", L.CEDiceLoss(weight=[1.0, 2.0, 3.0])),
     ("DeepSupervisionLoss", "m", L.DeepSupervisionLoss(L.CEDiceLoss())),
     ("DeepSupervisionLoss binary", "b", L.DeepSupervisionLoss(L.LovaszHingeLoss())),
+    ("WithAuxiliary", "m", L.WithAuxiliary(L.CEDiceLoss(), aux_weight=0.4)),
+    ("WithAuxiliary binary", "b", L.WithAuxiliary(L.BCEWithLogitsLoss(), aux_weight=0.4)),
 ]
 
 
@@ -627,6 +667,8 @@ def test_every_loss_of_a_batch_without_pixels_is_zero_with_a_gradient(name, kind
     x = logits.softmax(1) if kind == "p" else logits
     if name.startswith("DeepSupervisionLoss"):  # with a half-size auxiliary output too
         x = {"out": x, "aux": x[..., ::2, ::2]}
+    if name.startswith("WithAuxiliary"):  # auxiliary outputs at the input size
+        x = {"out": x, "aux": [x * 2, x]}
     value = loss(x, target)
     assert value.shape == () and value.item() == 0.0, name  # not NaN, not 1
     (grad,) = torch.autograd.grad(value, logits)  # still on the graph: backward() runs
