@@ -488,6 +488,8 @@ class InstanceScores:
     ``match_threshold``; ``tp_per_threshold`` and ``score_per_threshold`` (``TP / (TP + FP + FN)``)
     at each of ``thresholds``, and ``dsb_score`` is the mean of the latter (the Kaggle Data
     Science Bowl 2018 metric for one image, which Kaggle called "mean average precision").
+    ``matched_iou`` holds the IoU of every pair above 0.5 (the pairs that can match at any
+    allowed threshold), largest first.
     A ratio whose denominator is 0 (precision with no predicted object, recall with no true one,
     every score of an image with neither) is NaN.
     """
@@ -506,6 +508,7 @@ class InstanceScores:
     tp_per_threshold: tuple[int, ...]
     score_per_threshold: tuple[float, ...]
     dsb_score: float
+    matched_iou: tuple[float, ...]
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (e.g. for a pandas row)."""
@@ -604,4 +607,5 @@ def instance_scores(pred_labels: Tensor | np.ndarray, true_labels: Tensor | np.n
         f1=_ratio_or_nan(2 * tp, 2 * tp + fp + fn), f2=_ratio_or_nan(5 * tp, 5 * tp + 4 * fn + fp),
         thresholds=tuple(float(t) for t in ts), tp_per_threshold=tp_at,
         score_per_threshold=per_t, dsb_score=float(np.mean(per_t)),
+        matched_iou=tuple(sorted((float(iou) for iou in ious), reverse=True)),
     )

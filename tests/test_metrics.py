@@ -510,7 +510,9 @@ def _brute_force_instances(pred: np.ndarray, true: np.ndarray, thresholds) -> di
 
     tps = [largest_matching(Fraction(str(t))) for t in thresholds]
     n = len(t_ids) + len(p_ids)
+    above_half = sorted((float(v) for v in iou.values() if v > Fraction(1, 2)), reverse=True)
     return {"n_true": len(t_ids), "n_pred": len(p_ids), "tp_per_threshold": tuple(tps),
+            "matched_iou": tuple(above_half),
             "dsb_score": float(np.mean([tp / (n - tp) for tp in tps])) if n else math.nan}
 
 
@@ -529,6 +531,7 @@ def test_instance_scores_hand_worked():
     assert s.tp_per_threshold == (1,) * 5 + (0,) * 5
     assert s.score_per_threshold == pytest.approx((1 / 4,) * 5 + (0.0,) * 5)
     assert s.dsb_score == pytest.approx(0.125)
+    assert s.matched_iou == (0.75,)                       # 2/5 is below 0.5: no candidate pair
     assert s.as_dict()["f1"] == s.f1
 
 
@@ -568,6 +571,7 @@ def test_instance_scores_agree_with_brute_force_matching():
         hits.append(got.tp_per_threshold)
         assert (got.n_true, got.n_pred, got.tp_per_threshold) == (
             want["n_true"], want["n_pred"], want["tp_per_threshold"])
+        assert got.matched_iou == pytest.approx(want["matched_iou"])
         if got.n_true + got.n_pred:
             assert got.dsb_score == pytest.approx(want["dsb_score"])
             assert got.tp == want["tp_per_threshold"][0]                  # match_threshold 0.5
