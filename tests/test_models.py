@@ -725,3 +725,42 @@ def test_diagram_traces_the_unet_shapes() -> None:
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="not found"):
         trace_shapes(model, torch.zeros(1, 3, 32, 32), ["nope"])
+
+
+# --------------------------------------------------------------------------- separable conv
+
+
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (1, 2), (2, 1)])
+def test_separable_conv_equals_the_dense_conv_of_the_factor_product(stride, dilation) -> None:
+    torch.manual_seed(0)
+    sep = blocks.SeparableConv2d(5, 7, kernel_size=3, stride=stride, dilation=dilation, bias=True)
+    x = torch.randn(2, 5, 11, 13)
+    dw = sep.depthwise.weight[:, 0]                 # [C_in, k, k]
+    pw = sep.pointwise.weight[:, :, 0, 0]           # [C_out, C_in]
+    # reference 1: one dense conv whose kernel is the product of the factors
+    dense = torch.einsum("oi,ikl->oikl", pw, dw)
+    want = F.conv2d(x, dense, sep.pointwise.bias, stride=stride, padding=dilation,
+                    dilation=dilation)
+    torch.testing.assert_close(sep(x), want, rtol=1e-5, atol=1e-5)
+    # reference 2: filter each channel on its own, then mix the channels with a matrix product
+    per_channel = torch.cat([F.conv2d(x[:, i:i + 1], dw[i][None, None], stride=stride,
+                                      padding=dilation, dilation=dilation) for i in range(5)], 1)
+    mixed = torch.einsum("oi,bihw->bohw", pw, per_channel) + sep.pointwise.bias[:, None, None]
+    torch.testing.assert_close(sep(x), mixed, rtol=1e-5, atol=1e-5)
+    assert sep(x).shape == (2, 7, -(-11 // stride), -(-13 // stride))
+
+
+def test_separable_conv_parameter_count() -> None:
+    for cin, cout, k in [(8, 16, 3), (32, 32, 5), (3, 1, 1)]:
+        sep = blocks.SeparableConv2d(cin, cout, kernel_size=k)
+        assert count_parameters(sep) == k * k * cin + cin * cout
+    assert count_parameters(blocks.SeparableConv2d(4, 6, bias=True)) == 9 * 4 + 4 * 6 + 6
+
+
+def test_separable_conv_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="in_channels"):
+        blocks.SeparableConv2d(0, 4)
+    with pytest.raises(ValueError, match="dilation"):
+        blocks.SeparableConv2d(4, 4, dilation=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kernel_size"):
+        blocks.SeparableConv2d(4, 4, kernel_size=True)  # type: ignore[arg-type]

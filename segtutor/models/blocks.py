@@ -5,6 +5,8 @@ PSPNet, the ResNet34 U-Net). Shapes use ``[B, C, H, W]``.
 
 - :class:`ConvBNReLU`: convolution (no bias, BN follows), batch norm, ReLU.
 - :class:`DoubleConv`: two ConvBNReLU, the unit of U-Net and its relatives.
+- :class:`SeparableConv2d`: depthwise ``k x k`` then pointwise 1x1 convolution (Xception,
+  MobileNet, the encoder and heads of DeepLab v3+).
 - :class:`UpBlock`: a decoder step: upsample (transposed conv or resize + conv), concatenate a
   skip connection, DoubleConv, optional scSE.
 - :class:`SCSE`: concurrent spatial and channel squeeze & excitation (Roy et al., MICCAI 2018).
@@ -62,6 +64,35 @@ class ConvBNReLU(nn.Sequential):
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
+
+
+class SeparableConv2d(nn.Sequential):
+    """Depthwise separable convolution: ``depthwise`` (a ``k x k`` conv with ``groups=in_channels``:
+    one filter per input channel, no mixing) then ``pointwise`` (a 1x1 conv that mixes channels).
+
+    ``[B, in_channels, H, W] -> [B, out_channels, H / stride, W / stride]``; 'same' padding by
+    default; ``stride`` and ``dilation`` apply to the depthwise step. It has
+    ``k^2 C_in + C_in C_out`` weights instead of the ``k^2 C_in C_out`` of a dense conv, and
+    computes what the dense conv with kernel ``W[o, i] = pointwise[o, i] * depthwise[i]`` computes.
+    Nothing sits between the two steps (Xception's choice; MobileNet and DeepLab v3+ put BN and
+    ReLU after each). The depthwise step has no bias: the pointwise one would only remix it into a
+    constant, which its own ``bias`` already gives.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, dilation: int = 1, padding: int | None = None,
+                 bias: bool = False) -> None:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("stride", stride),
+                            ("dilation", dilation)):
+            _check_positive_int(name, value)
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride,
+                                   padding=padding, dilation=dilation, groups=in_channels,
+                                   bias=False)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
 
 class DoubleConv(nn.Sequential):
