@@ -131,6 +131,59 @@ def test_aux_outputs_in_train_mode_add_weighted_loss():
     assert model.aux.weight.grad is not None
 
 
+# ---------------------------------------------------------------------------- the loop as functions
+def test_train_one_epoch_and_evaluate_are_the_trainers_epoch():
+    from segtutor.losses import WithAuxiliary
+    from segtutor.train import evaluate, train_one_epoch
+
+    x, y = threshold_task(32)
+    torch.manual_seed(0)
+    ours, theirs = tiny_net(1), tiny_net(1)
+    theirs.load_state_dict(ours.state_dict())
+    tr = Trainer(ours, nn.BCEWithLogitsLoss(), torch.optim.SGD(ours.parameters(), lr=0.1,
+                 momentum=0.9), loader(x, y, shuffle=True, seed=4), loader(x, y), num_classes=1,
+                 device="cpu", grad_clip=0.5, progress=False, verbose=False)
+    hist = tr.fit(2)
+    opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    criterion = WithAuxiliary(nn.BCEWithLogitsLoss())
+    train, val = loader(x, y, shuffle=True, seed=4), loader(x, y)
+    for epoch, row in enumerate(hist, start=1):
+        mean = train_one_epoch(theirs, criterion, opt, train, "cpu", epoch=epoch, grad_clip=0.5)
+        scores = evaluate(theirs, val, criterion, 1, "cpu")
+        assert mean == row["train_loss"]
+        assert scores == {k[4:]: v for k, v in row.items() if k.startswith("val_")}
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_evaluate_metrics_by_hand():
+    from segtutor.train import evaluate
+
+    class Fixed(nn.Module):  # predicts "salt" left of column 3: logits +1 / -1
+        def forward(self, x):
+            logits = -torch.ones_like(x)
+            logits[..., :3] = 1.0
+            return logits
+
+    y = torch.zeros(2, 4, 4)
+    y[0, :, :2] = 1          # image 0: salt in columns 0-1; image 1: empty
+    x = torch.zeros(2, 1, 4, 4)
+    got = evaluate(Fixed(), [(x, y)], None, 1, "cpu")
+    assert "loss" not in got  # no criterion, no loss
+    pred = torch.zeros(2, 4, 4)
+    pred[..., :3] = 1
+    tp, fp = float((pred * y).sum()), float((pred * (1 - y)).sum())
+    fn, tn = float(((1 - pred) * y).sum()), float(((1 - pred) * (1 - y)).sum())
+    assert got["pixel_accuracy"] == pytest.approx((tp + tn) / 32)
+    iou_fg, iou_bg = tp / (tp + fp + fn), tn / (tn + fp + fn)
+    assert got["mean_iou"] == pytest.approx((iou_fg + iou_bg) / 2)
+    # TGS: image 0 IoU 8/12 clears thresholds 0.50..0.65 (4 of 10); image 1 predicts salt on an
+    # empty mask: 0
+    assert got["tgs_map"] == pytest.approx((4 / 10 + 0) / 2)
+    with pytest.raises(ValueError, match="no batches"):
+        evaluate(Fixed(), [], None, 1, "cpu")
+
+
 # ---------------------------------------------------------------------------- errors
 def test_nan_loss_stops_with_the_step_named():
     x, y = threshold_task(32)
@@ -224,18 +277,66 @@ class _WithHead(nn.Module):
 def test_outputs_no_loss_reads_are_reported_once():
     import warnings
 
-    from segtutor.tgs import tgs_trainer_class
+    from segtutor.losses import WithAuxiliary
+    from segtutor.tgs import WithEmptyImageHead
 
     x, y = threshold_task(16)
     with pytest.warns(UserWarning, match=r"no loss for the model's output\(s\) \['cls'\]"):
         make_trainer(_WithHead(), loader(x, y)).fit(1)
     net = _WithHead()
-    tgs_trainer = tgs_trainer_class()(
-        net, nn.BCEWithLogitsLoss(), torch.optim.SGD(net.parameters(), lr=0.1),
-        loader(x, y), num_classes=1, device="cpu", progress=False, verbose=False)
+    criterion = WithEmptyImageHead(WithAuxiliary(nn.BCEWithLogitsLoss()), cls_weight=0.05)
+    tgs_trainer = Trainer(net, criterion, torch.optim.SGD(net.parameters(), lr=0.1),
+                          loader(x, y), num_classes=1, device="cpu", progress=False, verbose=False)
+    assert tgs_trainer.handled_outputs == ("out", "aux", "cls")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the TGS trainer trains the head: nothing to report
+        warnings.simplefilter("error")  # the criterion trains the head: nothing to report
         tgs_trainer.fit(1)
+    assert net.cls.weight.grad is not None
+
+
+def test_empty_image_loss_gives_the_value_of_the_former_trainer_subclass():
+    # the TGS empty-image term was a Trainer subclass (TGSTrainer.compute_loss); as a criterion
+    # it gives the same number: 1.115730881690979 on these tensors, recorded from the subclass
+    from segtutor.losses import WithAuxiliary
+    from segtutor.tgs import WithEmptyImageHead, has_salt
+
+    g = torch.Generator().manual_seed(7)
+    out = torch.randn(4, 1, 6, 6, generator=g, dtype=torch.float64)
+    aux = [torch.randn(4, 1, 6, 6, generator=g, dtype=torch.float64) for _ in range(2)]
+    cls = torch.randn(4, generator=g, dtype=torch.float64)
+    y = (torch.rand(4, 6, 6, generator=g) > 0.7).double()
+    y[1] = 0  # an empty mask: its image-level target is 0
+    net = nn.Conv2d(1, 1, 1)
+    tr = Trainer(net, WithEmptyImageHead(WithAuxiliary(nn.BCEWithLogitsLoss(), 0.2), 0.05),
+                 torch.optim.SGD(net.parameters(), lr=0.1), None, num_classes=1, device="cpu",
+                 progress=False, verbose=False)
+    loss, logits = tr.compute_loss({"out": out, "aux": aux, "cls": cls}, y)
+    assert float(loss) == 1.115730881690979 and logits is out
+    bce = nn.functional.binary_cross_entropy_with_logits
+    assert has_salt(y).tolist() == [1.0, 0.0, 1.0, 1.0]
+    t = y.float()  # the Trainer hands binary masks to the criterion as float32
+    by_hand = (bce(out[:, 0], t) + 0.2 * bce(aux[0][:, 0], t) + 0.2 * bce(aux[1][:, 0], t)
+               + 0.05 * bce(cls.float(), has_salt(t)))
+    assert torch.equal(loss, by_hand)
+    # eval mode: logits alone, the segmentation loss alone
+    assert torch.equal(tr.compute_loss(out, y)[0], bce(out[:, 0], t))
+
+
+def test_a_criterion_that_reads_the_output_keeps_its_own_weights():
+    from segtutor.losses import DeepSupervisionLoss, WithAuxiliary
+
+    x, y = threshold_task(8)
+    net = tiny_net(1)
+    with pytest.raises(ValueError, match=r"aux_weight and aux_criterion wrap a plain loss"):
+        Trainer(net, WithAuxiliary(nn.BCEWithLogitsLoss()), torch.optim.SGD(net.parameters(),
+                lr=0.1), None, num_classes=1, device="cpu", aux_weight=0.3)
+    # a plain loss is wrapped: the default auxiliary weight is 0.4, as before
+    tr = make_trainer(tiny_net(1), loader(x, y))
+    assert isinstance(tr.criterion, WithAuxiliary) and tr.criterion.aux_weight == 0.4
+    deep = DeepSupervisionLoss(nn.BCEWithLogitsLoss(), weights=[1.0, 0.5])
+    tr = Trainer(tiny_net(1), deep, torch.optim.SGD(tiny_net(1).parameters(), lr=0.1), None,
+                 num_classes=1, device="cpu")
+    assert tr.criterion is deep and tr.handled_outputs == ("out", "aux")
 
 
 def test_bad_arguments():
@@ -500,22 +601,6 @@ def test_lr_range_test_sweeps_geometrically_and_leaves_the_model_alone():
     assert opt.param_groups[0]["lr"] == 0.01 and tr.global_step == 0
     fig = res.plot()
     assert fig.axes[0].get_xscale() == "log"
-
-
-def test_device_loader_batches_and_resumes_order():
-    from segtutor.train import DeviceLoader
-
-    x, y = threshold_task(10)
-    dl = DeviceLoader(x, y, batch_size=4, shuffle=True, seed=5, device="cpu")
-    assert len(dl) == 3
-    seen = torch.cat([b[0] for b in dl])
-    assert torch.equal(seen.sort(0).values, x.sort(0).values)  # every image once
-    state = dl.generator.get_state()
-    first = [b[1] for b in dl]
-    dl.generator.set_state(state)
-    assert all(torch.equal(a, b[1]) for a, b in zip(first, dl))
-    with pytest.raises(ValueError, match="same N"):
-        DeviceLoader(x, y[:3], batch_size=2, device="cpu")
 
 
 # ---------------------------------------------------------------------------- DDP

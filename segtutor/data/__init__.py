@@ -18,7 +18,7 @@ _EXPORTS = {
     "read_label_png": "datasets", "read_image": "datasets",
     "apply_pair_transform": "datasets",
     # loaders.py
-    "make_loader": "loaders", "seed_worker": "loaders",
+    "make_loader": "loaders", "seed_worker": "loaders", "DeviceLoader": "loaders",
     # rle.py
     "rle_encode": "rle", "rle_decode": "rle",
     # tgs.py
@@ -39,6 +39,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DeviceLoader",
     "InMemoryDataset",
     "SegmentationDataset",
     "Shapes",

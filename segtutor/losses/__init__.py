@@ -33,7 +33,7 @@ combinations and the ``nn.Module`` forms), :mod:`.composite`; every name is re-e
 
 from __future__ import annotations
 
-from .composite import DeepSupervisionLoss, WithAuxiliary
+from .composite import DeepSupervisionLoss, WithAuxiliary, output_criterion
 from .lovasz import (  # the private three: the Losses chapter shows them as losses.<name>
     _lovasz_grad_,  # noqa: F401
     _lovasz_rows,  # noqa: F401
@@ -86,6 +86,7 @@ __all__ = [
     "lovasz_hinge",
     "lovasz_softmax",
     "ohem_loss",
+    "output_criterion",
     "overlap_stats",
     "symmetric_lovasz_hinge",
     "tversky_loss",

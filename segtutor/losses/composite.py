@@ -76,6 +76,22 @@ class WithAuxiliary(nn.Module):
         return f"aux_weight={self.aux_weight}"
 
 
+def output_criterion(criterion: Loss, aux_weight: float | None = None,
+                     aux_loss: Loss | None = None) -> Callable[[Any, Tensor], Tensor]:
+    """A criterion over whole model outputs: ``criterion`` itself when it reads them (it lists
+    ``handled_outputs``), else the plain loss wrapped in :class:`WithAuxiliary` (``aux_weight``
+    default 0.4). ``aux_weight``/``aux_loss`` given with a criterion that reads the outputs
+    itself raise ValueError: that criterion holds its own weights."""
+    if hasattr(criterion, "handled_outputs"):
+        if aux_weight is not None or aux_loss is not None:
+            raise ValueError(
+                "aux_weight and aux_criterion wrap a plain loss(logits, masks); the criterion "
+                f"{type(criterion).__name__} reads the model output itself (handled_outputs="
+                f"{tuple(criterion.handled_outputs)}): give it its own weights instead")
+        return criterion
+    return WithAuxiliary(criterion, 0.4 if aux_weight is None else aux_weight, aux_loss)
+
+
 class DeepSupervisionLoss(nn.Module):
     """Weighted average of ``base`` over a main output and auxiliary outputs at any resolution.
 

@@ -20,6 +20,8 @@ _LAZY = {
     "start_visdom": "server",
     "VisdomServer": "server",
     "ensure_assets": "assets",
+    "log_prediction_images": "images",
+    "prediction_grid": "images",
 }
 
 
@@ -31,5 +33,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["ConsoleLogger", "Logger", "MultiLogger", "TensorBoardLogger", "VisdomLogger",
-           "VisdomServer", "ensure_assets", "read_images", "read_scalars", "replay", "start_visdom",
-           "to_image_batch"]
+           "VisdomServer", "ensure_assets", "log_prediction_images", "prediction_grid",
+           "read_images", "read_scalars", "replay", "start_visdom", "to_image_batch"]

@@ -40,7 +40,7 @@ _EXPORTS = {
                    "validate_submission", "write_submission"),
     "run": ("read_run_config", "snapshot_paths"),
     "inference": ("build", "load_members", "predict", "predict_probs"),
-    "recipe": ("TGSTrainer", "fit_fold", "has_salt", "tgs_trainer_class", "train"),
+    "recipe": ("WithEmptyImageHead", "fit_fold", "has_salt", "train"),
 }
 # the workflow's names for two functions of the Kaggle layout module (the same objects)
 _ALIASES = {"make_folds": "coverage_folds", "coverage_classes": "coverage_class"}

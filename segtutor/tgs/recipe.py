@@ -22,9 +22,10 @@ from torch import Tensor
 
 from segtutor import config, losses, monitor
 from segtutor.data.datasets import InMemoryDataset
-from segtutor.data.loaders import make_loader
+from segtutor.data.loaders import DeviceLoader, make_loader
 from segtutor.data.tgs import coverage_folds
 from segtutor.data.transforms import batch_lighting, batch_random_flip, make_augmentation
+from segtutor.models.outputs import split_output
 from segtutor.tgs.inference import build, load_members, predict_probs
 from segtutor.tgs.layout import (
     TGS_SIZE,
@@ -37,10 +38,10 @@ from segtutor.tgs.layout import (
 from segtutor.tgs.options import TrainOptions
 from segtutor.tgs.postprocessing import search_postprocess, search_threshold
 from segtutor.tgs.run import _check_same_run, _write_json, read_run_config, snapshot_paths
-from segtutor.train import DeviceLoader, NonFiniteLossError, Trainer, checkpoint, schedules
+from segtutor.train import NonFiniteLossError, Trainer, checkpoint, schedules
 
 # --------------------------------------------------------------------------------------------
-# The empty-image loss term: a Trainer subclass, made here and only here (fit_fold creates it)
+# The empty-image loss term: a criterion over the model's whole output
 # --------------------------------------------------------------------------------------------
 
 
@@ -49,42 +50,50 @@ def has_salt(masks: Tensor) -> Tensor:
     return (masks.flatten(1) > 0.5).any(dim=1).float()
 
 
-class TGSTrainer(Trainer):
-    """:class:`segtutor.train.Trainer` plus the empty-image classification loss.
+class WithEmptyImageHead(torch.nn.Module):
+    """``loss(output, masks) + cls_weight * BCE(cls, has_salt(masks))``.
 
     The ResNet34 U-Net with ``classify=True`` returns ``{"out", "aux", "cls"}`` in training mode;
-    the base trainer scores ``out`` (criterion) and ``aux`` (deep supervision). This subclass adds
-    ``cls_weight * BCE(cls, has_salt(mask))``, the image-level target being "the mask is not
-    empty".
+    ``loss`` scores the segmentation outputs (e.g. :class:`segtutor.losses.WithAuxiliary`:
+    ``out`` and the deep-supervision ``aux``), and this adds the image-level term whose target
+    is "the mask is not empty". An output without ``"cls"`` (eval mode) gets ``loss`` alone.
     """
 
-    cls_weight: float = 0.05
-    handled_outputs = ("out", "aux", "cls")
+    def __init__(self, loss: Callable[[Any, Tensor], Tensor], cls_weight: float = 0.05) -> None:
+        super().__init__()
+        if not callable(loss):
+            raise TypeError(f"loss must be a criterion loss(output, masks), got "
+                            f"{type(loss).__name__}")
+        if isinstance(cls_weight, bool) or not isinstance(cls_weight, (int, float)) \
+                or not cls_weight >= 0:
+            raise ValueError(f"cls_weight must be a number >= 0, got {cls_weight!r}")
+        self.loss, self.cls_weight = loss, float(cls_weight)
+        self.handled_outputs = (*getattr(loss, "handled_outputs", ("out",)), "cls")
 
-    def compute_loss(self, output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
-        loss, logits = super().compute_loss(output, target)
-        if isinstance(output, Mapping) and output.get("cls") is not None and self.cls_weight:
-            cls_logit = output["cls"].reshape(-1).float()
-            loss = loss + self.cls_weight * F.binary_cross_entropy_with_logits(
-                cls_logit, has_salt(target))
-        return loss, logits
+    def forward(self, output: Any, masks: Tensor) -> Tensor:
+        total = self.loss(output, masks)
+        cls_logit = split_output(output)[1].get("cls")
+        if cls_logit is not None and self.cls_weight:
+            total = total + self.cls_weight * F.binary_cross_entropy_with_logits(
+                cls_logit.reshape(-1).float(), has_salt(masks))
+        return total
 
 
-def tgs_trainer_class() -> type:
-    """:class:`TGSTrainer` (kept for code written when the class was made on first use)."""
-    return TGSTrainer
+def _criterion(loss: Callable[[Tensor, Tensor], Tensor], opts: TrainOptions) -> torch.nn.Module:
+    """The criterion of a stage: ``loss`` on the main and (weighted) deep-supervision outputs,
+    plus the empty-image term when the model has that head."""
+    criterion = losses.WithAuxiliary(loss, opts.aux_weight)
+    return WithEmptyImageHead(criterion, opts.cls_weight) if opts.classify else criterion
 
 
-def _make_trainer(model: torch.nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
+def _make_trainer(model: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor],
                   optimizer: torch.optim.Optimizer, train_loader: Any, opts: TrainOptions,
-                  **kwargs: Any) -> TGSTrainer:
+                  **kwargs: Any) -> Trainer:
     """The one place a trainer of the recipe is created (both stages)."""
-    trainer = TGSTrainer(model, criterion, optimizer, train_loader, num_classes=1,
-                         amp="auto" if opts.amp else False, aux_weight=opts.aux_weight,
-                         monitor="val_tgs_map", mode="max", progress=opts.progress,
-                         verbose=opts.verbose, scheduler_interval="step", **kwargs)
-    trainer.cls_weight = opts.cls_weight if opts.classify else 0.0
-    return trainer
+    return Trainer(model, _criterion(loss, opts), optimizer, train_loader, num_classes=1,
+                   amp="auto" if opts.amp else False, monitor="val_tgs_map", mode="max",
+                   progress=opts.progress, verbose=opts.verbose, scheduler_interval="step",
+                   **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +145,7 @@ def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, se
     """Batches of ``(images [B,1,128,128], masks [B,128,128])``.
 
     On CUDA with ``gpu_data`` (and always on the CPU) the tensors stay where the model is and are
-    sliced into batches there (:class:`segtutor.train.DeviceLoader`), with the batch
+    sliced into batches there (:class:`segtutor.data.loaders.DeviceLoader`), with the batch
     augmentation on the same device; otherwise a seeded DataLoader with per-sample transforms.
     """
     device = config.device()
@@ -153,7 +162,7 @@ def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, se
 def _fit_stage(model: torch.nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
                loaders: tuple[Any, Any], opts: TrainOptions, epochs: int, cycle_epochs: int,
                min_lr_factor: float, logger_name: str, run_dir: Path,
-               callbacks: tuple[Any, ...] = ()) -> tuple[TGSTrainer, list[dict[str, Any]]]:
+               callbacks: tuple[Any, ...] = ()) -> tuple[Trainer, list[dict[str, Any]]]:
     """One loss stage: Adam at ``opts.lr`` under cosine annealing with warm restarts (one cycle
     of ``cycle_epochs``, down to ``min_lr_factor * lr``), ``epochs`` epochs. Each stage logs
     under its own name, since both count their epochs from 1."""

@@ -1,10 +1,12 @@
-"""Training: the :class:`Trainer`, learning-rate schedules and the LR range test, checkpoints,
-snapshot ensembles and DistributedDataParallel helpers."""
+"""Training: the loop as functions (:func:`train_one_epoch`, :func:`evaluate`, in
+:mod:`.loop`), the :class:`Trainer` that adds the bookkeeping, learning-rate schedules and the
+LR range test, checkpoints, snapshot ensembles and DistributedDataParallel helpers."""
 
 from __future__ import annotations
 
 from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from .ensemble import SnapshotEnsemble
+from .loop import evaluate, train_one_epoch, train_step
 from .schedules import (
                         LRRangeResult,
                         SnapshotSaver,
@@ -30,6 +32,7 @@ __all__ = [
                         "atomic_save",
                         "cosine_warm_restarts",
                         "cycle_ends",
+                        "evaluate",
                         "fit_cosine",
                         "load_checkpoint",
                         "lr_range_test",
@@ -38,4 +41,6 @@ __all__ = [
                         "poly_lr",
                         "save_checkpoint",
                         "step_lr",
+                        "train_one_epoch",
+                        "train_step",
 ]

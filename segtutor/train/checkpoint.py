@@ -7,8 +7,10 @@ into tensors and ints by :func:`rng_state` and rebuilt by :func:`set_rng_state`.
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,67 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not the "
                               "dictionary of tensors a checkpoint is")
     return state
+
+
+def restore(path: str | os.PathLike, *, model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any = None, scaler: Any = None,
+            map_location: str | torch.device | None = "cpu",
+            weights_only_model: bool = False) -> dict[str, Any]:
+    """Load a checkpoint of :func:`save_checkpoint` into a model, and (unless
+    ``weights_only_model``) its optimizer, scheduler, scaler and the RNG states, so that a run
+    continues exactly; returns the whole checkpoint (its ``epoch`` and extra entries).
+
+    The optimizer keeps the checkpoint's learning rate: when it was built with another one, a
+    UserWarning says so. Raises :class:`CheckpointError` naming the file when it is damaged, is
+    not a training checkpoint (no ``model``, ``epoch``, ``rng``), holds another model's weights
+    or does not fit the optimizer, scheduler or scaler.
+    """
+    state = load_checkpoint(path, map_location=map_location)
+    missing = [k for k in ("model", "epoch", "rng") if k not in state]
+    if missing and not (weights_only_model and "model" in state):
+        raise CheckpointError(f"{path} is not a Trainer checkpoint: it has no "
+                              f"{', '.join(map(repr, missing))} entry")
+    try:
+        unwrap(model).load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} holds the weights of another model: "
+                              f"{first}") from None
+    if weights_only_model:
+        return state
+    asked = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    try:
+        if state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this trainer's optimizer, "
+                              f"scheduler or scaler: {err}") from None
+    saved = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    if state.get("optimizer") is not None and any(
+            not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) for a, b in zip(asked, saved)):
+        warnings.warn(
+            f"resuming from {path}: the optimizer was built with learning rate "
+            f"{asked[0]:g}, the checkpoint's run used {saved[0]:g}; the checkpoint's is kept "
+            f"(now {optimizer.param_groups[0]['lr']:g}) so that the run continues exactly. To "
+            "train these weights with a new learning rate, load them with load_checkpoint(path, "
+            "weights_only_model=True) and call fit() without resume.",
+            UserWarning, stacklevel=3)
+    set_rng_state(_to_cpu(state["rng"]))
+    return state
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
