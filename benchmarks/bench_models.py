@@ -27,6 +27,7 @@ from torch import nn
 
 from segtutor import config
 from segtutor.models import build_model, count_parameters
+from segtutor.models.outputs import main_output
 
 # our model, its options, and the smp counterpart (class name, encoder) when one exists
 PAIRS: list[tuple[str, dict, tuple[str, str] | None]] = [
@@ -82,9 +83,7 @@ def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool):
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with autocast():
-            out = model(x)
-            out = out["out"] if isinstance(out, dict) else out
-            loss = loss_fn(out.float(), y)
+            loss = loss_fn(main_output(model(x)).float(), y)
         loss.backward()
         opt.step()
 

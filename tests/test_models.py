@@ -672,13 +672,13 @@ def test_resunet34_encoder_is_resnet34_and_extras() -> None:
     assert len(out["aux"]) == 4
     assert sum(isinstance(m, blocks.SCSE) for m in grey.modules()) == 5
     # eval mode: the logits alone, or with the empty-image head from the same pass; the head's
-    # output equals the classifier applied to the deepest encoder map
+    # output equals the classification head applied to the deepest encoder map
     grey.eval()
     x = torch.randn(2, 1, 64, 64)  # a multiple of 32: no padding inside
     with torch.no_grad():
         both = grey(x, return_cls=True)
         assert torch.equal(both["out"], grey(x))
-        assert torch.allclose(both["cls"], grey.classifier(grey.encoder(x)[-1]).squeeze(1))
+        assert torch.allclose(both["cls"], grey.classification_head(grey.encoder(x)[-1]).squeeze(1))
     plain = small("resunet34", attention=False, hypercolumn=False)
     assert not any(isinstance(m, blocks.SCSE) for m in plain.modules())
     with pytest.raises(ValueError, match="classify=True"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -16,11 +18,13 @@ from .blocks import (
     resize_to,
 )
 from .encoders import dilated_resnet
+from .renamed import RenamedHeads
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(RenamedHeads, nn.Module):
     """DeepLab v3: a ResNet whose last stride(s) became dilation (output stride 16 or 8), ASPP
-    on its last map, a 3x3 conv-BN-ReLU and a 1x1 classifier, logits upsampled bilinearly.
+    on its last map, a 3x3 conv-BN-ReLU and a 1x1 classifier (together ``segmentation_head``),
+    logits upsampled bilinearly.
 
     With ``decoder=True`` it is DeepLab v3+: the ASPP output is upsampled 4x, concatenated with
     the encoder's stride-4 features (``layer1``) reduced to ``low_level_width`` channels by a 1x1
@@ -41,6 +45,9 @@ class DeepLabV3(nn.Module):
             CPU experiments).
     """
 
+    # the segmentation head was called `classifier` (old checkpoints still load)
+    renamed_heads: ClassVar[dict[str, str]] = {"classifier": "segmentation_head"}
+
     def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
                  backbone: str = "resnet50", output_stride: int = 16, head_width: int = 256,
                  rates: tuple[int, ...] = (6, 12, 18), aux: bool = False, decoder: bool = False,
@@ -58,9 +65,9 @@ class DeepLabV3(nn.Module):
             self.low_level = ConvBNReLU(c[1], low, 1)
             self.decoder = nn.Sequential(ConvBNReLU(head_width + low, head_width),
                                          ConvBNReLU(head_width, head_width))
-            self.classifier = SegHead(head_width, num_classes)
+            self.segmentation_head = SegHead(head_width, num_classes)
         else:
-            self.classifier = SegHead(head_width, num_classes, mid_channels=head_width)
+            self.segmentation_head = SegHead(head_width, num_classes, mid_channels=head_width)
         self.aux_head = aux_head(c[3], num_classes) if aux else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
@@ -70,7 +77,7 @@ class DeepLabV3(nn.Module):
         if self.decoder is not None:
             low = self.low_level(feats[1])
             y = self.decoder(torch.cat([resize_to(y, low.shape[-2:]), low], dim=1))
-        out = logits_to_input(self.classifier(y), x.shape[-2:], size)
+        out = logits_to_input(self.segmentation_head(y), x.shape[-2:], size)
         aux = None
         if self.aux_head is not None and self.training:
             aux = logits_to_input(self.aux_head(feats[3]), x.shape[-2:], size)

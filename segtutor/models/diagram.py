@@ -18,6 +18,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from .outputs import main_output
+
 
 @dataclass
 class Node:
@@ -54,7 +56,8 @@ def trace_shapes(model: nn.Module, x: torch.Tensor,
 
     def make_hook(label: str):
         def hook(module, inputs, output):
-            out = output["out"] if isinstance(output, dict) else output
+            # a hooked module returns anything: the model's output convention, or a tuple
+            out = main_output(output) if isinstance(output, Mapping) else output
             if isinstance(out, (tuple, list)):
                 out = out[0]
             if isinstance(out, torch.Tensor) and out.dim() == 4:

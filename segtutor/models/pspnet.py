@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from .blocks import PPM, SegHead, aux_head, aux_output, logits_to_input, pad_to_multiple
 from .encoders import dilated_resnet
+from .renamed import RenamedHeads
 
 
-class PSPNet(nn.Module):
+class PSPNet(RenamedHeads, nn.Module):
     """PSPNet: a ResNet dilated to output stride 8, the pyramid pooling module (global context
     at 1x1, 2x2, 3x3 and 6x6 bins concatenated with the local features), a 3x3 conv-BN-ReLU,
-    dropout and a 1x1 classifier; logits upsampled bilinearly.
+    dropout and a 1x1 classifier (together ``segmentation_head``); logits upsampled bilinearly.
 
     ``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits. In training with ``aux=True``
     (default, as in the paper, which weights its loss 0.4) the model returns
@@ -29,6 +32,9 @@ class PSPNet(nn.Module):
             CPU experiments).
     """
 
+    # the segmentation head was called `classifier` (old checkpoints still load)
+    renamed_heads: ClassVar[dict[str, str]] = {"classifier": "segmentation_head"}
+
     def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
                  backbone: str = "resnet50", output_stride: int = 8,
                  bins: tuple[int, ...] = (1, 2, 3, 6), head_width: int = 512,
@@ -39,14 +45,14 @@ class PSPNet(nn.Module):
         self.output_stride = output_stride
         c = self.encoder.channels
         self.ppm = PPM(c[4], bins=bins)
-        self.classifier = SegHead(self.ppm.out_channels, num_classes, mid_channels=head_width,
-                                  dropout=0.1)
+        self.segmentation_head = SegHead(self.ppm.out_channels, num_classes,
+                                         mid_channels=head_width, dropout=0.1)
         self.aux_head = aux_head(c[3], num_classes) if aux else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         x, size = pad_to_multiple(x, self.output_stride)
         feats = self.encoder(x)
-        out = logits_to_input(self.classifier(self.ppm(feats[4])), x.shape[-2:], size)
+        out = logits_to_input(self.segmentation_head(self.ppm(feats[4])), x.shape[-2:], size)
         aux = None
         if self.aux_head is not None and self.training:
             aux = logits_to_input(self.aux_head(feats[3]), x.shape[-2:], size)

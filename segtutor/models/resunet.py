@@ -4,6 +4,8 @@ empty-image classification head."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -20,9 +22,10 @@ from .blocks import (
     pad_to_multiple,
 )
 from .encoders import Encoder
+from .renamed import RenamedHeads
 
 
-class ResUNet34(nn.Module):
+class ResUNet34(RenamedHeads, nn.Module):
     """U-Net with a ResNet34 encoder.
 
     Encoder maps at 1/2 (stem), 1/4, 1/8, 1/16, 1/32; a DoubleConv centre; five decoder
@@ -33,7 +36,8 @@ class ResUNet34(nn.Module):
     features at once.
 
     ``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits (padded inside to a multiple of
-    32, cropped back: a 101x101 TGS image works directly).
+    32, cropped back: a 101x101 TGS image works directly) from ``segmentation_head``; the
+    empty-image logit comes from ``classification_head`` (``classify=True``, else None).
 
     Training mode returns a dict when extras are on:
     ``{"out": logits, "aux": [logits from decoder levels 1/2, 1/4, 1/8, 1/16]}`` with
@@ -48,6 +52,10 @@ class ResUNet34(nn.Module):
         encoder_width: channel multiplier of the ResNet34 (1 for ImageNet weights).
         attention: scSE in each decoder block.
     """
+
+    # renamed: `head` (segmentation) and `classifier` (empty image); old checkpoints still load
+    renamed_heads: ClassVar[dict[str, str]] = {"head": "segmentation_head",
+                                               "classifier": "classification_head"}
 
     def __init__(self, num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
                  decoder_width: int = 64, encoder_width: float = 1.0, attention: bool = True,
@@ -70,16 +78,17 @@ class ResUNet34(nn.Module):
         ])
         self.hypercolumn = Hypercolumn() if hypercolumn else None
         fused = sum(d) if hypercolumn else d[0]
-        self.head = nn.Sequential(ConvBNReLU(fused, w), nn.Dropout2d(dropout),
-                                  nn.Conv2d(w, num_classes, 1))
+        self.segmentation_head = nn.Sequential(ConvBNReLU(fused, w), nn.Dropout2d(dropout),
+                                               nn.Conv2d(w, num_classes, 1))
         # deep supervision heads on the decoder levels 1/2 .. 1/16
         self.aux_heads = (nn.ModuleList(SegHead(ch, num_classes) for ch in d[1:])
                           if deep_supervision else None)
-        self.classifier = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                         nn.Linear(c[4], 1)) if classify else None)
+        # the empty-image head: one logit from the global-pooled deepest features
+        self.classification_head = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                                  nn.Linear(c[4], 1)) if classify else None)
         init_weights(self.center)
         init_weights(self.decoder)
-        init_weights(self.head)
+        init_weights(self.segmentation_head)
 
     def forward(self, x: torch.Tensor, return_cls: bool = False) -> torch.Tensor | dict:
         x, size = pad_to_multiple(x, 32)
@@ -91,19 +100,20 @@ class ResUNet34(nn.Module):
             levels.append(y)
         levels = levels[::-1]                           # 1/1 first, for the hypercolumn
         fused = self.hypercolumn(levels) if self.hypercolumn is not None else levels[0]
-        out = crop_to(self.head(fused), size)
+        out = crop_to(self.segmentation_head(fused), size)
         if not self.training:
             if return_cls:
-                if self.classifier is None:
+                if self.classification_head is None:
                     raise ValueError("return_cls=True needs the empty-image head: build the "
                                      "model with classify=True")
-                return {"out": out, "cls": self.classifier(e4).squeeze(1)}
+                return {"out": out, "cls": self.classification_head(e4).squeeze(1)}
             return out
         aux = None
         if self.aux_heads is not None:
             aux = [logits_to_input(head(f), x.shape[-2:], size)
                    for head, f in zip(self.aux_heads, levels[1:])]
-        extra = {"cls": self.classifier(e4).squeeze(1)} if self.classifier is not None else {}
+        extra = ({"cls": self.classification_head(e4).squeeze(1)}
+                 if self.classification_head is not None else {})
         return aux_output(out, aux, True, **extra)
 
 

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .outputs import main_output
+
 
 @dataclass
 class ModelSummary:
@@ -36,10 +38,6 @@ class ModelSummary:
                 f"({self.trainable_params / 1e6:.2f}M trainable), "
                 f"{self.flops / 1e9:.2f} GFLOPs for {tuple(self.input_size)}, output stride {os_}, "
                 f"forward {self.forward_ms:.1f} ms, forward+backward {self.backward_ms:.1f} ms")
-
-
-def _main(out):
-    return out["out"] if isinstance(out, dict) else out
 
 
 def _output_stride(model: nn.Module, x: torch.Tensor) -> int | None:
@@ -114,7 +112,7 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (2, 3, 128, 128),
         model.train()
 
         def step() -> None:
-            _main(model(x)).float().mean().backward()
+            main_output(model(x)).float().mean().backward()
 
         step()
         bwd = _time(step, repeats, device)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from segtutor.models.outputs import main_output
 from segtutor.ops._checks import pair, positive_int
 
 __all__ = [
@@ -103,9 +104,7 @@ def input_gradient(model: nn.Module, input_size: int | Sequence[int], in_channel
     was_training = model.training
     model.eval()
     try:
-        out = model(x)
-        if isinstance(out, dict):
-            out = out["out"]
+        out = main_output(model(x))
         if out.dim() != 4:
             raise ValueError(f"model must return [N, C, h, w], got {tuple(out.shape)}")
         h, w = out.shape[-2:]

@@ -7,7 +7,7 @@ probabilities (not the masks) are averaged, then mapped back from 128x128 to 101
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch import Tensor
 from segtutor import config
 from segtutor.fileio import check_target
 from segtutor.models import build_model
-from segtutor.models.resunet import ResUNet34
+from segtutor.models.outputs import main_output, split_output
 from segtutor.progress import bar
 from segtutor.tgs.layout import (
     TGS_SIZE,
@@ -64,12 +64,10 @@ def _model_outputs(model: torch.nn.Module, images: Tensor) -> dict[str, Tensor]:
     In eval mode the models return only the segmentation logits; the ResNet34 U-Net returns
     its empty-image logit too when asked (``return_cls=True``), from the same forward pass.
     """
-    # DeepLab and PSPNet have a `classifier` too (their segmentation head): ask the type
-    if not isinstance(model, ResUNet34) or model.classifier is None:
-        out = model(images)
-        return {"out": out["out"] if isinstance(out, Mapping) else out}
-    out = model(images, return_cls=True)
-    return {"out": out["out"], "cls": out["cls"].reshape(-1, 1)}
+    if getattr(model, "classification_head", None) is None:
+        return {"out": main_output(model(images))}
+    out, extras = split_output(model(images, return_cls=True))
+    return {"out": out, "cls": extras["cls"].reshape(-1, 1)}
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segtutor.models.outputs import main_output
 from segtutor.train.checkpoint import load_checkpoint
 
 
@@ -55,9 +56,7 @@ class SnapshotEnsemble(nn.Module):
         """The weighted mean probability ``[B, C, H, W]``."""
         total = None
         for w, member in zip(self.weights, self.members):
-            out = member(x)
-            if isinstance(out, Mapping):
-                out = out["out"]
+            out = main_output(member(x))
             p = out.float().sigmoid() if out.shape[1] == 1 else out.float().softmax(dim=1)
             total = w * p if total is None else total + w * p
         return total
