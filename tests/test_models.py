@@ -341,6 +341,41 @@ def test_freezing_with_requires_grad_(tmp_path) -> None:
         assert changed != frozen, (name, changed)
 
 
+def test_freeze_keeps_batch_norm_statistics_fixed_through_train_mode() -> None:
+    import copy
+    import pickle
+
+    from segtutor.models.encoders import freeze
+
+    torch.manual_seed(0)
+    model = build_model("resunet34", num_classes=1, **SMALL["resunet34"]).train()
+    keys = list(model.state_dict())
+    freeze(model.encoder)
+    model.train()  # what every training loop calls each epoch
+    bns = [m for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert all(m.training for m in model.center.modules())  # the rest still trains
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    x = torch.randn(2, 3, 64, 64)
+    _sgd_step(model, x)
+    for key, value in model.encoder.state_dict().items():  # weights and running stats alike
+        assert torch.equal(value, before[key]), key
+    # a frozen layer computes with its running statistics, as in eval mode
+    bn = bns[0]
+    y = torch.randn(2, bn.num_features, 5, 5)
+    expected = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False,
+                            0.0, bn.eps)
+    torch.testing.assert_close(bn(y), expected)
+    assert list(model.state_dict()) == keys  # same names: checkpoints unaffected
+    pickle.loads(pickle.dumps(copy.deepcopy(model)))
+    # unfrozen: trainable, and back in training mode with the module
+    freeze(model.encoder, frozen=False)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in bns) and type(bns[0]) is nn.BatchNorm2d
+    model.eval()
+    assert not any(m.training for m in bns)
+
+
 def test_erratum_freezing_by_attribute_freezes_nothing() -> None:
     """``module.requires_grad = False`` sets a plain Python attribute on the Module; its
     parameters keep ``requires_grad=True`` and the optimizer still updates them."""

@@ -247,12 +247,59 @@ def dilated_resnet(backbone: str, in_channels: int = 3, pretrained: bool = False
                    width=width)
 
 
-def freeze(module: nn.Module, frozen: bool = True) -> nn.Module:
-    """Freeze (or unfreeze) every parameter of ``module`` with ``requires_grad_``.
+class _StaysInEval:
+    """Mixin of a frozen BN layer: ``train(mode)`` leaves it in eval mode, so its running
+    statistics stay fixed while the model around it trains."""
 
-    This is the working way; ``module.requires_grad = False`` only sets an attribute on the
-    Module object and freezes nothing. BN layers still update their running statistics in
-    training mode; call ``.eval()`` on the frozen part too if those must stay fixed.
+    def train(self, mode: bool = True) -> nn.Module:
+        return super().train(False)
+
+
+class _FrozenBatchNorm1d(_StaysInEval, nn.BatchNorm1d):
+    pass
+
+
+class _FrozenBatchNorm2d(_StaysInEval, nn.BatchNorm2d):
+    pass
+
+
+class _FrozenBatchNorm3d(_StaysInEval, nn.BatchNorm3d):
+    pass
+
+
+class _FrozenSyncBatchNorm(_StaysInEval, nn.SyncBatchNorm):
+    pass
+
+
+# a frozen BN layer changes class (same parameters, buffers and state dict keys) and back
+_FROZEN_BN = {nn.BatchNorm1d: _FrozenBatchNorm1d, nn.BatchNorm2d: _FrozenBatchNorm2d,
+              nn.BatchNorm3d: _FrozenBatchNorm3d, nn.SyncBatchNorm: _FrozenSyncBatchNorm}
+_PLAIN_BN = {frozen: plain for plain, frozen in _FROZEN_BN.items()}
+
+
+def freeze(module: nn.Module, frozen: bool = True) -> nn.Module:
+    """Freeze (or unfreeze) ``module``: every parameter with ``requires_grad_``, and every
+    BatchNorm layer in eval mode, where it stays through ``model.train()``.
+
+    ``requires_grad_(False)`` is the working way to stop gradients; ``module.requires_grad =
+    False`` only sets an attribute on the Module object and freezes nothing. BN layers keep
+    updating their running statistics in training mode even without gradients, so a frozen
+    encoder would drift from the statistics it was trained with; here they stay fixed (their
+    ``train()`` keeps them in eval mode) until ``freeze(module, frozen=False)``, which gives
+    them back the mode of ``module``. Returns ``module``.
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     module.requires_grad_(not frozen)
+    for layer in module.modules():
+        if frozen and type(layer) in _FROZEN_BN:
+            layer.__class__ = _FROZEN_BN[type(layer)]
+            layer.train(False)
+        elif not frozen and type(layer) in _PLAIN_BN:
+            layer.__class__ = _PLAIN_BN[type(layer)]
+            layer.train(module.training)
+        elif frozen and isinstance(layer, nn.modules.batchnorm._BatchNorm) \
+                and not isinstance(layer, _StaysInEval):
+            raise TypeError(f"freeze() keeps nn.BatchNorm1d/2d/3d and SyncBatchNorm layers in "
+                            f"eval mode; {type(layer).__name__} is another BN class")
     return module
