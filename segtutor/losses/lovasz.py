@@ -140,6 +140,20 @@ def _activation(name: str) -> str:
     return name
 
 
+def _hinge_rows(logits: Tensor, labels: Tensor, per_image: bool, ignore: int | None,
+                activation: str) -> tuple[Tensor, Tensor, Tensor | None, str]:
+    """The hinge's inputs as rows ``[R, N]`` (one row an image with ``per_image``, else one row):
+    logits, 0/1 labels, the mask of counted pixels (None without ``ignore``), the activation.
+    A batch without pixels comes back as ``[B, H, W]``, not split into rows."""
+    act = _activation(activation)
+    z, y, valid = _binary_inputs(logits, labels, ignore)
+    if z.numel() == 0:
+        return z, y, None, act
+    rows = z.shape[0] if per_image else 1
+    valid = valid.reshape(rows, -1) if ignore is not None else None
+    return z.reshape(rows, -1), y.reshape(rows, -1), valid, act
+
+
 def lovasz_hinge(
     logits: Tensor,
     labels: Tensor,
@@ -156,13 +170,10 @@ def lovasz_hinge(
     otherwise one Jaccard loss over the whole batch. ``ignore``: a label value left out.
     A batch without pixels (``B = 0``) gives 0 on the logits' graph, like every loss here.
     """
-    act = _activation(activation)
-    z, y, valid = _binary_inputs(logits, labels, ignore)
+    z, y, valid, act = _hinge_rows(logits, labels, per_image, ignore, activation)
     if z.numel() == 0:
         return _no_pixels(z)
-    rows = z.shape[0] if per_image else 1
-    valid = valid.reshape(rows, -1) if ignore is not None else None
-    return _lovasz_rows(z.reshape(rows, -1), y.reshape(rows, -1), 1.0, valid, act).mean()
+    return _lovasz_rows(z, y, 1.0, valid, act).mean()
 
 
 def symmetric_lovasz_hinge(
@@ -174,16 +185,12 @@ def symmetric_lovasz_hinge(
 ) -> Tensor:
     """Mean of the Lovász hinge for the foreground and for the background (logits and labels
     flipped), so that the IoU of the empty class is optimised too (useful for empty masks)."""
-    act = _activation(activation)
-    z, y, valid = _binary_inputs(logits, labels, ignore)
+    z, y, valid, act = _hinge_rows(logits, labels, per_image, ignore, activation)
     if z.numel() == 0:
         return _no_pixels(z)
-    rows = z.shape[0] if per_image else 1
     # the two problems share one sort call: stack them as extra rows
-    z2 = torch.cat([z, -z]).reshape(2 * rows, -1)
-    y2 = torch.cat([y, 1 - y]).reshape(2 * rows, -1)
-    v2 = torch.cat([valid, valid]).reshape(2 * rows, -1) if ignore is not None else None
-    return _lovasz_rows(z2, y2, 1.0, v2, act).mean()
+    v2 = torch.cat([valid, valid]) if valid is not None else None
+    return _lovasz_rows(torch.cat([z, -z]), torch.cat([y, 1 - y]), 1.0, v2, act).mean()
 
 
 def lovasz_softmax(

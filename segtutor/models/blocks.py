@@ -30,6 +30,8 @@ from torch import nn
 
 from segtutor.data.transforms import resize_to  # the one resize, for logits too
 
+from .outputs import aux_output  # the output convention, built here by the models
+
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
 
 
@@ -379,18 +381,13 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def aux_output(out: torch.Tensor, aux: torch.Tensor | list[torch.Tensor] | None,
-               training: bool, **extra: torch.Tensor) -> torch.Tensor | dict:
-    """The output convention of every model with auxiliary outputs.
-
-    Eval mode: the main logits ``out [B, K, H, W]`` as a tensor. Training mode: a dict
-    ``{"out": out, "aux": aux, **extra}`` (torchvision style) where ``aux`` is one logits tensor
-    at the input size or a list of them (deep supervision), so a loss can weight each.
-    """
-    if not training or (aux is None and not extra):
-        return out
-    result: dict = {"out": out}
-    if aux is not None:
-        result["aux"] = aux
-    result.update(extra)
-    return result
+def aux_head_output(out: torch.Tensor, aux_head: nn.Module | None, feature: torch.Tensor,
+                    padded_size: Sequence[int], size: tuple[int, int],
+                    training: bool) -> torch.Tensor | dict:
+    """The output of a model with one auxiliary head on an encoder map (PSPNet's and DeepLab's
+    head on ``layer3``): ``aux_head(feature)`` upsampled like the main logits ``out``, run in
+    training mode only (see :func:`segtutor.models.outputs.aux_output`)."""
+    aux = None
+    if aux_head is not None and training:
+        aux = logits_to_input(aux_head(feature), padded_size, size)
+    return aux_output(out, aux, training)

@@ -12,7 +12,7 @@ from .blocks import (
     ConvBNReLU,
     SegHead,
     aux_head,
-    aux_output,
+    aux_head_output,
     logits_to_input,
     pad_to_multiple,
     resize_to,
@@ -78,10 +78,7 @@ class DeepLabV3(RenamedHeads, nn.Module):
             low = self.low_level(feats[1])
             y = self.decoder(torch.cat([resize_to(y, low.shape[-2:]), low], dim=1))
         out = logits_to_input(self.segmentation_head(y), x.shape[-2:], size)
-        aux = None
-        if self.aux_head is not None and self.training:
-            aux = logits_to_input(self.aux_head(feats[3]), x.shape[-2:], size)
-        return aux_output(out, aux, self.training)
+        return aux_head_output(out, self.aux_head, feats[3], x.shape[-2:], size, self.training)
 
 
 def deeplabv3(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,

@@ -7,8 +7,9 @@ for the ResNet34 U-Net's ``return_cls=True``) a dict, torchvision style::
      "aux": logits or [logits, ...],        # auxiliary / deep-supervision heads, input size
      "cls": [B]}                            # the empty-image logit (ResNet34 U-Net, classify=True)
 
-Code that needs one part asks these functions instead of taking the dict apart itself, so that
-the convention lives in one place.
+The models build their output with :func:`aux_output`; code that needs one part asks
+:func:`split_output`, :func:`main_output` or :func:`aux_outputs` instead of taking the dict apart
+itself, so that the convention lives in one place.
 """
 
 from __future__ import annotations
@@ -18,7 +19,25 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["aux_outputs", "main_output", "output_keys", "split_output"]
+__all__ = ["aux_output", "aux_outputs", "main_output", "output_keys", "split_output"]
+
+
+def aux_output(out: Tensor, aux: Tensor | list[Tensor] | None, training: bool,
+               **extra: Tensor) -> Tensor | dict[str, Any]:
+    """The output of a model with auxiliary outputs.
+
+    Eval mode: the main logits ``out [B, K, H, W]`` as a tensor. Training mode: a dict
+    ``{"out": out, "aux": aux, **extra}`` (torchvision style) where ``aux`` is one logits tensor
+    at the input size or a list of them (deep supervision), so a loss can weight each; a tensor
+    when there is nothing besides ``out``.
+    """
+    if not training or (aux is None and not extra):
+        return out
+    result: dict[str, Any] = {"out": out}
+    if aux is not None:
+        result["aux"] = aux
+    result.update(extra)
+    return result
 
 
 def split_output(output: Tensor | Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:

@@ -7,7 +7,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .blocks import PPM, SegHead, aux_head, aux_output, logits_to_input, pad_to_multiple
+from .blocks import (
+    PPM,
+    SegHead,
+    aux_head,
+    aux_head_output,
+    logits_to_input,
+    pad_to_multiple,
+)
 from .encoders import dilated_resnet
 from .renamed import RenamedHeads
 
@@ -53,10 +60,7 @@ class PSPNet(RenamedHeads, nn.Module):
         x, size = pad_to_multiple(x, self.output_stride)
         feats = self.encoder(x)
         out = logits_to_input(self.segmentation_head(self.ppm(feats[4])), x.shape[-2:], size)
-        aux = None
-        if self.aux_head is not None and self.training:
-            aux = logits_to_input(self.aux_head(feats[3]), x.shape[-2:], size)
-        return aux_output(out, aux, self.training)
+        return aux_head_output(out, self.aux_head, feats[3], x.shape[-2:], size, self.training)
 
 
 def pspnet(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
