@@ -44,7 +44,8 @@ def test_device_loader_drop_last_augment_and_bad_batch_size():
                            augment=lambda a, b: (a.flip(-1), b.flip(-1)))
     batches = list(flipped)
     assert len(flipped) == len(batches) == 2
-    assert torch.equal(batches[1][0], x[4:8].flip(-1)) and torch.equal(batches[1][1], y[4:8].flip(-1))
+    assert torch.equal(batches[1][0], x[4:8].flip(-1))
+    assert torch.equal(batches[1][1], y[4:8].flip(-1))
     for bad in (0, True, 2.0):
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
             DeviceLoader(x, y, batch_size=bad, device="cpu")

@@ -46,12 +46,14 @@ def _binary_inputs(
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.ndim == 4:
         if logits.shape[1] != 1:
-            raise ValueError(f"binary logits must have one channel, got shape {tuple(logits.shape)}")
+            raise ValueError("binary logits must have one channel, got shape "
+                             f"{tuple(logits.shape)}")
         logits = logits[:, 0]
     if target.ndim == 4 and target.shape[1] == 1:
         target = target[:, 0]
     if logits.ndim != 3:
-        raise ValueError(f"binary logits must be [B, H, W] or [B, 1, H, W], got {tuple(logits.shape)}")
+        raise ValueError("binary logits must be [B, H, W] or [B, 1, H, W], got "
+                         f"{tuple(logits.shape)}")
     if target.shape != logits.shape:
         raise ValueError(
             f"target must match logits: got target {tuple(target.shape)} for logits "
@@ -85,7 +87,8 @@ def _all_zero_or_one(values: Tensor) -> bool:
     v = values.reshape(-1)
     # on [0, 1], v (1 - v) >= 0 with 0 only at 0 and 1 (no underflow: the smallest float v > 0
     # keeps v (1 - v) = v), so the sum is 0 exactly when every entry is 0 or 1
-    spread = torch.dot(v, 1 - v) if v.dtype in (torch.float32, torch.float64) else (v * (1 - v)).sum()
+    fast = v.dtype in (torch.float32, torch.float64)
+    spread = torch.dot(v, 1 - v) if fast else (v * (1 - v)).sum()
     return bool(spread == 0)
 
 
@@ -99,13 +102,14 @@ def _multiclass_inputs(
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.ndim != 4 or logits.shape[1] < 2:
-        raise ValueError(f"multi-class logits must be [B, C, H, W] with C >= 2, got {tuple(logits.shape)}")
+        raise ValueError("multi-class logits must be [B, C, H, W] with C >= 2, got "
+                         f"{tuple(logits.shape)}")
     if target.is_floating_point():
         raise TypeError(f"multi-class target must hold integer labels (long), got {target.dtype}")
     b, c, h, w = logits.shape
     if target.shape != (b, h, w):
-        raise ValueError(f"target must be [B, H, W] = {(b, h, w)} for logits {tuple(logits.shape)}, "
-                         f"got {tuple(target.shape)}")
+        raise ValueError(f"target must be [B, H, W] = {(b, h, w)} for logits "
+                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
     target = target.to(logits.device).long()
     if ignore_index is not None:
         valid = target != ignore_index

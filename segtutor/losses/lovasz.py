@@ -68,7 +68,8 @@ class _LovaszRows(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, gt: Tensor, offset: Tensor | float, activation: str, valid: Tensor | None
+        ctx: Any, x: Tensor, gt: Tensor, offset: Tensor | float, activation: str,
+        valid: Tensor | None,
     ) -> Tensor:
         # x [R, N]; gt [R, N] 0/1 in the dtype to count in, 0 where ignored; valid [R, N] bool
         # or None (all count); activation "relu" | "elu+1" | "identity"
@@ -224,7 +225,8 @@ def lovasz_softmax(
     else:
         idx = torch.as_tensor(list(classes), dtype=torch.long)
         if idx.ndim != 1 or idx.numel() == 0 or idx.min() < 0 or idx.max() >= c:
-            raise ValueError(f"classes must be a non-empty list of labels in [0, {c}), got {classes!r}")
+            raise ValueError(f"classes must be a non-empty list of labels in [0, {c}), "
+                             f"got {classes!r}")
         chosen = torch.zeros(c, dtype=torch.bool, device=probas.device)
         chosen[idx.to(probas.device)] = True
     if probas.numel() == 0:

@@ -76,7 +76,8 @@ def tversky_loss(
     """Tversky loss ``1 - mean_k (I + s) / (I + alpha FP + beta FN + s)`` (Salehi et al., 2017).
 
     ``FP = P - I``, ``FN = T - I``. ``alpha = beta = 1`` is the soft Jaccard and
-    ``alpha = beta = 0.5`` is Dice (Dice's smoothing ``s`` corresponds to ``s / 2`` here); ``beta > alpha`` penalises missed foreground more than false alarms.
+    ``alpha = beta = 0.5`` is Dice (Dice's smoothing ``s`` corresponds to ``s / 2`` here);
+    ``beta > alpha`` penalises missed foreground more than false alarms.
     """
     if alpha < 0 or beta < 0 or smooth < 0:
         raise ValueError(f"alpha, beta, smooth must be >= 0, got {alpha}, {beta}, {smooth}")

@@ -75,7 +75,8 @@ def focal_loss(
     ignore_index: int | None = 255,
     reduction: str = "mean",
 ) -> Tensor:
-    """Focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al., ICCV 2017), binary or multi-class.
+    """Focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al., ICCV 2017), binary or
+    multi-class.
 
     ``p_t`` is the predicted probability of the true class. ``alpha`` is the class-balance
     factor, applied *outside* the log-probability: in the binary case a scalar in [0, 1]

@@ -84,7 +84,8 @@ class DeepLabV3(RenamedHeads, nn.Module):
 def deeplabv3(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
               **options) -> DeepLabV3:
     """Build DeepLab v3; ``options``: ``backbone``, ``output_stride``, ``head_width``,
-    ``rates``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
+    ``rates``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet into
+    the encoder."""
     return DeepLabV3(num_classes, in_channels, pretrained, decoder=False, **options)
 
 

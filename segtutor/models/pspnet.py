@@ -66,5 +66,6 @@ class PSPNet(RenamedHeads, nn.Module):
 def pspnet(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
            **options) -> PSPNet:
     """Build :class:`PSPNet`; ``options``: ``backbone``, ``output_stride``, ``bins``,
-    ``head_width``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet into the encoder."""
+    ``head_width``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet
+    into the encoder."""
     return PSPNet(num_classes, in_channels, pretrained, **options)

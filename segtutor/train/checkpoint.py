@@ -36,7 +36,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def rng_state() -> dict[str, Any]:
-    """RNG states of Python, NumPy and PyTorch (CPU and every CUDA device) as tensors/plain types."""
+    """RNG states of Python, NumPy and PyTorch (CPU and every CUDA device) as tensors and plain
+    types."""
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
