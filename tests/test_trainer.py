@@ -322,6 +322,27 @@ def test_empty_image_loss_gives_the_value_of_the_former_trainer_subclass():
     assert torch.equal(tr.compute_loss(out, y)[0], bce(out[:, 0], t))
 
 
+def test_assigning_a_plain_loss_wraps_it_like_the_constructor():
+    # the Losses chapter switches the loss between stages with `trainer.criterion = loss`
+    from segtutor.losses import DeepSupervisionLoss, WithAuxiliary
+
+    x, y = threshold_task(8)
+    net = nn.Conv2d(1, 1, 1)
+    tr = make_trainer(net, loader(x, y), aux_weight=0.25)
+    tr.criterion = nn.BCEWithLogitsLoss()  # torch's: wants [B, H, W] logits for [B, H, W] masks
+    assert isinstance(tr.criterion, WithAuxiliary) and tr.criterion.aux_weight == 0.25
+    out = {"out": net(x), "aux": [2 * net(x)]}
+    bce = nn.functional.binary_cross_entropy_with_logits
+    expected = bce(out["out"][:, 0], y) + 0.25 * bce(out["aux"][0][:, 0], y)
+    assert torch.equal(tr.compute_loss(out, y)[0], expected)
+    with pytest.raises(ValueError, match="give it its own weights"):
+        tr.criterion = DeepSupervisionLoss(nn.BCEWithLogitsLoss())
+    plain = make_trainer(nn.Conv2d(1, 1, 1), loader(x, y))
+    deep = DeepSupervisionLoss(nn.BCEWithLogitsLoss())
+    plain.criterion = deep
+    assert plain.criterion is deep
+
+
 def test_a_criterion_that_reads_the_output_keeps_its_own_weights():
     from segtutor.losses import DeepSupervisionLoss, WithAuxiliary
 

@@ -34,7 +34,8 @@ from segtutor.progress import bar, enabled
 from segtutor.train import distributed as dist_utils
 
 __all__ = ["NonFiniteLossError", "amp_context", "amp_dtype", "check_shapes", "evaluate",
-           "predict_labels", "progress_bar", "to_device", "train_one_epoch", "train_step"]
+           "predict", "predict_labels", "progress_bar", "to_device", "train_one_epoch",
+           "train_step"]
 
 Criterion = Callable[[Any, Tensor], Tensor]
 
@@ -286,3 +287,28 @@ def evaluate(model: nn.Module, loader: Iterable[Any], criterion: Criterion | Non
     if binary:
         out["tgs_map"] = dist_utils.reduce_mean(tgs_sum, n_images, device)
     return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable[Any], device: torch.device | str, *,
+            activation: str | None = None, amp_dtype: torch.dtype | None = None,
+            channels_last: bool = False, progress: bool = False) -> Tensor:
+    """The main logits ``[N, C, H, W]`` of ``model`` (in eval mode) on the CPU, for every image
+    of ``loader`` in loader order; ``activation="sigmoid"``/``"softmax"`` gives probabilities."""
+    if activation not in (None, "sigmoid", "softmax"):
+        raise ValueError(f"activation must be None, 'sigmoid' or 'softmax', got {activation!r}")
+    device = torch.device(device)
+    model.eval()
+    chunks = []
+    for batch in progress_bar(loader, progress, desc="predict", leave=False):
+        x, _ = to_device(batch, device, channels_last)
+        with amp_context(device, amp_dtype):
+            logits = main_output(model(x)).float()
+        if activation == "sigmoid":
+            logits = logits.sigmoid()
+        elif activation == "softmax":
+            logits = logits.softmax(dim=1)
+        chunks.append(logits.cpu())
+    if not chunks:
+        raise ValueError("predict() got an empty loader")
+    return torch.cat(chunks)

@@ -1,17 +1,15 @@
 """A small, readable training loop for segmentation.
 
-The loop itself is three functions in :mod:`segtutor.train.loop` (:func:`train_one_epoch`,
-:func:`evaluate`, :func:`train_step`); :class:`Trainer` calls them and keeps the bookkeeping.
-The five parts of a training program are its arguments: the **data** (``train_loader``,
-``val_loader``), the **model**, the **criterion**, the **optimizer** (with an optional
-scheduler) and the **logger**. Each epoch follows the train / validate / (test) flow and, inside it,
-the four steps *print, plot, save, update*: print a one-line summary, plot to the logger, save a
-checkpoint, update the learning rate and the early-stopping state.
+:class:`Trainer` calls the loop's functions (:mod:`segtutor.train.loop`) and keeps the
+bookkeeping. The five parts of a training program are its arguments: the **data**
+(``train_loader``, ``val_loader``), the **model**, the **criterion**, the **optimizer** (with an
+optional scheduler) and the **logger**. Each epoch follows the train / validate / (test) flow and,
+inside it, the four steps *print, plot, save, update*: print a one-line summary, plot to the
+logger, save a checkpoint, update the learning rate and the early-stopping state.
 
-Binary tasks (``num_classes=1``): the model gives logits ``[B, 1, H, W]``, masks are float
-``[B, H, W]`` in {0, 1} (the Trainer converts other masks to that), the prediction is
-``logits > 0`` and the TGS metric is reported too. Multi-class: logits ``[B, C, H, W]``, long
-labels ``[B, H, W]`` with 255 = ignore, prediction ``argmax``.
+Binary tasks (``num_classes=1``): logits ``[B, 1, H, W]``, float masks ``[B, H, W]`` in {0, 1}
+(other masks are converted), prediction ``logits > 0``, the TGS metric reported too. Multi-class:
+logits ``[B, C, H, W]``, long labels ``[B, H, W]`` with 255 = ignore, prediction ``argmax``.
 """
 
 from __future__ import annotations
@@ -116,8 +114,8 @@ class Trainer:
         self.binary = num_classes == 1
         self.ignore_index = ignore_index
         self.threshold = float(threshold)
-        self.criterion = output_criterion(criterion, aux_weight, aux_criterion)
-        self.handled_outputs = tuple(self.criterion.handled_outputs)
+        self._aux = (aux_weight, aux_criterion)
+        self.criterion = criterion  # a plain loss is wrapped: see the property
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
@@ -178,6 +176,19 @@ class Trainer:
                 "channels_last": self.channels_last}
 
     # ------------------------------------------------------------------ the loss
+    @property
+    def criterion(self) -> Callable[..., torch.Tensor]:
+        """The criterion over whole model outputs. Assigning a plain ``loss(logits, masks)``
+        (a chapter switches losses between stages this way) wraps it like the constructor does,
+        with the constructor's ``aux_weight`` and ``aux_criterion``."""
+        return self._criterion
+
+    @criterion.setter
+    def criterion(self, criterion: Callable[..., torch.Tensor]) -> None:
+        self._criterion = output_criterion(criterion, *self._aux)
+        self.handled_outputs = tuple(self._criterion.handled_outputs)
+        self._shapes_checked = False  # the first batch is checked again, and unread outputs said
+
     def _warn_unused_outputs(self, output: Any) -> None:
         """Say once when the model returns outputs that no loss term reads (e.g. a ``"cls"`` head
         trained by nothing), instead of ignoring them silently."""
@@ -266,26 +277,13 @@ class Trainer:
                                progress=self.progress)
         return {prefix + k: v for k, v in scores.items()}
 
-    @torch.no_grad()
     def predict(self, loader: Iterable[Batch], activation: str | None = None) -> torch.Tensor:
-        """Logits ``[N, C, H, W]`` on the CPU for every image of ``loader`` (in loader order).
-
-        ``activation="sigmoid"``/``"softmax"`` returns probabilities instead.
+        """Logits ``[N, C, H, W]`` on the CPU for every image of ``loader`` (in loader order);
+        ``activation="sigmoid"``/``"softmax"``: probabilities (:func:`segtutor.train.loop.predict`).
         """
-        if activation not in (None, "sigmoid", "softmax"):
-            raise ValueError(f"activation must be None, 'sigmoid' or 'softmax', got {activation!r}")
-        self.model.eval()
-        chunks = []
-        for batch in loop.progress_bar(loader, self.progress, desc="predict", leave=False):
-            logits = self._forward_eval(batch)[1]
-            if activation == "sigmoid":
-                logits = logits.sigmoid()
-            elif activation == "softmax":
-                logits = logits.softmax(dim=1)
-            chunks.append(logits.cpu())
-        if not chunks:
-            raise ValueError("predict() got an empty loader")
-        return torch.cat(chunks)
+        return loop.predict(self.model, loader, self.device, activation=activation,
+                            amp_dtype=self.amp_dtype, channels_last=self.channels_last,
+                            progress=self.progress)
 
     @torch.no_grad()
     def _forward_eval(self, batch: Batch, limit: int | None = None
@@ -306,7 +304,7 @@ class Trainer:
         a validation loader, "val_loss", "val_mean_iou", "val_pixel_accuracy", ... (binary tasks
         also "val_tgs_map"). ``resume`` is a checkpoint path written by this class.
         """
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        if not _positive_int(epochs):
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         if resume is not None:
             self.load_checkpoint(resume)
@@ -467,6 +465,10 @@ class Trainer:
         return state
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _check_arguments(model: Any, criterion: Any, optimizer: Any, num_classes: Any,
                      scheduler_interval: Any, early_stopping: Any, log_every: Any) -> None:
     """The Trainer's argument checks: TypeError/ValueError naming the argument."""
@@ -477,14 +479,13 @@ def _check_arguments(model: Any, criterion: Any, optimizer: Any, num_classes: An
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
                         f"{type(optimizer).__name__}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+    if not _positive_int(num_classes):
         raise ValueError(f"num_classes must be an int >= 1 (1 = binary), got {num_classes!r}")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got "
                          f"{scheduler_interval!r}")
-    if early_stopping is not None and (not isinstance(early_stopping, int)
-                                       or isinstance(early_stopping, bool) or early_stopping < 1):
+    if early_stopping is not None and not _positive_int(early_stopping):
         raise ValueError(f"early_stopping must be a positive int (patience) or None, got "
                          f"{early_stopping!r}")
-    if not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1:
+    if not _positive_int(log_every):
         raise ValueError(f"log_every must be a positive int, got {log_every!r}")
