@@ -74,6 +74,7 @@ def test_a_file_where_a_folder_is_expected(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_exit_status(tmp_path):
     # the installed entry point (pyproject: segtutor = "segtutor.cli:main"), run as a process
     script = Path(sys.executable).with_name("segtutor")

@@ -261,6 +261,7 @@ def test_browser_sees_the_visdom_plot_drawn(visdom_server, tmp_path):
     assert "main-svg" in dom, "plotly did not draw the line plot (no main-svg element)"
 
 
+@pytest.mark.slow
 @needs_browser
 def test_browser_sees_tensorboard_serving_the_run(tmp_path):
     logger = TensorBoardLogger(tmp_path / "runs" / "demo")
@@ -326,6 +327,7 @@ def _kill_parent_and_wait(parent_code: str, tmp_path: Path) -> tuple[dict, bool]
         parent.stderr.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_watched_child_ends_and_cleans_up_when_its_parent_is_killed(tmp_path):
     # the watch itself, on a stand-in for the server (the standard library's HTTP server)
@@ -345,6 +347,7 @@ time.sleep(120)
     assert not Path(info["folder"]).exists(), "the child's temporary folder was left behind"
 
 
+@pytest.mark.slow
 @needs_assets
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_visdom_server_ends_when_the_process_that_started_it_is_killed(tmp_path):

@@ -199,6 +199,7 @@ def test_output_size_formulas_match_modules(n, k, s, p, d):
         ops.conv_transpose_output_size(m, k, s, p, max(s, d), d)
 
 
+@pytest.mark.slow
 def test_output_padding_for_against_pytorch_on_a_grid():
     """Tiny inputs and heavy padding included: wherever F.conv2d accepts the settings, the
     transposed convolution with output_padding_for(...) gives back exactly n; where it rejects
