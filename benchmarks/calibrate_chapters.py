@@ -32,14 +32,23 @@ from segtutor import claims  # noqa: E402
 def execute(chapter: Path, offset: int, timeout: int) -> tuple[list[dict], float]:
     """Run one chapter top to bottom in quick mode under a seed offset; its claims and seconds."""
     nb = jupytext.read(chapter)
-    env = {"SEGTUTOR_QUICK": "1", "SEGTUTOR_SEED_OFFSET": str(offset), "SEGTUTOR_PROGRESS": "0",
-           "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env = {
+        "SEGTUTOR_QUICK": "1",
+        "SEGTUTOR_SEED_OFFSET": str(offset),
+        "SEGTUTOR_PROGRESS": "0",
+        "TQDM_DISABLE": "1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
     t0 = time.time()
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(chapter.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(chapter.parent)}},
+        ).execute()
     finally:
         for k, v in saved.items():
             if v is None:
@@ -58,8 +67,10 @@ def margin(record: dict) -> float | None:
 def table(runs: dict[int, list[dict]]) -> list[str]:
     """Markdown rows: claim, held in all runs, margin per seed, mean, spread, mean/spread."""
     offsets = sorted(runs)
-    rows = ["| chapter | claim | holds | margin per seed | mean | spread | mean/spread |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| chapter | claim | holds | margin per seed | mean | spread | mean/spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, first in enumerate(runs[offsets[0]]):
         same = [runs[o][i] for o in offsets if i < len(runs[o])]
         holds = all(r["holds"] for r in same)
@@ -71,8 +82,10 @@ def table(runs: dict[int, list[dict]]) -> list[str]:
         spread = max(margins) - min(margins)
         ratio = f"{mean / spread:.1f}" if spread > 0 else "inf"
         per_seed = ", ".join(f"{m:.3f}" for m in margins)
-        rows.append(f"| {first['chapter']} | {first['claim']} | {holds} | {per_seed} | {mean:.3f} "
-                    f"| {spread:.3f} | {ratio} |")
+        rows.append(
+            f"| {first['chapter']} | {first['claim']} | {holds} | {per_seed} | {mean:.3f} "
+            f"| {spread:.3f} | {ratio} |"
+        )
     return rows
 
 
@@ -82,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every chapter in _toc.yml")
     parser.add_argument("--seeds", type=int, default=3, help="seed offsets 0..N-1 (default 3)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: the transposed-convolution chapter under 2 offsets")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: the transposed-convolution chapter under 2 offsets",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -104,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for offset in range(args.seeds):
             found, seconds = execute(chapter, offset, args.timeout)
-            print(f"{chapter.relative_to(ROOT)} seed offset {offset}: {len(found)} claims, "
-                  f"{seconds:.0f} s", flush=True)
+            print(
+                f"{chapter.relative_to(ROOT)} seed offset {offset}: {len(found)} claims, "
+                f"{seconds:.0f} s",
+                flush=True,
+            )
             runs[offset] = found
         if runs[0]:
             print("\n".join(table(runs)), flush=True)

@@ -33,8 +33,11 @@ STAMP = TARGET / ".version"
 def in_place(target: Path = TARGET) -> bool:
     """True when the pinned MathJax version is complete under ``target``."""
     stamp = target / ".version"
-    return (stamp.is_file() and stamp.read_text().strip() == "@".join(MATHJAX)
-            and all((target / part).exists() for part in PARTS))
+    return (
+        stamp.is_file()
+        and stamp.read_text().strip() == "@".join(MATHJAX)
+        and all((target / part).exists() for part in PARTS)
+    )
 
 
 def fetch(target: Path = TARGET) -> bool:
@@ -66,11 +69,16 @@ def main() -> int:
     try:
         fetched = fetch()
     except RuntimeError as err:
-        print(f"book assets: {err}\nMathJax is needed once, from the npm registry, so that the "
-              "book's formulas render without network (apt-get install npm).", file=sys.stderr)
+        print(
+            f"book assets: {err}\nMathJax is needed once, from the npm registry, so that the "
+            "book's formulas render without network (apt-get install npm).",
+            file=sys.stderr,
+        )
         return 1
-    print(f"book assets: MathJax {'@'.join(MATHJAX)} "
-          f"{'fetched into' if fetched else 'already in'} {TARGET.relative_to(ROOT)}")
+    print(
+        f"book assets: MathJax {'@'.join(MATHJAX)} "
+        f"{'fetched into' if fetched else 'already in'} {TARGET.relative_to(ROOT)}"
+    )
     return 0
 
 

@@ -35,7 +35,10 @@ QUIET_BUILD = {"TQDM_DISABLE": "1", "SEGTUTOR_PROGRESS": "0", "SEGTUTOR_BOOK_BUI
 def fingerprint(quick: bool | None) -> str:
     """Hash of everything outside a chapter that changes what a chapter prints."""
     h = hashlib.sha256()
-    files = sorted((ROOT / "segtutor").rglob("*.py")) + [ROOT / "requirements.txt", ROOT / "_config.yml"]
+    files = sorted((ROOT / "segtutor").rglob("*.py")) + [
+        ROOT / "requirements.txt",
+        ROOT / "_config.yml",
+    ]
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())
@@ -109,7 +112,9 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
         effective = quick
     fp = fingerprint(effective)
     if stamp.exists() and stamp.read_text() != fp:
-        print("segtutor or the configuration changed since the last build: re-executing every chapter")
+        print(
+            "segtutor or the configuration changed since the last build: re-executing every chapter"
+        )
         shutil.rmtree(build_dir / ".jupyter_cache", ignore_errors=True)
         shutil.rmtree(build_dir / "jupyter_execute", ignore_errors=True)
     # reports of earlier failures would otherwise outlive the fix
@@ -126,8 +131,9 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
     print("$", " ".join(cmd), flush=True)
     t0 = time.time()
     with open(build_dir / "build.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
@@ -140,7 +146,9 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
     print(f"\nbook build: exit code {code} after {elapsed:.0f} s")
     write_claims(build_dir)
     if times:
-        print("chapter execution times (cached chapters keep the time of their last run), slowest first:")
+        print(
+            "chapter execution times (cached chapters keep the time of their last run), slowest first:"
+        )
         for name, seconds in times:
             print(f"  {seconds:7.1f} s  {name}")
     return code
@@ -181,14 +189,25 @@ def build_chapter(chapter: str, quick: bool | None) -> int:
     if (ROOT / "_assets").is_dir():  # the site's own MathJax (scripts/book_assets.py)
         (alone.parent / "_assets").symlink_to(ROOT / "_assets")
     exe = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(exe), "build", str(alone), "--config", str(cfg_file), "--path-output", str(out), *FLAGS]
+    cmd = [
+        str(exe),
+        "build",
+        str(alone),
+        "--config",
+        str(cfg_file),
+        "--path-output",
+        str(out),
+        *FLAGS,
+    ]
     t0 = time.time()
     code = subprocess.call(cmd, cwd=ROOT, env=env)
     reports = sorted(out.rglob("reports/*.log"))
     for report in reports:
         print(f"--- {report}\n{report.read_text()[-6000:]}")
-    print(f"\n{chapter}: exit code {code}, {time.time() - t0:.1f} s (execution and rendering); "
-          f"page under {out}/_build/_page")
+    print(
+        f"\n{chapter}: exit code {code}, {time.time() - t0:.1f} s (execution and rendering); "
+        f"page under {out}/_build/_page"
+    )
     return code
 
 

@@ -12,8 +12,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "config", "ops", "losses", "metrics", "data", "models", "train", "monitor",
-    "viz", "crf", "postprocess", "cli", "tgs", "claims", "progress",
+    "config",
+    "ops",
+    "losses",
+    "metrics",
+    "data",
+    "models",
+    "train",
+    "monitor",
+    "viz",
+    "crf",
+    "postprocess",
+    "cli",
+    "tgs",
+    "claims",
+    "progress",
 }
 
 

@@ -98,8 +98,9 @@ def claims_in_notebook(nb: nbformat.NotebookNode, chapter: str) -> list[dict[str
     return found
 
 
-def collect(notebooks: Iterable[tuple[str, nbformat.NotebookNode]],
-            out: str | Path | None = None) -> list[dict[str, Any]]:
+def collect(
+    notebooks: Iterable[tuple[str, nbformat.NotebookNode]], out: str | Path | None = None
+) -> list[dict[str, Any]]:
     """Gather the claims of ``(chapter path, executed notebook)`` pairs; write them as JSON to
     ``out`` if given. Each claim: ``{"chapter", "claim", "values", "holds"}``."""
     claims: list[dict[str, Any]] = []

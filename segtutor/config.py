@@ -73,6 +73,8 @@ def in_book_build() -> bool:
     (``SEGTUTOR_BOOK_BUILD=1``): no reader can move a slider there, so interactive demos show a
     note instead (:func:`segtutor.viz.interactive`)."""
     return os.environ.get("SEGTUTOR_BOOK_BUILD", "").strip().lower() in _TRUE
+
+
 """Quick mode, read once at import. Chapters use this; tests may call :func:`is_quick`."""
 
 

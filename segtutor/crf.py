@@ -143,7 +143,9 @@ class _SparseApply(torch.autograd.Function):
     """``matrix @ x`` for a fixed sparse CSR matrix, with its CSR transpose for the backward pass."""
 
     @staticmethod
-    def forward(ctx, matrix: torch.Tensor, transpose: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, matrix: torch.Tensor, transpose: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         ctx.transpose = transpose
         # torch.sparse.mm rather than @, which here takes a slow path (dense fill, copies)
         return torch.sparse.mm(matrix, x)
@@ -183,7 +185,11 @@ class _SparsePattern:
                 self.crow, self.col, flat, (rows, cols), check_invariants=False
             )
             transpose = torch.sparse_csr_tensor(
-                self.t_crow, self.t_col, flat.index_select(0, self.by_col), (cols, rows), check_invariants=False
+                self.t_crow,
+                self.t_col,
+                flat.index_select(0, self.by_col),
+                (cols, rows),
+                check_invariants=False,
             )
         return matrix, transpose
 
@@ -230,7 +236,9 @@ class _LatticeKernel(_Kernel):
 
     def _fold(self, norm: torch.Tensor, scale: float) -> None:
         # scale * D^-1/2 alpha S B S^T D^-1/2: both diagonal factors go into the sparse values
-        self.msg_slice, self.msg_slice_t = self.pattern.matrices(self.weight * (scale * self.alpha * norm))
+        self.msg_slice, self.msg_slice_t = self.pattern.matrices(
+            self.weight * (scale * self.alpha * norm)
+        )
         self.msg_unsplat, self.msg_splat = self.pattern.matrices(self.weight * norm)
 
     def message(self, q: torch.Tensor) -> torch.Tensor:
@@ -328,7 +336,9 @@ def _image_tensor(image, height: int, width: int, device: torch.device, dtype) -
         if image.dtype != torch.uint8:
             raise TypeError(f"image must be uint8 RGB [H, W, 3], got dtype {image.dtype}")
     else:
-        raise TypeError(f"image must be a uint8 numpy array or tensor [H, W, 3], got {type(image).__name__}")
+        raise TypeError(
+            f"image must be a uint8 numpy array or tensor [H, W, 3], got {type(image).__name__}"
+        )
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must have shape [H, W, 3] (RGB), got {tuple(image.shape)}")
     if tuple(image.shape[:2]) != (height, width):
@@ -345,7 +355,11 @@ def _check_params(iterations: int, method: str, **params: float) -> None:
     if method not in ("auto", "exact", "fast"):
         raise ValueError(f"method must be 'auto', 'exact' or 'fast', got {method!r}")
     for name, value in params.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
             raise TypeError(f"{name} must be a finite number, got {value!r}")
         if name.startswith("compat"):
             if value < 0:
@@ -374,7 +388,9 @@ def _kernels(
     height, width = rgb.shape[:2]
     dev, dt = rgb.device, rgb.dtype
     ys, xs = torch.meshgrid(
-        torch.arange(height, device=dev, dtype=dt), torch.arange(width, device=dev, dtype=dt), indexing="ij"
+        torch.arange(height, device=dev, dtype=dt),
+        torch.arange(width, device=dev, dtype=dt),
+        indexing="ij",
     )
     pos = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)  # [N, 2], pixels
     colour = rgb.reshape(-1, 3)
@@ -383,7 +399,9 @@ def _kernels(
     if compat_gaussian > 0:
         out.append(make(pos / sxy_gaussian, float(compat_gaussian)))
     if compat_bilateral > 0:
-        out.append(make(torch.cat([pos / sxy_bilateral, colour / srgb], dim=1), float(compat_bilateral)))
+        out.append(
+            make(torch.cat([pos / sxy_bilateral, colour / srgb], dim=1), float(compat_bilateral))
+        )
     return out
 
 
@@ -405,7 +423,9 @@ def _mean_field(
         return logits
     weights = weights if weights is not None else [None] * len(kernels)
     # one pass for all the self-messages that the filtering includes and the model excludes
-    self_term = sum(k.self_weight if w is None else w * k.self_weight for w, k in zip(weights, kernels))
+    self_term = sum(
+        k.self_weight if w is None else w * k.self_weight for w, k in zip(weights, kernels)
+    )
     for _ in range(iterations):
         q = torch.softmax(logits, dim=1)
         message = None
@@ -465,8 +485,13 @@ def dense_crf(
             "probs needs C >= 2 classes; for a foreground probability p pass torch.stack([1 - p, p])"
         )
     _check_params(
-        iterations, method, sxy_gaussian=sxy_gaussian, compat_gaussian=compat_gaussian,
-        sxy_bilateral=sxy_bilateral, srgb=srgb, compat_bilateral=compat_bilateral,
+        iterations,
+        method,
+        sxy_gaussian=sxy_gaussian,
+        compat_gaussian=compat_gaussian,
+        sxy_bilateral=sxy_bilateral,
+        srgb=srgb,
+        compat_bilateral=compat_bilateral,
     )
     c, height, width = probs.shape
     dtype = probs.dtype if probs.dtype == torch.float64 else torch.float32
@@ -490,7 +515,9 @@ def dense_crf(
         return torch.softmax(unary_logits, dim=0).to(probs.dtype)
     method = _resolve_method(method, height * width)
     with torch.no_grad():
-        kernels = _kernels(rgb, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb, compat_bilateral, method)
+        kernels = _kernels(
+            rgb, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb, compat_bilateral, method
+        )
         out = _mean_field(unary_logits.reshape(c, -1).T.contiguous(), kernels, iterations)
         q = torch.softmax(out, dim=1)
     return q.T.reshape(c, height, width).to(probs.dtype)
@@ -563,8 +590,13 @@ class DenseCRF(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         _check_params(
-            iterations, method, sxy_gaussian=sxy_gaussian, compat_gaussian=compat_gaussian,
-            sxy_bilateral=sxy_bilateral, srgb=srgb, compat_bilateral=compat_bilateral,
+            iterations,
+            method,
+            sxy_gaussian=sxy_gaussian,
+            compat_gaussian=compat_gaussian,
+            sxy_bilateral=sxy_bilateral,
+            srgb=srgb,
+            compat_bilateral=compat_bilateral,
         )
         self.num_classes = num_classes
         self.iterations = iterations
@@ -587,13 +619,19 @@ class DenseCRF(nn.Module):
         )
 
     def forward(self, logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.ndim != 4:
+        if (
+            not isinstance(logits, torch.Tensor)
+            or not logits.is_floating_point()
+            or logits.ndim != 4
+        ):
             raise TypeError("logits must be a float tensor [B, C, H, W]")
         b, c, height, width = logits.shape
         if c != self.num_classes:
             raise ValueError(f"logits have {c} classes, the CRF was built for {self.num_classes}")
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a tensor [B, 3, H, W] (RGB, 0-255), got {getattr(images, 'shape', None)}")
+            raise ValueError(
+                f"images must be a tensor [B, 3, H, W] (RGB, 0-255), got {getattr(images, 'shape', None)}"
+            )
         if images.shape[0] != b or tuple(images.shape[2:]) != (height, width):
             raise ValueError(
                 f"images {tuple(images.shape)} and logits {tuple(logits.shape)} must agree on B, H and W"
@@ -604,7 +642,9 @@ class DenseCRF(nn.Module):
         for k in range(b):  # one lattice per image
             rgb = images[k].detach().permute(1, 2, 0).to(logits.dtype)
             with torch.no_grad():
-                ops = _kernels(rgb, self.sxy_gaussian, 1.0, self.sxy_bilateral, self.srgb, 1.0, method)
+                ops = _kernels(
+                    rgb, self.sxy_gaussian, 1.0, self.sxy_bilateral, self.srgb, 1.0, method
+                )
             unary = torch.log_softmax(logits[k], dim=0).reshape(c, -1).T
             out = _mean_field(
                 unary, ops, self.iterations, [wg, wb], self.compatibility.to(logits.dtype)

@@ -49,11 +49,17 @@ def check_target(path: str | os.PathLike) -> int | None:
         if stat.S_ISLNK(info.st_mode):
             return None
         if not stat.S_ISREG(info.st_mode):
-            kind = ("a folder" if stat.S_ISDIR(info.st_mode)
-                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
-                    else "a FIFO" if stat.S_ISFIFO(info.st_mode)
-                    else "a socket" if stat.S_ISSOCK(info.st_mode)
-                    else "not a regular file")
+            kind = (
+                "a folder"
+                if stat.S_ISDIR(info.st_mode)
+                else "a device"
+                if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(info.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(info.st_mode)
+                else "not a regular file"
+            )
             raise ValueError(f"cannot write {path}: it exists and is {kind}, not a regular file")
         return stat.S_IMODE(info.st_mode)
     if not path.parent.is_dir():
@@ -96,8 +102,14 @@ def _naming_target(err: OSError, path: Path) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", *, encoding: str = "utf-8",
-                 newline: str | None = "", fsync: bool = True) -> Iterator[IO[Any]]:
+def atomic_write(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    encoding: str = "utf-8",
+    newline: str | None = "",
+    fsync: bool = True,
+) -> Iterator[IO[Any]]:
     """Context manager: a file handle whose content replaces ``path`` atomically on exit.
 
     Args:
@@ -129,8 +141,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, encoding: str = "
         try:
             if keep_mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(fd, keep_mode)
-            handle = (os.fdopen(fd, "wb") if mode == "wb"
-                      else os.fdopen(fd, "w", encoding=encoding, newline=newline))
+            handle = (
+                os.fdopen(fd, "wb")
+                if mode == "wb"
+                else os.fdopen(fd, "w", encoding=encoding, newline=newline)
+            )
         except BaseException:
             os.close(fd)
             raise

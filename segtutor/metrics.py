@@ -131,7 +131,9 @@ def confusion_matrix(
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
             extra = f" other than ignore_index={ignore_index}" if ignore_index is not None else ""
-            raise ValueError(f"target has label {bad}{extra}; expected labels in [0, {num_classes})")
+            raise ValueError(
+                f"target has label {bad}{extra}; expected labels in [0, {num_classes})"
+            )
         lo, hi = int(pred.min()), int(pred.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
@@ -305,7 +307,9 @@ def _binary_masks(pred: Any, target: Any) -> tuple[Tensor, Tensor]:
     if pred.ndim == 4 and pred.shape[1] == 1:
         pred, target = pred[:, 0], target[:, 0]
     if pred.ndim != 3:
-        raise ValueError(f"masks must be [N, H, W] (or [N, 1, H, W]), got shape {tuple(pred.shape)}")
+        raise ValueError(
+            f"masks must be [N, H, W] (or [N, 1, H, W]), got shape {tuple(pred.shape)}"
+        )
     for name, m in (("pred", pred), ("target", target)):
         if m.dtype != torch.bool and ((m != 0) & (m != 1)).any():
             raise ValueError(
@@ -378,8 +382,9 @@ def tgs_map(pred_masks: Tensor, true_masks: Tensor) -> float:
     """
     scores = tgs_scores(pred_masks, true_masks)
     if scores.numel() == 0:
-        raise ValueError("tgs_map: the batch is empty (N=0 images); the mean over no images is "
-                         "undefined")
+        raise ValueError(
+            "tgs_map: the batch is empty (N=0 images); the mean over no images is undefined"
+        )
     return float(scores.mean())
 
 
@@ -415,8 +420,12 @@ def constant_prediction_scores(
     elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
         raise ValueError(f"label must be an int in [0, {num_classes}), got {label!r}")
     cm = confusion_matrix(torch.full_like(target, label), target, num_classes, ignore_index)
-    return {"label": label, "pixel_accuracy": pixel_accuracy(cm),
-            "mean_pixel_accuracy": mean_pixel_accuracy(cm), "mean_iou": mean_iou(cm)}
+    return {
+        "label": label,
+        "pixel_accuracy": pixel_accuracy(cm),
+        "mean_pixel_accuracy": mean_pixel_accuracy(cm),
+        "mean_iou": mean_iou(cm),
+    }
 
 
 def empty_prediction_map(true_masks: Tensor) -> float:
@@ -525,9 +534,11 @@ def _label_map(x: Any, name: str) -> np.ndarray:
     if x.dtype == np.bool_:
         return x.astype(np.int64)  # a binary mask is one object
     if not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer instance labels (0 = background), got dtype "
-                        f"{x.dtype}; label a probability map first (e.g. "
-                        "postprocess.split_instances or scipy.ndimage.label)")
+        raise TypeError(
+            f"{name} must hold integer instance labels (0 = background), got dtype "
+            f"{x.dtype}; label a probability map first (e.g. "
+            "postprocess.split_instances or scipy.ndimage.label)"
+        )
     if x.size and x.min() < 0:
         raise ValueError(f"{name} must hold labels >= 0 (0 = background), got {x.min()}")
     return x
@@ -539,9 +550,11 @@ def _iou_threshold(t: Any, name: str) -> Fraction:
     if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {t!r}")
     if not 0.5 <= float(t) < 1.0:
-        raise ValueError(f"{name} must be in [0.5, 1), got {t!r}: from IoU > 0.5 on, a predicted "
-                         "object can match at most one true object; below it a matching would "
-                         "have to be chosen")
+        raise ValueError(
+            f"{name} must be in [0.5, 1), got {t!r}: from IoU > 0.5 on, a predicted "
+            "object can match at most one true object; below it a matching would "
+            "have to be chosen"
+        )
     return Fraction(str(float(t)))
 
 
@@ -549,9 +562,12 @@ def _ratio_or_nan(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
-def instance_scores(pred_labels: Tensor | np.ndarray, true_labels: Tensor | np.ndarray,
-                    thresholds: Any = TGS_THRESHOLDS,
-                    match_threshold: float = 0.5) -> InstanceScores:
+def instance_scores(
+    pred_labels: Tensor | np.ndarray,
+    true_labels: Tensor | np.ndarray,
+    thresholds: Any = TGS_THRESHOLDS,
+    match_threshold: float = 0.5,
+) -> InstanceScores:
     """Match predicted to true objects by IoU and count hits, misses and spurious objects.
 
     Args:
@@ -572,8 +588,10 @@ def instance_scores(pred_labels: Tensor | np.ndarray, true_labels: Tensor | np.n
     pred = _label_map(pred_labels, "pred_labels")
     true = _label_map(true_labels, "true_labels")
     if pred.shape != true.shape:
-        raise ValueError(f"pred_labels and true_labels must have the same shape, got {pred.shape} "
-                         f"and {true.shape}")
+        raise ValueError(
+            f"pred_labels and true_labels must have the same shape, got {pred.shape} "
+            f"and {true.shape}"
+        )
     ts = tuple(thresholds) if not isinstance(thresholds, (int, float)) else (thresholds,)
     if not ts:
         raise ValueError("thresholds must hold at least one IoU threshold")
@@ -602,10 +620,19 @@ def instance_scores(pred_labels: Tensor | np.ndarray, true_labels: Tensor | np.n
     tp = hits(match_at)
     fp, fn = n_p - tp, n_t - tp
     return InstanceScores(
-        n_true=n_t, n_pred=n_p, match_threshold=float(match_threshold), tp=tp, fp=fp, fn=fn,
-        precision=_ratio_or_nan(tp, tp + fp), recall=_ratio_or_nan(tp, tp + fn),
-        f1=_ratio_or_nan(2 * tp, 2 * tp + fp + fn), f2=_ratio_or_nan(5 * tp, 5 * tp + 4 * fn + fp),
-        thresholds=tuple(float(t) for t in ts), tp_per_threshold=tp_at,
-        score_per_threshold=per_t, dsb_score=float(np.mean(per_t)),
+        n_true=n_t,
+        n_pred=n_p,
+        match_threshold=float(match_threshold),
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        precision=_ratio_or_nan(tp, tp + fp),
+        recall=_ratio_or_nan(tp, tp + fn),
+        f1=_ratio_or_nan(2 * tp, 2 * tp + fp + fn),
+        f2=_ratio_or_nan(5 * tp, 5 * tp + 4 * fn + fp),
+        thresholds=tuple(float(t) for t in ts),
+        tp_per_threshold=tp_at,
+        score_per_threshold=per_t,
+        dsb_score=float(np.mean(per_t)),
         matched_iou=tuple(sorted((float(iou) for iou in ious), reverse=True)),
     )

@@ -50,7 +50,9 @@ def remove_small_objects(mask, min_size: int, connectivity: int = 1):
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
         raise ValueError(f"min_size must be an int >= 0 (pixels), got {min_size!r}")
     if connectivity not in (1, 2):
-        raise ValueError(f"connectivity must be 1 (4-neighbourhood) or 2 (8-neighbourhood), got {connectivity!r}")
+        raise ValueError(
+            f"connectivity must be 1 (4-neighbourhood) or 2 (8-neighbourhood), got {connectivity!r}"
+        )
     if array.dtype != bool and array.size and not np.isin(array, (0, 1)).all():
         raise ValueError("mask must be binary (values 0 and 1); threshold probabilities first")
     foreground = array.astype(bool)

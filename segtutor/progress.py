@@ -19,7 +19,11 @@ __all__ = ["bar", "enabled"]
 
 def enabled(show: bool = True) -> bool:
     """``show``, unless the environment turns bars off (``SEGTUTOR_PROGRESS=0``)."""
-    return bool(show) and os.environ.get("SEGTUTOR_PROGRESS", "1").strip() not in {"0", "false", "no"}
+    return bool(show) and os.environ.get("SEGTUTOR_PROGRESS", "1").strip() not in {
+        "0",
+        "false",
+        "no",
+    }
 
 
 def bar(iterable: Iterable[Any] | None = None, *, show: bool = True, **kwargs: Any) -> tqdm:

@@ -44,8 +44,11 @@ def palette(num_classes: int, seed: int = 3) -> np.ndarray:
     return np.concatenate([np.zeros((1, 3)), colours], axis=0)
 
 
-def colorize(labels: ArrayLike, num_classes: int | None = None,
-             ignore_color: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+def colorize(
+    labels: ArrayLike,
+    num_classes: int | None = None,
+    ignore_color: Sequence[float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
     """Label map ``[H, W]`` (ints) to an RGB image ``[H, W, 3]`` in [0, 1]; 255 = ignore (white)."""
     lab = to_numpy(labels)
     if lab.ndim != 2:
@@ -80,8 +83,13 @@ def _as_rgb_float(image: ArrayLike) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
-def overlay(image: ArrayLike, mask: ArrayLike, alpha: float = 0.5,
-            num_classes: int | None = None, color: Sequence[float] | None = None) -> np.ndarray:
+def overlay(
+    image: ArrayLike,
+    mask: ArrayLike,
+    alpha: float = 0.5,
+    num_classes: int | None = None,
+    color: Sequence[float] | None = None,
+) -> np.ndarray:
     """Blend a label mask over an image: ``[H, W, 3]`` float in [0, 1].
 
     ``mask`` is a label map ``[H, W]``: class 0 (background) and 255 (ignore) leave the image
@@ -118,8 +126,9 @@ def one_hot_planes(labels: ArrayLike, num_classes: int) -> np.ndarray:
     return (lab[None] == np.arange(num_classes)[:, None, None]).astype(np.uint8)
 
 
-def show_one_hot(labels: ArrayLike, num_classes: int,
-                 class_names: Sequence[str] | None = None) -> plt.Figure:
+def show_one_hot(
+    labels: ArrayLike, num_classes: int, class_names: Sequence[str] | None = None
+) -> plt.Figure:
     """Figure: the label map followed by one binary plane per class."""
     planes = one_hot_planes(labels, num_classes)
     names = list(class_names) if class_names else [f"class {c}" for c in range(num_classes)]
@@ -137,10 +146,15 @@ def show_one_hot(labels: ArrayLike, num_classes: int,
     return fig
 
 
-def mask_grid(images: Sequence[ArrayLike] | ArrayLike, masks: Sequence[ArrayLike] | ArrayLike,
-              preds: Sequence[ArrayLike] | ArrayLike | None = None, num_classes: int | None = None,
-              titles: Sequence[str] | None = None, max_items: int = 8,
-              overlay_alpha: float | None = None) -> plt.Figure:
+def mask_grid(
+    images: Sequence[ArrayLike] | ArrayLike,
+    masks: Sequence[ArrayLike] | ArrayLike,
+    preds: Sequence[ArrayLike] | ArrayLike | None = None,
+    num_classes: int | None = None,
+    titles: Sequence[str] | None = None,
+    max_items: int = 8,
+    overlay_alpha: float | None = None,
+) -> plt.Figure:
     """Figure with one column per item: image, mask and (optionally) prediction rows.
 
     ``images``: ``[N, H, W]``, ``[N, 3, H, W]`` or a list; ``masks`` and ``preds``: ``[N, H, W]``
@@ -149,7 +163,9 @@ def mask_grid(images: Sequence[ArrayLike] | ArrayLike, masks: Sequence[ArrayLike
     n = min(len(images), max_items)
     if len(masks) < n or (preds is not None and len(preds) < n):
         raise ValueError("images, masks and preds must have the same number of items")
-    rows = [("image", None), ("mask", masks)] + ([("prediction", preds)] if preds is not None else [])
+    rows = [("image", None), ("mask", masks)] + (
+        [("prediction", preds)] if preds is not None else []
+    )
     fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n, 1.9 * len(rows)), squeeze=False)
     if num_classes is None:
         stacked = [to_numpy(m) for m in list(masks)[:n]]
@@ -175,9 +191,13 @@ def mask_grid(images: Sequence[ArrayLike] | ArrayLike, masks: Sequence[ArrayLike
     return fig
 
 
-def plot_curves(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]],
-                keys: Sequence[str] | None = None, xlabel: str = "epoch",
-                title: str | None = None, logy: Sequence[str] = ()) -> plt.Figure:
+def plot_curves(
+    history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Any]],
+    keys: Sequence[str] | None = None,
+    xlabel: str = "epoch",
+    title: str | None = None,
+    logy: Sequence[str] = (),
+) -> plt.Figure:
     """Training curves: one panel per metric family, train and val on the same axes.
 
     ``history`` is either ``{"train_loss": [...], "val_loss": [...], ...}`` or a list of per-epoch
@@ -228,7 +248,11 @@ def interactive(build: Callable[[], Any], what: str) -> None:
     from segtutor import config
 
     if config.in_book_build():
-        display(Markdown(f"*In Jupyter, this cell shows {what}. Run the chapter there "
-                         "(`make lab`) to use it; the static figure above shows a few settings.*"))
+        display(
+            Markdown(
+                f"*In Jupyter, this cell shows {what}. Run the chapter there "
+                "(`make lab`) to use it; the static figure above shows a few settings.*"
+            )
+        )
         return
     display(build())

@@ -59,7 +59,9 @@ def book_build():
 def test_toc_lists_existing_chapters():
     assert CHAPTERS, "_toc.yml lists no chapter"
     for chapter in CHAPTERS:
-        assert (ROOT / f"{chapter}.md").exists(), f"_toc.yml names {chapter}, which has no {chapter}.md"
+        assert (ROOT / f"{chapter}.md").exists(), (
+            f"_toc.yml names {chapter}, which has no {chapter}.md"
+        )
 
 
 @pytest.mark.book
@@ -68,20 +70,26 @@ def test_chapter_executes(book_build, chapter):
     _, _, times = book_build
     reports = sorted((BUILD / "html" / "reports").glob(f"{chapter}*.log"))
     if reports:
-        pytest.fail(f"chapter {chapter} failed to execute; the failing cell and traceback:\n"
-                    + reports[0].read_text()[-6000:], pytrace=False)
+        pytest.fail(
+            f"chapter {chapter} failed to execute; the failing cell and traceback:\n"
+            + reports[0].read_text()[-6000:],
+            pytrace=False,
+        )
     page = BUILD / "html" / f"{chapter}.html"
     assert page.exists(), f"chapter {chapter} has no page {page.relative_to(ROOT)}"
     if is_notebook(chapter):
         assert any(Path(uri).with_suffix("") == Path(chapter) for uri in times), (
-            f"chapter {chapter} has no execution record in the jupyter cache: was it executed?")
+            f"chapter {chapter} has no execution record in the jupyter cache: was it executed?"
+        )
 
 
 @pytest.mark.book
 def test_book_builds_without_warnings(book_build):
     code, log, _ = book_build
     problems = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
-    assert code == 0, "the book build failed:\n" + "\n".join(problems[-40:] or log.splitlines()[-40:])
+    assert code == 0, "the book build failed:\n" + "\n".join(
+        problems[-40:] or log.splitlines()[-40:]
+    )
     assert (BUILD / "html" / "index.html").exists()
 
 
@@ -94,7 +102,9 @@ def test_every_claim_of_the_book_holds(book_build):
 
     found = json.loads((BUILD / "claims.json").read_text())
     bad = claims.failing(found)
-    assert not bad, "claims in the prose that the executed code does not bear out:\n" + "\n".join(bad)
+    assert not bad, "claims in the prose that the executed code does not bear out:\n" + "\n".join(
+        bad
+    )
 
 
 CDN = re.compile(r"""<script[^>]+src=["']https?://[^"']*(mathjax|jupyter-widgets|require)""", re.I)
@@ -107,8 +117,11 @@ def test_no_page_loads_math_or_widgets_from_a_cdn(book_build):
     assert pages
     bad = [str(p.relative_to(BUILD)) for p in pages if CDN.search(p.read_text(errors="replace"))]
     assert not bad, f"pages that load MathJax or the widget renderer from a CDN: {bad}"
-    with_widgets = [str(p.relative_to(BUILD)) for p in pages
-                    if "application/vnd.jupyter.widget-view+json" in p.read_text(errors="replace")]
+    with_widgets = [
+        str(p.relative_to(BUILD))
+        for p in pages
+        if "application/vnd.jupyter.widget-view+json" in p.read_text(errors="replace")
+    ]
     assert not with_widgets, f"pages that embed a dead widget (no kernel behind it): {with_widgets}"
 
 
@@ -116,13 +129,17 @@ def test_no_page_loads_math_or_widgets_from_a_cdn(book_build):
 @needs_browser
 def test_formulas_render_with_the_network_off(book_build, tmp_path):
     """Chromium, with every host name unresolvable, typesets every formula of every page."""
-    pages = [p for p in sorted((BUILD / "html").rglob("*.html"))
-             if 'class="math' in p.read_text(errors="replace")]
+    pages = [
+        p
+        for p in sorted((BUILD / "html").rglob("*.html"))
+        if 'class="math' in p.read_text(errors="replace")
+    ]
     assert pages, "no page with a formula: the check would prove nothing"
     raw = []
     for i, page in enumerate(pages):
-        proc = chromium(page.as_uri(), tmp_path / f"profile{i}", [*OFFLINE, "--dump-dom"],
-                        ["mjx-container"])
+        proc = chromium(
+            page.as_uri(), tmp_path / f"profile{i}", [*OFFLINE, "--dump-dom"], ["mjx-container"]
+        )
         # code and scripts may hold a literal \( or $$; only the prose must have none left
         text = re.sub(r"<(script|pre)\b.*?</\1>", "", proc.stdout, flags=re.S)
         if "mjx-container" not in text or re.search(r"\\\(|\$\$", text):

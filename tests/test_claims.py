@@ -15,7 +15,11 @@ from segtutor import claims
 def _executed(code: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(code)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     return nb
 
@@ -31,16 +35,26 @@ def test_claim_in_a_kernel_is_shown_glued_and_collected(tmp_path):
     texts = [o.get("data", {}).get("text/plain", "") for o in outputs]
     assert "claim holds: A beats B (a_score = 0.7, b_score = 0.5)" in texts
     assert "claim does NOT hold: B beats A (a_score2 = 0.7, b_score2 = 0.5)" in texts
-    glued = {o["metadata"]["scrapbook"]["name"] for o in outputs if "scrapbook" in o.get("metadata", {})}
+    glued = {
+        o["metadata"]["scrapbook"]["name"] for o in outputs if "scrapbook" in o.get("metadata", {})
+    }
     assert {"a_score", "b_score", "a_score2", "b_score2"} <= glued
     assert any(o.get("text") == "True False\n" for o in outputs)
 
     found = claims.collect([("book/x.md", nb)], tmp_path / "claims.json")
     assert found == [
-        {"chapter": "book/x.md", "claim": "A beats B", "values": {"a_score": 0.7, "b_score": 0.5},
-         "holds": True},
-        {"chapter": "book/x.md", "claim": "B beats A",
-         "values": {"a_score2": 0.7, "b_score2": 0.5}, "holds": False},
+        {
+            "chapter": "book/x.md",
+            "claim": "A beats B",
+            "values": {"a_score": 0.7, "b_score": 0.5},
+            "holds": True,
+        },
+        {
+            "chapter": "book/x.md",
+            "claim": "B beats A",
+            "values": {"a_score2": 0.7, "b_score2": 0.5},
+            "holds": False,
+        },
     ]
     assert json.loads((tmp_path / "claims.json").read_text()) == found
     assert claims.failing(found) == ["book/x.md: B beats A ({'a_score2': 0.7, 'b_score2': 0.5})"]

@@ -29,7 +29,9 @@ def test_device_override_and_errors(monkeypatch):
             config.device()
 
 
-@pytest.mark.parametrize("raw, expected", [("1", True), ("true", True), ("0", False), ("off", False)])
+@pytest.mark.parametrize(
+    "raw, expected", [("1", True), ("true", True), ("0", False), ("off", False)]
+)
 def test_quick_mode_from_environment(monkeypatch, raw, expected):
     monkeypatch.setenv("SEGTUTOR_QUICK", raw)
     assert config.is_quick() is expected

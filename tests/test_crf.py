@@ -24,11 +24,18 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-PARAMS = {"sxy_gaussian": 3, "compat_gaussian": 3, "sxy_bilateral": 80, "srgb": 13, "compat_bilateral": 10}
+PARAMS = {
+    "sxy_gaussian": 3,
+    "compat_gaussian": 3,
+    "sxy_bilateral": 80,
+    "srgb": 13,
+    "compat_bilateral": 10,
+}
 
 
-def naive_mean_field(image, probs, iterations, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb,
-                     compat_bilateral):
+def naive_mean_field(
+    image, probs, iterations, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb, compat_bilateral
+):
     """Mean field written pixel by pixel from Krähenbühl & Koltun (NIPS 2011), float64.
 
     Potts mu(l, l') = [l != l'] summed explicitly over l'; the kernel matrix without its diagonal,
@@ -61,8 +68,10 @@ def naive_mean_field(image, probs, iterations, sxy_gaussian, compat_gaussian, sx
                 for j in range(n):
                     if j == i:
                         continue
-                    pair = sum(wm * k(i, j) / math.sqrt(deg[i] * deg[j])
-                               for (wm, k), deg in zip(kernels, degree))
+                    pair = sum(
+                        wm * k(i, j) / math.sqrt(deg[i] * deg[j])
+                        for (wm, k), deg in zip(kernels, degree)
+                    )
                     energy[l] += pair * sum(q[j, l2] for l2 in range(c) if l2 != l)
             e = np.exp(-(energy - energy.min()))
             new[i] = e / e.sum()
@@ -70,7 +79,9 @@ def naive_mean_field(image, probs, iterations, sxy_gaussian, compat_gaussian, sx
     return q.T.reshape(c, h, w)
 
 
-def coarse_probs(labels: np.ndarray, num_classes: int, factor: int, noise: float, seed: int) -> torch.Tensor:
+def coarse_probs(
+    labels: np.ndarray, num_classes: int, factor: int, noise: float, seed: int
+) -> torch.Tensor:
     """A blurry, noisy probability map [C, H, W] from a label map: what an early FCN gives."""
     g = torch.Generator().manual_seed(seed)
     onehot = F.one_hot(torch.from_numpy(labels).long(), num_classes).permute(2, 0, 1).float()
@@ -116,8 +127,16 @@ def test_exact_matches_naive_per_pixel_loop(iterations):
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (4, 5, 3)).astype(np.uint8)
     img[:, :2] = [200, 30, 30]  # a coloured block so the appearance kernel matters
-    probs = torch.softmax(torch.randn(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), 0)
-    params = {"sxy_gaussian": 1.5, "compat_gaussian": 3, "sxy_bilateral": 4, "srgb": 30, "compat_bilateral": 5}
+    probs = torch.softmax(
+        torch.randn(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), 0
+    )
+    params = {
+        "sxy_gaussian": 1.5,
+        "compat_gaussian": 3,
+        "sxy_bilateral": 4,
+        "srgb": 30,
+        "compat_bilateral": 5,
+    }
     expected = naive_mean_field(img, probs.numpy(), iterations, **params)
     got = dense_crf(img, probs, iterations=iterations, method="exact", **params)
     assert got.dtype == torch.float64 and got.shape == (3, 4, 5)
@@ -160,7 +179,9 @@ def test_output_is_a_distribution_on_probs_device_and_dtype():
 def test_auto_uses_exact_on_small_images():
     img = photo(20)
     probs = coarse_probs(photo_labels(img), 3, 4, 0.5, seed=0)
-    torch.testing.assert_close(dense_crf(img, probs, method="auto"), dense_crf(img, probs, method="exact"))
+    torch.testing.assert_close(
+        dense_crf(img, probs, method="auto"), dense_crf(img, probs, method="exact")
+    )
 
 
 def test_chunked_exact_equals_cached_exact(monkeypatch):
@@ -189,7 +210,9 @@ def test_fast_agrees_with_exact_on_a_photo(size):
     before = probs.argmax(0)
     agreement = (exact == fast).float().mean().item()
     assert agreement >= 0.98, agreement
-    assert (exact != before).float().mean().item() > 0.02  # the CRF changed labels: not a trivial pass
+    assert (
+        exact != before
+    ).float().mean().item() > 0.02  # the CRF changed labels: not a trivial pass
 
 
 def test_fast_agrees_with_exact_on_two_regions():
@@ -205,7 +228,11 @@ def test_fast_messages_approximate_the_exact_gaussian_sum():
     from segtutor.crf import _ExactKernel, _LatticeKernel
 
     img = torch.from_numpy(photo(32)).double()
-    ys, xs = torch.meshgrid(torch.arange(32.0, dtype=torch.float64), torch.arange(32.0, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(32.0, dtype=torch.float64),
+        torch.arange(32.0, dtype=torch.float64),
+        indexing="ij",
+    )
     pos = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1)
     v = torch.rand(32 * 32, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for feats, tol in [(pos / 3, 0.02), (torch.cat([pos / 80, img.reshape(-1, 3) / 13], 1), 0.05)]:
@@ -248,7 +275,9 @@ def test_appearance_kernel_is_what_follows_the_colour_edge():
     img, truth = two_regions(56)
     probs = coarse_probs(truth, 2, 8, 1.2, seed=0)
     full = iou(dense_crf(img, probs, method="exact").argmax(0).numpy(), truth)
-    smooth_only = iou(dense_crf(img, probs, method="exact", compat_bilateral=0).argmax(0).numpy(), truth)
+    smooth_only = iou(
+        dense_crf(img, probs, method="exact", compat_bilateral=0).argmax(0).numpy(), truth
+    )
     assert full > smooth_only + 0.02, (full, smooth_only)
 
 
@@ -277,7 +306,9 @@ def test_dense_crf_module_equals_function():
     layer = DenseCRF(3, iterations=5)
     out = layer(torch.log(probs)[None], torch.from_numpy(img).permute(2, 0, 1)[None].float())
     assert out.shape == (1, 3, 20, 20)
-    torch.testing.assert_close(torch.softmax(out[0], 0), dense_crf(img, probs), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.softmax(out[0], 0), dense_crf(img, probs), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("method", ["exact", "fast"])
@@ -285,7 +316,9 @@ def test_dense_crf_module_gradients_match_finite_differences(method):
     g = torch.Generator().manual_seed(0)
     img = torch.from_numpy(photo(5)).permute(2, 0, 1)[None].double()
     logits = torch.randn(1, 2, 5, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    layer = DenseCRF(2, iterations=2, learnable=True, method=method, sxy_bilateral=5, srgb=40).double()
+    layer = DenseCRF(
+        2, iterations=2, learnable=True, method=method, sxy_bilateral=5, srgb=40
+    ).double()
     weights = layer.kernel_weights.detach().clone().requires_grad_(True)
     compat = layer.compatibility.detach().clone().requires_grad_(True)
 
@@ -294,7 +327,9 @@ def test_dense_crf_module_gradients_match_finite_differences(method):
         return torch.func.functional_call(layer, params, (lg, img))
 
     # fast_mode: checks J against finite differences along random directions (all inputs at once)
-    assert torch.autograd.gradcheck(run, (logits, weights, compat), eps=1e-6, atol=1e-5, fast_mode=True)
+    assert torch.autograd.gradcheck(
+        run, (logits, weights, compat), eps=1e-6, atol=1e-5, fast_mode=True
+    )
 
 
 def test_learnable_weights_train():
@@ -365,7 +400,8 @@ def test_errors_name_the_argument():
 
 def test_agrees_with_pydensecrf2():
     dcrf = pytest.importorskip(
-        "pydensecrf.densecrf", reason="pydensecrf2 (the C++ reference, the 'bench' extra) is not installed"
+        "pydensecrf.densecrf",
+        reason="pydensecrf2 (the C++ reference, the 'bench' extra) is not installed",
     )
     img = photo(48)
     probs = coarse_probs(photo_labels(img), 3, 8, 0.8, seed=5)

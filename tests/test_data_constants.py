@@ -15,8 +15,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segtutor"
 
 def test_each_size_is_assigned_in_one_module_only():
     for name in ("TGS_SIZE", "MODEL_SIZE", "PADDED_SIZE"):
-        assigned = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                          if re.search(rf"^{name}\s*=", path.read_text(), flags=re.MULTILINE))
+        assigned = sorted(
+            str(path.relative_to(PACKAGE))
+            for path in PACKAGE.rglob("*.py")
+            if re.search(rf"^{name}\s*=", path.read_text(), flags=re.MULTILINE)
+        )
         assert assigned == ([] if name == "PADDED_SIZE" else ["data/constants.py"]), name
 
 

@@ -100,6 +100,7 @@ def test_in_memory_on_gpu():
 
 # ---------------------------------------------------------------- folders of images and masks
 
+
 def _write_pair(folder, stem, image, mask, palette=False):
     (folder / "images").mkdir(exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)

@@ -40,8 +40,14 @@ def test_device_loader_is_still_importable_from_its_former_home():
 
 def test_device_loader_drop_last_augment_and_bad_batch_size():
     x, y = _task(10)
-    flipped = DeviceLoader(x, y, batch_size=4, drop_last=True, device="cpu",
-                           augment=lambda a, b: (a.flip(-1), b.flip(-1)))
+    flipped = DeviceLoader(
+        x,
+        y,
+        batch_size=4,
+        drop_last=True,
+        device="cpu",
+        augment=lambda a, b: (a.flip(-1), b.flip(-1)),
+    )
     batches = list(flipped)
     assert len(flipped) == len(batches) == 2
     assert torch.equal(batches[1][0], x[4:8].flip(-1))

@@ -77,46 +77,55 @@ def test_touching_and_unsorted_runs_decode():
     assert rle_decode("7 1 1 1", (3, 3)).tolist() == rle_decode("1 1 7 1", (3, 3)).tolist()
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("1 3 5", "odd number"),
-    ("1 a", "integers"),
-    ("1.5 2", "integers"),
-    ("1 -2", "integers"),
-    ("0 2", "1-based"),
-    ("1 0", "positive"),
-    ("8 3", "past the last pixel"),
-    ("1 4 3 2", "overlap"),
-    ("5 1 1 6", "overlap"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("1 3 5", "odd number"),
+        ("1 a", "integers"),
+        ("1.5 2", "integers"),
+        ("1 -2", "integers"),
+        ("0 2", "1-based"),
+        ("1 0", "positive"),
+        ("8 3", "past the last pixel"),
+        ("1 4 3 2", "overlap"),
+        ("5 1 1 6", "overlap"),
+    ],
+)
 def test_malformed_raise_value_error(bad, message):
     with pytest.raises(ValueError, match=message):
         rle_decode(bad, (3, 3))
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("１ ２", "ASCII digits"),  # full-width digits: \d, str.isdigit and int() all take them
-    ("١ ٢", "ASCII digits"),  # Arabic-Indic one and two
-    ("1 ٣", "ASCII digits"),
-    ("+1 2", "ASCII digits"),
-    ("1 1_0", "ASCII digits"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("１ ２", "ASCII digits"),  # full-width digits: \d, str.isdigit and int() all take them
+        ("١ ٢", "ASCII digits"),  # Arabic-Indic one and two
+        ("1 ٣", "ASCII digits"),
+        ("+1 2", "ASCII digits"),
+        ("1 1_0", "ASCII digits"),
+    ],
+)
 def test_only_ascii_digits_are_numbers(bad, message):
     with pytest.raises(ValueError, match=message):
         rle_decode(bad, (3, 3))
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("99999999999999999999999 1", "starts at pixel 99999999999999999999"),  # int64 overflow
-    ("9223372036854775807 9223372036854775807", "starts at pixel 9223372036854775807, past"),
-    ("1 9223372036854775807", "length 9223372036854775807, longer than the 9 pixels"),
-    ("1 99999999999999999999999", "longer than the 9 pixels of a 3x3 mask"),
-    ("10 1", "starts at pixel 10, past the last pixel 9 of a 3x3 mask"),
-    ("1 10", "length 10, longer than"),
-    ("2 9", "ends at pixel 10, past the last pixel 9"),
-    ("1 1 5 " + "9" * 5000, r"run 2 has length 9{20}\.\.\. \(5000 characters\)"),
-    ("1 0", "positive"),
-    ("0 0", "1-based"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("99999999999999999999999 1", "starts at pixel 99999999999999999999"),  # int64 overflow
+        ("9223372036854775807 9223372036854775807", "starts at pixel 9223372036854775807, past"),
+        ("1 9223372036854775807", "length 9223372036854775807, longer than the 9 pixels"),
+        ("1 99999999999999999999999", "longer than the 9 pixels of a 3x3 mask"),
+        ("10 1", "starts at pixel 10, past the last pixel 9 of a 3x3 mask"),
+        ("1 10", "length 10, longer than"),
+        ("2 9", "ends at pixel 10, past the last pixel 9"),
+        ("1 1 5 " + "9" * 5000, r"run 2 has length 9{20}\.\.\. \(5000 characters\)"),
+        ("1 0", "positive"),
+        ("0 0", "1-based"),
+    ],
+)
 def test_huge_numbers_are_bounded_by_the_mask_size(bad, message):
     with pytest.raises(ValueError, match=message):
         rle_decode(bad, (3, 3))
@@ -146,6 +155,7 @@ def test_bad_mask_and_shape():
 
 
 # ------------------------------------------------------------------------------ errata
+
 
 def buggy_rle_decode(rle: str, shape=(101, 101)):
     """The widely copied snippet: row-major, and it returns the *mean* of the mask."""
@@ -178,7 +188,7 @@ def test_erratum_buggy_decode_returns_a_number_and_wrong_orientation():
     # fixing only the return value still gives the transposed picture
     s = code.split()
     rowmajor = np.zeros(101 * 101, dtype=np.uint8)
-    rowmajor[int(s[0]) - 1:int(s[0]) - 1 + int(s[1])] = 1
+    rowmajor[int(s[0]) - 1 : int(s[0]) - 1 + int(s[1])] = 1
     rowmajor = rowmajor.reshape(101, 101)
     assert rowmajor[:30].sum() == 3030 and rowmajor[:, 30:].sum() > 0  # top rows, not left cols
     assert not np.array_equal(rowmajor, m)

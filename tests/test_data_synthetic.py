@@ -60,7 +60,7 @@ def test_tgs_salt_interior_differs_from_sediment(tgs):
     img, mask = tgs.images, tgs.masks.bool()
     # local contrast (gradient magnitude) inside salt vs outside, on images with both
     gy, gx = torch.gradient(img, dim=(1, 2))
-    grad = (gy ** 2 + gx ** 2).sqrt()
+    grad = (gy**2 + gx**2).sqrt()
     both = [i for i in range(len(img)) if 0.2 < mask[i].float().mean() < 0.8]
     assert len(both) > 10
     inside = torch.stack([grad[i][mask[i]].mean() for i in both])

@@ -88,6 +88,7 @@ def test_round_trip_through_dataset(layout):
 
 def test_unlabeled_test_split_gives_nan_masks(layout, tmp_path):
     import shutil
+
     shutil.copytree(layout, tmp_path / "kaggle")
     shutil.rmtree(tmp_path / "kaggle" / "test" / "masks")  # as in the real competition
     test = TGSSaltDataset(tmp_path / "kaggle", "test")
@@ -111,12 +112,14 @@ def test_missing_layout_names_the_file_and_where_data_goes(tmp_path):
 
 def test_mismatching_rle_is_reported(layout, tmp_path):
     import shutil
+
     root = tmp_path / "bad"
     shutil.copytree(layout, root)
     rows = _rows(root / "train.csv")
     k = next(i for i, r in enumerate(rows) if i > 0 and r[1] and len(r[1].split()) > 2)
     mask = rle_decode(rows[k][1])
     from segtutor.data import rle_encode
+
     rows[k][1] = rle_encode(mask.T)  # what a row-major encoder would have written
     with open(root / "train.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
@@ -152,9 +155,13 @@ def test_folds_disjoint_complete_and_stratified():
     assert not torch.equal(folds, coverage_folds(torch.from_numpy(cov), k=5, seed=2))
     # a random (unstratified) split is visibly less even, which is why we stratify
     random_folds = torch.from_numpy(np.random.default_rng(1).integers(0, 5, 503))
-    spread = max(int(torch.bincount(random_folds[classes == c], minlength=5).max()
-                     - torch.bincount(random_folds[classes == c], minlength=5).min())
-                 for c in classes.unique())
+    spread = max(
+        int(
+            torch.bincount(random_folds[classes == c], minlength=5).max()
+            - torch.bincount(random_folds[classes == c], minlength=5).min()
+        )
+        for c in classes.unique()
+    )
     assert spread > 1
     with pytest.raises(ValueError, match="k must"):
         coverage_folds(torch.from_numpy(cov), k=1)
@@ -184,8 +191,9 @@ def test_duplicate_ids_in_train_csv_are_refused(layout, tmp_path):
     rows.append(rows[3])  # 25 rows naming 24 images
     with open(root / "train.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
-    with pytest.raises(ValueError, match=f"line {len(rows)}: id '{rows[3][0]}' appears twice "
-                                         "\\(first on line 4\\)"):
+    with pytest.raises(
+        ValueError, match=f"line {len(rows)}: id '{rows[3][0]}' appears twice \\(first on line 4\\)"
+    ):
         TGSSaltDataset(root, "train")
 
 

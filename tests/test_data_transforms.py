@@ -38,8 +38,9 @@ H, W = 24, 24
 
 def coordinate_pair(h: int = H, w: int = W):
     """Image channels hold each pixel's (row, column); the mask holds row * w + column."""
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     image = tv_tensors.Image(torch.stack([yy, xx]))
     mask = tv_tensors.Mask((yy * w + xx).long())
     return image, mask
@@ -54,10 +55,15 @@ def decode(image: torch.Tensor, w: int = W) -> torch.Tensor:
     return image[0].round().long() * w + image[1].round().long()
 
 
-@pytest.mark.parametrize("transform", [
-    v2.RandomHorizontalFlip(1.0), v2.RandomVerticalFlip(1.0), RandomDihedral(),
-    make_augmentation(hflip=0.5, vflip=0.5, dihedral=True),
-])
+@pytest.mark.parametrize(
+    "transform",
+    [
+        v2.RandomHorizontalFlip(1.0),
+        v2.RandomVerticalFlip(1.0),
+        RandomDihedral(),
+        make_augmentation(hflip=0.5, vflip=0.5, dihedral=True),
+    ],
+)
 def test_permutations_move_image_and_mask_identically(transform):
     for seed in range(8):
         torch.manual_seed(seed)
@@ -68,11 +74,14 @@ def test_permutations_move_image_and_mask_identically(transform):
         assert torch.equal(out_m.flatten().sort().values, mask.flatten())  # a permutation
 
 
-@pytest.mark.parametrize("transform", [
-    make_augmentation(hflip=0.0, degrees=25.0, mask_fill=-1),
-    make_augmentation(hflip=0.5, scale=(0.3, 0.8), mask_fill=-1),
-    JointResize(37),
-])
+@pytest.mark.parametrize(
+    "transform",
+    [
+        make_augmentation(hflip=0.0, degrees=25.0, mask_fill=-1),
+        make_augmentation(hflip=0.5, scale=(0.3, 0.8), mask_fill=-1),
+        JointResize(37),
+    ],
+)
 def test_resampling_transforms_share_the_geometry(transform):
     for seed in range(5):
         torch.manual_seed(seed)
@@ -99,7 +108,7 @@ def test_rotation_fills_mask_with_ignore():
         torch.manual_seed(seed)
         _, out_m = aug(image, tv_tensors.Mask(mask.clamp(max=200)))
         filled += int((out_m == 255).sum())
-        assert (out_m[H // 2 - 2:H // 2 + 2, W // 2 - 2:W // 2 + 2] != 255).all()  # centre kept
+        assert (out_m[H // 2 - 2 : H // 2 + 2, W // 2 - 2 : W // 2 + 2] != 255).all()  # centre kept
     assert filled > 0
 
 
@@ -108,8 +117,9 @@ def test_masks_keep_only_their_labels():
     labels = torch.from_numpy(rng.choice([0, 3, 7, 255], size=(40, 40)))
     labels = F.max_pool2d(labels.float()[None, None], 5, 1, 2)[0, 0].long()  # blobs
     image = tv_tensors.Image(torch.rand(3, 40, 40))
-    aug = make_augmentation(hflip=0.5, vflip=0.5, degrees=20, scale=(0.4, 1.0), size=32,
-                            brightness=0.2, contrast=0.2)
+    aug = make_augmentation(
+        hflip=0.5, vflip=0.5, degrees=20, scale=(0.4, 1.0), size=32, brightness=0.2, contrast=0.2
+    )
     for seed in range(10):
         torch.manual_seed(seed)
         _, out = aug(image, tv_tensors.Mask(labels))
@@ -131,7 +141,9 @@ def test_erratum_bilinear_mask_interpolation_invents_labels():
     assert invented, "bilinear should have written values between the labels (e.g. 2)"
     assert ((wrong > 1.2) & (wrong < 2.8)).any()  # a ring of class "2" between 1 and 3
     # the v2 way: the Mask type picks nearest for the same call
-    right = TF.rotate(tv_tensors.Mask(labels.long()), 17.0, interpolation=v2.InterpolationMode.BILINEAR)
+    right = TF.rotate(
+        tv_tensors.Mask(labels.long()), 17.0, interpolation=v2.InterpolationMode.BILINEAR
+    )
     right = resize_to(right, 31, mask=True)
     assert set(right.unique().tolist()) <= {0, 1, 3}
 
@@ -145,10 +157,14 @@ def test_erratum_totensor_scales_label_maps(tmp_path):
     assert wrong.dtype == torch.float32 and wrong.max() == 1.0
     assert torch.equal(wrong.long()[0], torch.tensor([[0, 0, 0], [1, 0, 0]]))  # classes lost
     assert torch.equal(right_v2[0].long(), torch.from_numpy(lab).long())
-    assert torch.equal(torch.from_numpy(read_label_png(tmp_path / "m.png")), torch.from_numpy(lab).long())
+    assert torch.equal(
+        torch.from_numpy(read_label_png(tmp_path / "m.png")), torch.from_numpy(lab).long()
+    )
     # v2.ToDtype with scale=True scales the image and leaves the Mask alone
     img, m = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)(
-        tv_tensors.Image(torch.full((1, 2, 3), 255, dtype=torch.uint8)), tv_tensors.Mask(torch.from_numpy(lab)))
+        tv_tensors.Image(torch.full((1, 2, 3), 255, dtype=torch.uint8)),
+        tv_tensors.Mask(torch.from_numpy(lab)),
+    )
     assert img.max() == 1.0 and torch.equal(m, torch.from_numpy(lab))
 
 
@@ -219,8 +235,9 @@ def test_resize_101_128_101():
     img = torch.rand(1, 101, 101)
     up = resize_to(img, 128)
     assert up.shape == (1, 128, 128)
-    torch.testing.assert_close(up, F.interpolate(img[None], size=128, mode="bilinear",
-                                                 align_corners=False)[0])
+    torch.testing.assert_close(
+        up, F.interpolate(img[None], size=128, mode="bilinear", align_corners=False)[0]
+    )
     back = resize_to(up, 101)
     assert not torch.equal(back, img)  # resizing images is not exactly invertible
     with pytest.raises(TypeError, match="mask=True"):
@@ -229,7 +246,10 @@ def test_resize_101_128_101():
 
 def test_lighting_touches_images_only():
     torch.manual_seed(0)
-    image, mask = tv_tensors.Image(torch.rand(1, 8, 8) * 0.5 + 0.25), tv_tensors.Mask(torch.ones(8, 8))
+    image, mask = (
+        tv_tensors.Image(torch.rand(1, 8, 8) * 0.5 + 0.25),
+        tv_tensors.Mask(torch.ones(8, 8)),
+    )
     out_i, out_m = RandomLighting(0.2, 0.3)(image, mask)
     assert not torch.equal(out_i, image) and torch.equal(out_m, mask)
     with pytest.raises(ValueError, match="brightness"):

@@ -106,8 +106,9 @@ def test_os_errors_name_the_target_not_the_temporary_file(tmp_path, monkeypatch,
     path.write_text("old")
 
     def no_space(*args, **kwargs):
-        raise OSError(28, "No space left on device", *[str(a) for a in args[:1]
-                                                       if isinstance(a, (str, Path))])
+        raise OSError(
+            28, "No space left on device", *[str(a) for a in args[:1] if isinstance(a, (str, Path))]
+        )
 
     with pytest.raises(OSError) as info:
         if where == "write":

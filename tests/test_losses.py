@@ -84,8 +84,14 @@ def test_all_ignored_gives_zero_not_nan():
     x, t = _multi_batch()
     t[:] = 255
     assert torch.isnan(F.cross_entropy(x, t, ignore_index=255))  # why we do our own mean
-    for fn in (L.cross_entropy_loss, L.focal_loss, L.ohem_loss, L.dice_loss, L.ce_dice_loss,
-               L.LovaszSoftmaxLoss()):
+    for fn in (
+        L.cross_entropy_loss,
+        L.focal_loss,
+        L.ohem_loss,
+        L.dice_loss,
+        L.ce_dice_loss,
+        L.LovaszSoftmaxLoss(),
+    ):
         v, g = _grad(fn, x, t)
         assert torch.isfinite(v) and torch.isfinite(g).all(), fn
     v, g = _grad(L.lovasz_hinge, _binary_batch()[0], torch.full((3, 6, 7), 255.0), ignore=255)
@@ -111,8 +117,9 @@ def test_focal_gamma0_is_cross_entropy_and_alpha_is_outside_the_log():
     logp = F.log_softmax(x, 1).gather(1, t[:, None])[:, 0]
     ref = (-a[t] * (1 - logp.exp()) ** 2 * logp).mean()
     assert torch.allclose(L.focal_loss(x, t, alpha=a, gamma=2.0), ref)
-    assert torch.allclose(L.FocalLoss(alpha=a.tolist(), gamma=2.0)(x, t), ref.float().double(),
-                          atol=1e-6)
+    assert torch.allclose(
+        L.FocalLoss(alpha=a.tolist(), gamma=2.0)(x, t), ref.float().double(), atol=1e-6
+    )
 
 
 def test_focal_downweights_easy_pixels():
@@ -179,9 +186,10 @@ def test_dice_hand_worked_and_gradient():
     z = torch.logit(p)[None].requires_grad_()
     inter, psum, tsum = 0.8 + 0.6 + 0.3, 1.8, 3.0
     assert L.dice_loss(z, t[None], smooth=0).item() == pytest.approx(1 - 2 * inter / (psum + tsum))
-    sq = (0.64 + 0.36 + 0.01 + 0.09)
-    assert L.dice_loss(z, t[None], smooth=0, squared=True).item() == \
-        pytest.approx(1 - 2 * inter / (sq + tsum))
+    sq = 0.64 + 0.36 + 0.01 + 0.09
+    assert L.dice_loss(z, t[None], smooth=0, squared=True).item() == pytest.approx(
+        1 - 2 * inter / (sq + tsum)
+    )
     # d(1 - 2I/(P+T))/dp_i = -(2 t_i (P+T) - 2I) / (P+T)^2; chain rule through the sigmoid
     L.dice_loss(z, t[None], smooth=0).backward()
     dl_dp = -(2 * t * (psum + tsum) - 2 * inter) / (psum + tsum) ** 2
@@ -194,8 +202,9 @@ def test_dice_perfect_empty_and_per_image():
     perfect = 30 * (2 * y - 1)
     assert L.dice_loss(perfect, y).item() == pytest.approx(0, abs=1e-6)
     empty = torch.zeros(1, 5, 5, dtype=DT)
-    assert L.dice_loss(torch.full((1, 5, 5), -30.0, dtype=DT), empty).item() == \
-        pytest.approx(0, abs=1e-6)
+    assert L.dice_loss(torch.full((1, 5, 5), -30.0, dtype=DT), empty).item() == pytest.approx(
+        0, abs=1e-6
+    )
     v, g = _grad(L.dice_loss, torch.zeros(1, 5, 5, dtype=DT), empty, smooth=0)
     assert torch.isfinite(v) and torch.isfinite(g).all()
     # per-image: an empty image predicted wrong counts as much as a big one
@@ -312,7 +321,7 @@ def _softmax_reference(probas, labels, classes="present", per_image=False, ignor
             keep = y != ignore
             p, y = p[:, keep], y[keep]
         per_class = []
-        for c in (range(p.shape[0]) if isinstance(classes, str) else classes):
+        for c in range(p.shape[0]) if isinstance(classes, str) else classes:
             fg = (y == c).to(p.dtype)
             if classes == "present" and fg.sum() == 0:
                 continue
@@ -433,7 +442,9 @@ def test_lovasz_hinge_on_hard_logits_is_twice_jaccard_loss():
     pred = (torch.rand(y.shape, generator=g) < 0.5).to(DT)
     z = 2 * pred - 1
     iou = M.binary_iou(pred.bool(), y.bool())
-    assert L.lovasz_hinge(z, y, per_image=True).item() == pytest.approx(float((2 * (1 - iou)).mean()))
+    assert L.lovasz_hinge(z, y, per_image=True).item() == pytest.approx(
+        float((2 * (1 - iou)).mean())
+    )
 
 
 def test_lovasz_hinge_perfect_empty_and_batch_of_one():
@@ -480,7 +491,9 @@ def test_lovasz_softmax_on_hard_probas_is_one_minus_miou_of_present_classes():
     _, t = _multi_batch(b=2, c=5, h=8, w=8, seed=6)
     t[t == 4] = 0  # class 4 absent from the truth
     g = torch.Generator().manual_seed(6)
-    pred = torch.where(torch.rand(t.shape, generator=g) < 0.7, t, torch.randint(0, 5, t.shape, generator=g))
+    pred = torch.where(
+        torch.rand(t.shape, generator=g) < 0.7, t, torch.randint(0, 5, t.shape, generator=g)
+    )
     probas = F.one_hot(pred, 5).permute(0, 3, 1, 2).to(DT)
     iou = M.iou_per_class(M.confusion_matrix(pred, t, 5))
     present = torch.bincount(t.flatten(), minlength=5) > 0
@@ -509,8 +522,9 @@ def test_erratum_classes_compared_with_is():
     # so the buggy code silently averages over *all* classes, absent ones included
     as_buggy = L.lovasz_softmax(probas, t, classes="all")
     assert not torch.allclose(as_buggy, L.lovasz_softmax(probas, t, classes=option))
-    assert torch.allclose(L.lovasz_softmax(probas, t, classes=option),
-                          L.lovasz_softmax(probas, t, classes="present"))
+    assert torch.allclose(
+        L.lovasz_softmax(probas, t, classes=option), L.lovasz_softmax(probas, t, classes="present")
+    )
 
 
 # ----------------------------------------------------------------------------- modules, combos
@@ -518,19 +532,24 @@ def test_erratum_classes_compared_with_is():
 
 def test_combos_and_modules_equal_functional_forms():
     z, y = _binary_batch()
-    assert torch.allclose(L.BCEDiceLoss(bce_weight=0.3, dice_weight=2.0)(z, y),
-                          0.3 * L.bce_loss(z, y) + 2.0 * L.dice_loss(z, y))
+    assert torch.allclose(
+        L.BCEDiceLoss(bce_weight=0.3, dice_weight=2.0)(z, y),
+        0.3 * L.bce_loss(z, y) + 2.0 * L.dice_loss(z, y),
+    )
     x, t = _multi_batch()
     w = [1.0, 2.0, 1.0, 0.5]
-    assert torch.allclose(L.CEDiceLoss(weight=w, dice_weight=0.5)(x.float(), t),
-                          L.cross_entropy_loss(x.float(), t, torch.tensor(w)) + 0.5 *
-                          L.dice_loss(x.float(), t))
+    assert torch.allclose(
+        L.CEDiceLoss(weight=w, dice_weight=0.5)(x.float(), t),
+        L.cross_entropy_loss(x.float(), t, torch.tensor(w)) + 0.5 * L.dice_loss(x.float(), t),
+    )
     assert torch.allclose(L.DiceLoss(squared=True)(z, y), L.dice_loss(z, y, squared=True))
     assert torch.allclose(L.JaccardLoss()(z, y), L.jaccard_loss(z, y))
     assert torch.allclose(L.TverskyLoss(0.3, 0.7)(z, y), L.tversky_loss(z, y, 0.3, 0.7))
     assert torch.allclose(L.BCEWithLogitsLoss(pos_weight=2.0)(z, y), L.bce_loss(z, y, 2.0))
-    assert torch.allclose(L.LovaszSoftmaxLoss(per_image=True)(x, t),
-                          L.lovasz_softmax(x.softmax(1), t, per_image=True, ignore=255))
+    assert torch.allclose(
+        L.LovaszSoftmaxLoss(per_image=True)(x, t),
+        L.lovasz_softmax(x.softmax(1), t, per_image=True, ignore=255),
+    )
     # class weights are buffers: they follow the module to another dtype/device
     m = L.CEDiceLoss(weight=w).double()
     assert m._opt_weight.dtype == torch.float64
@@ -550,15 +569,17 @@ def test_deep_supervision_resizes_target_with_nearest():
     expected = (L.cross_entropy_loss(x, t) + 0.4 * L.cross_entropy_loss(aux, small)) / 1.4
     assert torch.allclose(loss({"out": x, "aux": aux}, t), expected)
     assert torch.allclose(loss([x, aux], t), expected)
-    assert torch.allclose(L.DeepSupervisionLoss(L.cross_entropy_loss)(x, t),
-                          L.cross_entropy_loss(x, t))
+    assert torch.allclose(
+        L.DeepSupervisionLoss(L.cross_entropy_loss)(x, t), L.cross_entropy_loss(x, t)
+    )
     with pytest.raises(ValueError, match="2 outputs but 3 weights"):
         L.DeepSupervisionLoss(L.cross_entropy_loss, [1, 1, 1])([x, aux], t)
     # binary masks [B, 1, H, W] float
     yb = (t == 2).to(DT)[:, None]
     zb = torch.randn(2, 1, 4, 4, dtype=DT)
-    assert torch.allclose(L.DeepSupervisionLoss(L.bce_loss)([zb], yb),
-                          L.bce_loss(zb, yb[:, :, 1::2, 1::2]))
+    assert torch.allclose(
+        L.DeepSupervisionLoss(L.bce_loss)([zb], yb), L.bce_loss(zb, yb[:, :, 1::2, 1::2])
+    )
 
 
 def test_with_auxiliary_weights_each_auxiliary_output_and_matches_binary_logits():
@@ -577,8 +598,9 @@ def test_with_auxiliary_weights_each_auxiliary_output_and_matches_binary_logits(
     # another loss for the auxiliary heads; multi-class logits are passed as they are
     x, t = _multi_batch(b=2, c=3, h=4, w=4)
     mixed = L.WithAuxiliary(L.cross_entropy_loss, 0.5, aux_loss=L.dice_loss)
-    assert torch.equal(mixed({"out": x, "aux": x * 2}, t),
-                       L.cross_entropy_loss(x, t) + 0.5 * L.dice_loss(x * 2, t))
+    assert torch.equal(
+        mixed({"out": x, "aux": x * 2}, t), L.cross_entropy_loss(x, t) + 0.5 * L.dice_loss(x * 2, t)
+    )
     assert L.WithAuxiliary.handled_outputs == ("out", "aux")
     with pytest.raises(ValueError, match="'out' key"):
         loss({"aux": a1}, y)
@@ -625,8 +647,11 @@ _EMPTY_BATCH_CASES = [
     ("lovasz_hinge ignore", "b", lambda z, y: L.lovasz_hinge(z, y, ignore=255)),
     ("symmetric_lovasz_hinge", "b", L.symmetric_lovasz_hinge),
     ("lovasz_softmax", "p", L.lovasz_softmax),
-    ("lovasz_softmax per_image all", "p",
-     lambda p, t: L.lovasz_softmax(p, t, classes="all", per_image=True, ignore=255)),
+    (
+        "lovasz_softmax per_image all",
+        "p",
+        lambda p, t: L.lovasz_softmax(p, t, classes="all", per_image=True, ignore=255),
+    ),
     ("lovasz_softmax classes", "p", lambda p, t: L.lovasz_softmax(p, t, classes=[0, 2])),
     ("bce_dice_loss", "b", L.bce_dice_loss),
     ("ce_dice_loss", "m", L.ce_dice_loss),
@@ -660,8 +685,9 @@ def _no_pixel_inputs(kind: str, shape: tuple[int, int, int]):
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 6), (2, 0, 6)], ids=["B=0", "H=0"])
-@pytest.mark.parametrize("name, kind, loss", _EMPTY_BATCH_CASES,
-                         ids=[c[0] for c in _EMPTY_BATCH_CASES])
+@pytest.mark.parametrize(
+    "name, kind, loss", _EMPTY_BATCH_CASES, ids=[c[0] for c in _EMPTY_BATCH_CASES]
+)
 def test_every_loss_of_a_batch_without_pixels_is_zero_with_a_gradient(name, kind, loss, shape):
     logits, target = _no_pixel_inputs(kind, shape)
     x = logits.softmax(1) if kind == "p" else logits
@@ -707,14 +733,29 @@ def test_empty_batch_reduction_none_gives_the_empty_map_and_inputs_are_still_che
         (L.bce_loss, torch.zeros(2, 4, 4), torch.zeros(2, 4, 5), ValueError, "target must match"),
         (L.bce_loss, torch.zeros(2, 4, 4), torch.full((2, 4, 4), 0.5), ValueError, r"\{0, 1\}"),
         (L.bce_loss, torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), ValueError, "one channel"),
-        (L.cross_entropy_loss, torch.zeros(2, 3, 4, 4), torch.full((2, 4, 4), 3), ValueError,
-         "label 3"),
+        (
+            L.cross_entropy_loss,
+            torch.zeros(2, 3, 4, 4),
+            torch.full((2, 4, 4), 3),
+            ValueError,
+            "label 3",
+        ),
         (L.cross_entropy_loss, torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4), TypeError, "long"),
-        (L.dice_loss, torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 5, dtype=torch.long), ValueError,
-         r"\[B, H, W\]"),
+        (
+            L.dice_loss,
+            torch.zeros(2, 3, 4, 4),
+            torch.zeros(2, 5, 5, dtype=torch.long),
+            ValueError,
+            r"\[B, H, W\]",
+        ),
         (L.focal_loss, torch.zeros(4, 4), torch.zeros(4, 4), ValueError, "logits must be"),
-        (L.lovasz_hinge, torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 4, 4), TypeError,
-         "floating"),
+        (
+            L.lovasz_hinge,
+            torch.zeros(2, 4, 4, dtype=torch.long),
+            torch.zeros(2, 4, 4),
+            TypeError,
+            "floating",
+        ),
     ],
 )
 def test_bad_input_raises_clear_errors(fn, logits, target, exc, match):

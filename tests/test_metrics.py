@@ -16,19 +16,11 @@ from segtutor import metrics as M
 sk_metrics = pytest.importorskip("sklearn.metrics", reason="sklearn is the independent reference")
 
 # A 4x4 scene, 3 classes, worked by hand in the Metrics chapter too.
-TARGET = torch.tensor([[0, 0, 0, 0],
-                       [0, 0, 1, 1],
-                       [0, 0, 1, 1],
-                       [2, 2, 2, 0]])
-PRED = torch.tensor([[0, 0, 0, 0],
-                     [0, 1, 1, 1],
-                     [0, 0, 0, 1],
-                     [2, 2, 0, 0]])
+TARGET = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 0]])
+PRED = torch.tensor([[0, 0, 0, 0], [0, 1, 1, 1], [0, 0, 0, 1], [2, 2, 0, 0]])
 # rows = truth, columns = prediction, counted by hand:
 # truth 0 (9 px): 8 -> 0, 1 -> 1;  truth 1 (4 px): 1 -> 0, 3 -> 1;  truth 2 (3 px): 1 -> 0, 2 -> 2
-HAND_CM = torch.tensor([[8, 1, 0],
-                        [1, 3, 0],
-                        [1, 0, 2]])
+HAND_CM = torch.tensor([[8, 1, 0], [1, 3, 0], [1, 0, 2]])
 
 
 def test_confusion_matrix_hand_worked():
@@ -44,7 +36,9 @@ def test_metrics_hand_worked():
     iou = [8 / (9 + 10 - 8), 3 / (4 + 4 - 3), 2 / (3 + 2 - 2)]
     assert torch.allclose(M.iou_per_class(cm), torch.tensor(iou, dtype=torch.float64))
     assert M.mean_iou(cm) == pytest.approx(sum(iou) / 3)
-    assert M.frequency_weighted_iou(cm) == pytest.approx((9 * iou[0] + 4 * iou[1] + 3 * iou[2]) / 16)
+    assert M.frequency_weighted_iou(cm) == pytest.approx(
+        (9 * iou[0] + 4 * iou[1] + 3 * iou[2]) / 16
+    )
     dice = [16 / 19, 6 / 8, 4 / 5]
     assert M.dice_coefficient(cm) == pytest.approx(sum(dice) / 3)
     # precision differs from recall here: class 0 is predicted 10 times, right 8 times
@@ -60,7 +54,9 @@ def test_erratum_mean_pixel_accuracy_is_recall_not_precision():
     assert M.mean_pixel_accuracy(HAND_CM) == pytest.approx(recall)
     assert M.mean_pixel_accuracy(HAND_CM) != pytest.approx(precision)
     y, p = TARGET.flatten().numpy(), PRED.flatten().numpy()
-    assert M.mean_pixel_accuracy(HAND_CM) == pytest.approx(sk_metrics.recall_score(y, p, average="macro"))
+    assert M.mean_pixel_accuracy(HAND_CM) == pytest.approx(
+        sk_metrics.recall_score(y, p, average="macro")
+    )
     assert M.mean_pixel_accuracy(HAND_CM) == pytest.approx(sk_metrics.balanced_accuracy_score(y, p))
 
 
@@ -75,12 +71,15 @@ def test_confusion_matrix_matches_sklearn_with_ignore():
     np.testing.assert_array_equal(cm.numpy(), ref)
     # per-class recall/precision/F1 against sklearn's classification metrics
     y, p = target[keep].numpy(), pred[keep].numpy()
-    np.testing.assert_allclose(M.recall_per_class(cm).numpy(),
-                               sk_metrics.recall_score(y, p, average=None, labels=range(5)))
-    np.testing.assert_allclose(M.dice_per_class(cm).numpy(),
-                               sk_metrics.f1_score(y, p, average=None, labels=range(5)))
-    np.testing.assert_allclose(M.iou_per_class(cm).numpy(),
-                               sk_metrics.jaccard_score(y, p, average=None, labels=range(5)))
+    np.testing.assert_allclose(
+        M.recall_per_class(cm).numpy(), sk_metrics.recall_score(y, p, average=None, labels=range(5))
+    )
+    np.testing.assert_allclose(
+        M.dice_per_class(cm).numpy(), sk_metrics.f1_score(y, p, average=None, labels=range(5))
+    )
+    np.testing.assert_allclose(
+        M.iou_per_class(cm).numpy(), sk_metrics.jaccard_score(y, p, average=None, labels=range(5))
+    )
     assert M.pixel_accuracy(cm) == pytest.approx(sk_metrics.accuracy_score(y, p))
 
 
@@ -112,18 +111,33 @@ def test_imbalance_pixel_accuracy_high_miou_low():
 
 def test_empty_matrix_gives_nan_not_error():
     cm = torch.zeros(3, 3, dtype=torch.long)
-    for f in (M.pixel_accuracy, M.mean_pixel_accuracy, M.mean_iou, M.frequency_weighted_iou,
-              M.dice_coefficient):
+    for f in (
+        M.pixel_accuracy,
+        M.mean_pixel_accuracy,
+        M.mean_iou,
+        M.frequency_weighted_iou,
+        M.dice_coefficient,
+    ):
         assert math.isnan(f(cm))
 
 
 @pytest.mark.parametrize(
     "pred,target,kwargs,match",
     [
-        (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long), {}, "same shape"),
+        (
+            torch.zeros(2, 3, dtype=torch.long),
+            torch.zeros(2, 4, dtype=torch.long),
+            {},
+            "same shape",
+        ),
         (torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 3, 0]), {}, "target has label 3"),
         (torch.tensor([0, -1, 0, 0]), torch.zeros(4, dtype=torch.long), {}, "pred has label -1"),
-        (torch.zeros(4, dtype=torch.long), torch.tensor([0, 255, 1, 0]), {}, "target has label 255"),
+        (
+            torch.zeros(4, dtype=torch.long),
+            torch.tensor([0, 255, 1, 0]),
+            {},
+            "target has label 255",
+        ),
     ],
 )
 def test_confusion_matrix_bad_input(pred, target, kwargs, match):
@@ -143,12 +157,18 @@ def test_streaming_equals_one_shot_and_reset():
     pred = torch.randint(0, 4, (6, 9, 9), generator=g)
     acc = M.ConfusionMatrix(4)
     for i in range(0, 6, 2):
-        acc.update(pred[i:i + 2], target[i:i + 2])
+        acc.update(pred[i : i + 2], target[i : i + 2])
     full = M.confusion_matrix(pred, target, 4, ignore_index=255)
     assert torch.equal(acc.matrix, full)
     out = acc.compute()
-    assert set(out) >= {"pixel_accuracy", "mean_pixel_accuracy", "mean_iou",
-                        "frequency_weighted_iou", "dice", "iou_per_class"}
+    assert set(out) >= {
+        "pixel_accuracy",
+        "mean_pixel_accuracy",
+        "mean_iou",
+        "frequency_weighted_iou",
+        "dice",
+        "iou_per_class",
+    }
     assert out["mean_iou"] == pytest.approx(M.mean_iou(full))
     assert out["dice"] == pytest.approx(M.dice_coefficient(full))
     assert torch.allclose(out["iou_per_class"], M.iou_per_class(full), equal_nan=True)
@@ -186,15 +206,24 @@ def test_all_reduce_sums_counts_over_ranks(tmp_path):
     init_file = tmp_path / "init"
     result_file = tmp_path / "cm.pt"
     # fork: the children need not re-import torch (spawn costs ~20 s on a small CPU box)
-    method = "fork" if "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized() \
+    method = (
+        "fork"
+        if "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
         else "spawn"
-    mp.start_processes(_ddp_worker, args=(2, str(init_file), str(result_file)), nprocs=2,
-                       join=True, start_method=method)
+    )
+    mp.start_processes(
+        _ddp_worker,
+        args=(2, str(init_file), str(result_file)),
+        nprocs=2,
+        join=True,
+        start_method=method,
+    )
     g = torch.Generator().manual_seed(7)
     target = torch.randint(0, 3, (4, 5, 5), generator=g)
     pred = torch.randint(0, 3, (4, 5, 5), generator=g)
-    assert torch.equal(torch.load(result_file, weights_only=True),
-                       M.confusion_matrix(pred, target, 3))
+    assert torch.equal(
+        torch.load(result_file, weights_only=True), M.confusion_matrix(pred, target, 3)
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -208,6 +237,7 @@ def test_streaming_on_cuda():
 
 
 # ----------------------------------------------------------------------------- binary IoU / TGS
+
 
 def _mask(shape, *boxes):
     m = torch.zeros(shape, dtype=torch.bool)
@@ -226,7 +256,9 @@ def test_binary_iou_hand_worked_and_empty():
     assert iou.tolist() == pytest.approx([3 / 9, 1.0, 1.0, 0.0])
     assert torch.isnan(M.binary_iou(empty[None], empty[None], empty=float("nan"))).all()
     # agrees with sklearn's jaccard on non-empty masks
-    assert iou[0] == pytest.approx(sk_metrics.jaccard_score(b.flatten().numpy(), a.flatten().numpy()))
+    assert iou[0] == pytest.approx(
+        sk_metrics.jaccard_score(b.flatten().numpy(), a.flatten().numpy())
+    )
 
 
 def _tgs_reference(pred: np.ndarray, true: np.ndarray) -> float:
@@ -253,8 +285,9 @@ def test_tgs_map_hand_worked():
     assert M.tgs_map(empty[None], empty[None]) == 1.0
     assert M.tgs_map(a[None], empty[None]) == 0.0
     assert M.tgs_map(empty[None], a[None]) == 0.0
-    assert M.tgs_map(torch.stack([b, empty, a]), torch.stack([a, empty, empty])) == \
-        pytest.approx((0.6 + 1 + 0) / 3)
+    assert M.tgs_map(torch.stack([b, empty, a]), torch.stack([a, empty, empty])) == pytest.approx(
+        (0.6 + 1 + 0) / 3
+    )
 
 
 def test_tgs_map_matches_loop_reference_on_random_masks():
@@ -322,20 +355,27 @@ def test_binary_masks_bad_input():
 _NO_IMAGES = torch.zeros(0, 4, 5, dtype=torch.bool)
 
 
-@pytest.mark.parametrize("metric", [
-    M.binary_iou,
-    M.tgs_scores,
-    lambda p, t: M.trimap_iou(p, t, width=1),
-    lambda p, t: M.binary_iou(p[:, None].float(), t[:, None].float()),  # [N, 1, H, W], 0/1
-], ids=["binary_iou", "tgs_scores", "trimap_iou", "binary_iou [N,1,H,W]"])
+@pytest.mark.parametrize(
+    "metric",
+    [
+        M.binary_iou,
+        M.tgs_scores,
+        lambda p, t: M.trimap_iou(p, t, width=1),
+        lambda p, t: M.binary_iou(p[:, None].float(), t[:, None].float()),  # [N, 1, H, W], 0/1
+    ],
+    ids=["binary_iou", "tgs_scores", "trimap_iou", "binary_iou [N,1,H,W]"],
+)
 def test_per_image_metrics_of_an_empty_batch_are_empty(metric):
     # one value per image, so none for no images (no mean is taken, nothing is undefined)
     out = metric(_NO_IMAGES, _NO_IMAGES)
     assert out.shape == (0,) and out.dtype == torch.float64
 
 
-@pytest.mark.parametrize("masks", [_NO_IMAGES, _NO_IMAGES.numpy(), torch.zeros(0, 1, 3, 3)],
-                         ids=["bool", "numpy", "[N,1,H,W]"])
+@pytest.mark.parametrize(
+    "masks",
+    [_NO_IMAGES, _NO_IMAGES.numpy(), torch.zeros(0, 1, 3, 3)],
+    ids=["bool", "numpy", "[N,1,H,W]"],
+)
 def test_tgs_map_of_an_empty_batch_says_so(masks):
     with pytest.raises(ValueError, match="the batch is empty"):  # a mean over no images
         M.tgs_map(masks, masks)
@@ -398,9 +438,10 @@ def test_boundary_band_matches_chessboard_distance_reference(width):
     for i in range(3):
         assert np.array_equal(band[i].numpy(), _band_reference(labels[i].numpy(), width))
     assert torch.equal(M.boundary_band(labels[0], width), band[0])  # [H, W] works too
-    assert torch.equal(M.boundary_band(labels.bool(), width),
-                       torch.from_numpy(np.stack([_band_reference(m, width)
-                                                  for m in labels.bool().numpy()])))
+    assert torch.equal(
+        M.boundary_band(labels.bool(), width),
+        torch.from_numpy(np.stack([_band_reference(m, width) for m in labels.bool().numpy()])),
+    )
 
 
 def test_trimap_target_and_confusion_matrix_count_band_pixels_only():
@@ -503,17 +544,23 @@ def _brute_force_instances(pred: np.ndarray, true: np.ndarray, thresholds) -> di
             if k == len(t_ids):
                 return 0
             options = [best(k + 1, used)]  # leave true object k unmatched
-            options += [1 + best(k + 1, used | {j}) for j in p_ids
-                        if j not in used and iou[t_ids[k], j] > t]
+            options += [
+                1 + best(k + 1, used | {j}) for j in p_ids if j not in used and iou[t_ids[k], j] > t
+            ]
             return max(options)
+
         return best(0, frozenset())
 
     tps = [largest_matching(Fraction(str(t))) for t in thresholds]
     n = len(t_ids) + len(p_ids)
     above_half = sorted((float(v) for v in iou.values() if v > Fraction(1, 2)), reverse=True)
-    return {"n_true": len(t_ids), "n_pred": len(p_ids), "tp_per_threshold": tuple(tps),
-            "matched_iou": tuple(above_half),
-            "dsb_score": float(np.mean([tp / (n - tp) for tp in tps])) if n else math.nan}
+    return {
+        "n_true": len(t_ids),
+        "n_pred": len(p_ids),
+        "tp_per_threshold": tuple(tps),
+        "matched_iou": tuple(above_half),
+        "dsb_score": float(np.mean([tp / (n - tp) for tp in tps])) if n else math.nan,
+    }
 
 
 def test_instance_scores_hand_worked():
@@ -525,19 +572,19 @@ def test_instance_scores_hand_worked():
     # IoU(1, 7) = 3/4 matches; IoU(2, 9) = 2/5 does not: TP 1, FP 2 (9 and 4), FN 1 (object 2)
     assert (s.n_true, s.n_pred, s.tp, s.fp, s.fn) == (2, 3, 1, 2, 1)
     assert s.precision == pytest.approx(1 / 3) and s.recall == pytest.approx(1 / 2)
-    assert s.f1 == pytest.approx(2 * 1 / (2 * 1 + 2 + 1))               # 0.4
-    assert s.f2 == pytest.approx(5 / 11)        # (1 + 4) TP / ((1 + 4) TP + 4 FN + FP)
+    assert s.f1 == pytest.approx(2 * 1 / (2 * 1 + 2 + 1))  # 0.4
+    assert s.f2 == pytest.approx(5 / 11)  # (1 + 4) TP / ((1 + 4) TP + 4 FN + FP)
     # 3/4 is above 0.50 .. 0.70 and not above 0.75 (strict, as Kaggle counts): five hits of ten
     assert s.tp_per_threshold == (1,) * 5 + (0,) * 5
     assert s.score_per_threshold == pytest.approx((1 / 4,) * 5 + (0.0,) * 5)
     assert s.dsb_score == pytest.approx(0.125)
-    assert s.matched_iou == (0.75,)                       # 2/5 is below 0.5: no candidate pair
+    assert s.matched_iou == (0.75,)  # 2/5 is below 0.5: no candidate pair
     assert s.as_dict()["f1"] == s.f1
 
 
 def test_instance_scores_iou_exactly_at_the_threshold_does_not_match():
     true = np.array([[1, 1, 0, 0]])
-    pred = np.array([[1, 0, 0, 0]])                                        # IoU exactly 1/2
+    pred = np.array([[1, 0, 0, 0]])  # IoU exactly 1/2
     s = M.instance_scores(pred, true, thresholds=[0.5])
     assert (s.tp, s.fp, s.fn, s.dsb_score) == (0, 1, 1, 0.0)
     # an IoU of exactly 7/10 is not above the threshold written 0.7 (the float 0.7 is below 7/10)
@@ -556,7 +603,7 @@ def test_instance_scores_agree_with_brute_force_matching():
         true = np.zeros((10, 12), dtype=np.int64)
         for label in rng.choice(np.arange(1, 50), size=rng.integers(0, 5), replace=False):
             y, x = rng.integers(0, 8), rng.integers(0, 10)
-            true[y:y + rng.integers(2, 6), x:x + rng.integers(2, 6)] = label
+            true[y : y + rng.integers(2, 6), x : x + rng.integers(2, 6)] = label
         # a prediction: each true object shifted by up to a pixel and relabelled (so predicted
         # objects overlap, merge and get cut), plus spurious blobs
         pred = np.zeros_like(true)
@@ -565,31 +612,34 @@ def test_instance_scores_agree_with_brute_force_matching():
             pred[np.roll(true == label, shift, axis=(0, 1))] = 3 * label
         for label in (101, 102)[: rng.integers(0, 3)]:
             y, x = rng.integers(0, 9), rng.integers(0, 11)
-            pred[y:y + rng.integers(1, 4), x:x + rng.integers(1, 4)] = label
+            pred[y : y + rng.integers(1, 4), x : x + rng.integers(1, 4)] = label
         got = M.instance_scores(torch.from_numpy(pred), torch.from_numpy(true), thresholds)
         want = _brute_force_instances(pred, true, thresholds)
         hits.append(got.tp_per_threshold)
         assert (got.n_true, got.n_pred, got.tp_per_threshold) == (
-            want["n_true"], want["n_pred"], want["tp_per_threshold"])
+            want["n_true"],
+            want["n_pred"],
+            want["tp_per_threshold"],
+        )
         assert got.matched_iou == pytest.approx(want["matched_iou"])
         if got.n_true + got.n_pred:
             assert got.dsb_score == pytest.approx(want["dsb_score"])
-            assert got.tp == want["tp_per_threshold"][0]                  # match_threshold 0.5
+            assert got.tp == want["tp_per_threshold"][0]  # match_threshold 0.5
     # the scenes cover matches lost at the higher thresholds, not only all or nothing
     assert any(0 < h[-1] < h[0] for h in hits) and sum(h[0] for h in hits) > 15
 
 
 def test_instance_scores_perfect_empty_and_mask_inputs():
     labels = np.array([[0, 3, 3], [8, 0, 3], [8, 8, 0]])
-    s = M.instance_scores(labels * 2, labels)                  # same objects, other ids
+    s = M.instance_scores(labels * 2, labels)  # same objects, other ids
     assert (s.tp, s.fp, s.fn, s.f1, s.f2, s.dsb_score) == (2, 0, 0, 1.0, 1.0, 1.0)
     none = np.zeros_like(labels)
-    s = M.instance_scores(none, labels)                         # nothing found
+    s = M.instance_scores(none, labels)  # nothing found
     assert (s.tp, s.fn, s.recall, s.f1, s.dsb_score) == (0, 2, 0.0, 0.0, 0.0)
     assert math.isnan(s.precision)
-    s = M.instance_scores(none, none)                           # nothing to find
+    s = M.instance_scores(none, none)  # nothing to find
     assert math.isnan(s.f1) and math.isnan(s.dsb_score)
-    s = M.instance_scores(labels > 0, labels)                   # a bool mask is one object
+    s = M.instance_scores(labels > 0, labels)  # a bool mask is one object
     assert (s.n_pred, s.tp) == (1, 0)
 
 

@@ -39,8 +39,9 @@ AUX_OPTIONS: dict[str, dict] = {
 
 
 def small(name: str, num_classes: int = 3, in_channels: int = 3, **extra) -> nn.Module:
-    return build_model(name, num_classes=num_classes, in_channels=in_channels,
-                       **{**SMALL[name], **extra})
+    return build_model(
+        name, num_classes=num_classes, in_channels=in_channels, **{**SMALL[name], **extra}
+    )
 
 
 def test_every_registered_name_has_a_small_config() -> None:
@@ -57,9 +58,16 @@ def test_conv_bn_relu_matches_functional_reference() -> None:
     with torch.no_grad():
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
-        expected = F.relu(F.batch_norm(F.conv2d(x, conv.weight, padding=2, dilation=2),
-                                       bn.running_mean, bn.running_var, bn.weight, bn.bias,
-                                       eps=bn.eps))
+        expected = F.relu(
+            F.batch_norm(
+                F.conv2d(x, conv.weight, padding=2, dilation=2),
+                bn.running_mean,
+                bn.running_var,
+                bn.weight,
+                bn.bias,
+                eps=bn.eps,
+            )
+        )
         torch.testing.assert_close(block(x), expected)
     assert conv.bias is None  # BN follows, a bias would be redundant
 
@@ -69,11 +77,16 @@ def test_scse_matches_the_paper_formula() -> None:
     se = blocks.SCSE(8, reduction=2)
     x = torch.randn(2, 8, 5, 6)
     c1, c2 = se.cse[1], se.cse[3]
-    z = x.mean(dim=(2, 3))                                       # squeeze: [B, C]
-    s = torch.sigmoid(F.linear(F.relu(F.linear(z, c1.weight[:, :, 0, 0], c1.bias)),
-                               c2.weight[:, :, 0, 0], c2.bias))  # excitation: [B, C]
-    q = torch.sigmoid((x * se.sse[0].weight[0, :, 0, 0][None, :, None, None]).sum(1, keepdim=True)
-                      + se.sse[0].bias)                          # spatial map: [B, 1, H, W]
+    z = x.mean(dim=(2, 3))  # squeeze: [B, C]
+    s = torch.sigmoid(
+        F.linear(
+            F.relu(F.linear(z, c1.weight[:, :, 0, 0], c1.bias)), c2.weight[:, :, 0, 0], c2.bias
+        )
+    )  # excitation: [B, C]
+    q = torch.sigmoid(
+        (x * se.sse[0].weight[0, :, 0, 0][None, :, None, None]).sum(1, keepdim=True)
+        + se.sse[0].bias
+    )  # spatial map: [B, 1, H, W]
     torch.testing.assert_close(se(x), x * s[:, :, None, None] + x * q)
     se_max = blocks.SCSE(8, reduction=2, mode="max")
     se_max.load_state_dict(se.state_dict())
@@ -107,7 +120,6 @@ def test_ppm_bins_and_output_channels() -> None:
     torch.testing.assert_close(y[:, 32:40], expected)
 
 
-
 def test_ppm_without_bins_passes_the_input_through() -> None:
     ppm = blocks.PPM(32, bins=())
     assert ppm.out_channels == 32 and len(ppm.stages) == 0
@@ -132,10 +144,14 @@ def test_scale_rates_keeps_the_papers_proportion() -> None:
         with pytest.raises(ValueError):
             scale_rates(bad)
 
+
 def test_hypercolumn_matches_interpolate_and_cat() -> None:
     feats = [torch.randn(1, 2, 8, 8), torch.randn(1, 3, 4, 4), torch.randn(1, 4, 2, 2)]
-    expected = torch.cat([feats[0]] + [F.interpolate(f, size=(8, 8), mode="bilinear",
-                                                     align_corners=False) for f in feats[1:]], 1)
+    expected = torch.cat(
+        [feats[0]]
+        + [F.interpolate(f, size=(8, 8), mode="bilinear", align_corners=False) for f in feats[1:]],
+        1,
+    )
     torch.testing.assert_close(blocks.Hypercolumn()(feats), expected)
 
 
@@ -248,15 +264,17 @@ def test_state_dict_round_trip_with_weights_only(name, tmp_path) -> None:
 def unet_paper_parameter_count(in_ch: int, classes: int, widths=(64, 128, 256, 512, 1024)) -> int:
     """Parameters of the U-Net of Ronneberger et al. (MICCAI 2015, Fig. 1), counted by hand from
     the figure's layer list, with BN after each 3x3 conv (no conv bias, 2 BN parameters)."""
+
     def conv3(cin, cout):
         return 9 * cin * cout + 2 * cout
+
     total = conv3(in_ch, widths[0]) + conv3(widths[0], widths[0])
-    for a, b in zip(widths[:-1], widths[1:]):       # contracting path
+    for a, b in zip(widths[:-1], widths[1:]):  # contracting path
         total += conv3(a, b) + conv3(b, b)
-    for a, b in zip(widths[::-1][:-1], widths[::-1][1:]):   # expanding path
-        total += 4 * a * (a // 2) + a // 2              # 2x2 up-conv halving the channels (+bias)
+    for a, b in zip(widths[::-1][:-1], widths[::-1][1:]):  # expanding path
+        total += 4 * a * (a // 2) + a // 2  # 2x2 up-conv halving the channels (+bias)
         total += conv3(a // 2 + b, b) + conv3(b, b)
-    return total + widths[0] * classes + classes      # 1x1 classifier
+    return total + widths[0] * classes + classes  # 1x1 classifier
 
 
 def test_unet_parameter_count_matches_the_paper() -> None:
@@ -303,13 +321,16 @@ def test_erratum_unpadded_unet_shapes() -> None:
 
     # the buggy snippet: valid double convs and an uncropped skip
     def double_conv(cin, cout):
-        return nn.Sequential(nn.Conv2d(cin, cout, 3), nn.ReLU(), nn.Conv2d(cout, cout, 3), nn.ReLU())
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3), nn.ReLU(), nn.Conv2d(cout, cout, 3), nn.ReLU()
+        )
+
     enc1, enc2 = double_conv(3, 4), double_conv(4, 8)
     up, dec1 = nn.ConvTranspose2d(8, 4, 2, stride=2), double_conv(8, 4)
     x = torch.zeros(1, 3, 64, 64)
-    s1 = enc1(x)                                   # 60x60
-    bottom = enc2(F.max_pool2d(s1, 2))              # 26x26
-    upsampled = up(bottom)                          # 52x52, while the skip is 60x60
+    s1 = enc1(x)  # 60x60
+    bottom = enc2(F.max_pool2d(s1, 2))  # 26x26
+    upsampled = up(bottom)  # 52x52, while the skip is 60x60
     with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
         dec1(torch.cat([upsampled, s1], dim=1))
     fixed = dec1(torch.cat([upsampled, blocks.center_crop_or_pad(s1, (52, 52))], dim=1))
@@ -363,8 +384,9 @@ def test_freeze_keeps_batch_norm_statistics_fixed_through_train_mode() -> None:
     # a frozen layer computes with its running statistics, as in eval mode
     bn = bns[0]
     y = torch.randn(2, bn.num_features, 5, 5)
-    expected = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False,
-                            0.0, bn.eps)
+    expected = F.batch_norm(
+        y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+    )
     torch.testing.assert_close(bn(y), expected)
     assert list(model.state_dict()) == keys  # same names: checkpoints unaffected
     pickle.loads(pickle.dumps(copy.deepcopy(model)))
@@ -380,11 +402,11 @@ def test_erratum_freezing_by_attribute_freezes_nothing() -> None:
     """``module.requires_grad = False`` sets a plain Python attribute on the Module; its
     parameters keep ``requires_grad=True`` and the optimizer still updates them."""
     model = build_model("unet", num_classes=2, base_width=4).train()
-    model.inc.requires_grad = False               # the buggy snippet
+    model.inc.requires_grad = False  # the buggy snippet
     assert all(p.requires_grad for p in model.inc.parameters())
     before = model.inc[0][0].weight.detach().clone()
     _sgd_step(model, torch.randn(2, 3, 32, 32))
-    assert not torch.equal(before, model.inc[0][0].weight)   # it trained anyway
+    assert not torch.equal(before, model.inc[0][0].weight)  # it trained anyway
 
 
 # --------------------------------------------------------------------------- encoders
@@ -401,8 +423,10 @@ def test_encoder_loads_torchvision_weights_and_matches_its_features(arch) -> Non
 
     ref = getattr(torchvision.models, arch)().eval()
     enc = Encoder(arch).eval()
-    enc.load_state_dict({k: v for k, v in ref.state_dict().items()
-                         if not k.startswith(("fc.", "classifier."))}, strict=True)
+    enc.load_state_dict(
+        {k: v for k, v in ref.state_dict().items() if not k.startswith(("fc.", "classifier."))},
+        strict=True,
+    )
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         feats = enc(x)
@@ -412,7 +436,7 @@ def test_encoder_loads_torchvision_weights_and_matches_its_features(arch) -> Non
         else:
             getter = IntermediateLayerGetter(ref, {f"layer{i}": str(i) for i in range(1, 5)})
         expected = list(getter(x).values())
-    for ours, theirs in zip(feats[-len(expected):], expected):
+    for ours, theirs in zip(feats[-len(expected) :], expected):
         torch.testing.assert_close(ours, theirs)
     assert [f.shape[1] for f in feats] == enc.channels
     assert [32 // f.shape[-1] for f in feats] == enc.reductions == [2, 4, 8, 16, 32]
@@ -427,7 +451,8 @@ def test_encoder_dilation_matches_torchvision_replace_stride_with_dilation(outpu
     from segtutor.models.encoders import Encoder
 
     ref = torchvision.models.resnet50(
-        replace_stride_with_dilation=[False, output_stride == 8, True]).eval()
+        replace_stride_with_dilation=[False, output_stride == 8, True]
+    ).eval()
     enc = Encoder("resnet50", output_stride=output_stride).eval()
     enc.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")})
     x = torch.randn(1, 3, 64, 64)
@@ -498,8 +523,9 @@ def test_fcn8s_fc6_matmul_equals_convolution() -> None:
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=3))
     strided = MatmulConv2d(3, 4, 3, stride=2, padding=2, dilation=2)
     x = torch.randn(1, 3, 9, 8)
-    torch.testing.assert_close(strided(x), F.conv2d(x, strided.weight, strided.bias, stride=2,
-                                                    padding=2, dilation=2))
+    torch.testing.assert_close(
+        strided(x), F.conv2d(x, strided.weight, strided.bias, stride=2, padding=2, dilation=2)
+    )
 
 
 @pytest.mark.parametrize("variant", ["32s", "16s"])
@@ -554,7 +580,7 @@ def test_erratum_segnet_decoder_with_repeated_list_shares_weights() -> None:
     fixed = decoder_stage(8, 8, 3)
     assert len(buggy) == 9 and buggy[0] is buggy[3] is buggy[6]
     one_layer = count_parameters(nn.Sequential(conv, bn))
-    assert count_parameters(buggy) == one_layer          # 3 layers, 1 layer's parameters
+    assert count_parameters(buggy) == one_layer  # 3 layers, 1 layer's parameters
     assert count_parameters(fixed) == 3 * (9 * 8 * 8 + 2 * 8)
     convs = [m for m in fixed.modules() if isinstance(m, nn.Conv2d)]
     assert len({id(c.weight) for c in convs}) == 3
@@ -617,11 +643,13 @@ def test_deeplabv3_parameter_count_equals_torchvision() -> None:
 
     with torch.device("meta"):
         ours = count_parameters(build_model("deeplabv3", num_classes=21))
-        theirs = count_parameters(deeplabv3_resnet50(weights=None, weights_backbone=None,
-                                                     num_classes=21, aux_loss=False))
+        theirs = count_parameters(
+            deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=False)
+        )
         ours_aux = count_parameters(build_model("deeplabv3", num_classes=21, aux=True))
-        theirs_aux = count_parameters(deeplabv3_resnet50(weights=None, weights_backbone=None,
-                                                         num_classes=21, aux_loss=True))
+        theirs_aux = count_parameters(
+            deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+        )
     assert abs(ours - theirs) / theirs < 0.05 and theirs == 39_638_869
     assert abs(ours_aux - theirs_aux) / theirs_aux < 0.05
 
@@ -671,8 +699,18 @@ def test_pspnet_parameter_count_from_the_paper_layers() -> None:
     1x1 convs 2048 -> 512, a 3x3 conv 4096 -> 512, a 1x1 classifier, and the auxiliary head on
     layer3 (3x3 conv 1024 -> 256, 1x1 classifier)."""
     k = 21
-    expected = (23_508_032 + 4 * (2048 * 512 + 2 * 512) + 9 * 4096 * 512 + 2 * 512
-                + 512 * k + k + 9 * 1024 * 256 + 2 * 256 + 256 * k + k)
+    expected = (
+        23_508_032
+        + 4 * (2048 * 512 + 2 * 512)
+        + 9 * 4096 * 512
+        + 2 * 512
+        + 512 * k
+        + k
+        + 9 * 1024 * 256
+        + 2 * 256
+        + 256 * k
+        + k
+    )
     with torch.device("meta"):
         n = count_parameters(build_model("pspnet", num_classes=k))
     assert abs(n - expected) / expected < 0.05
@@ -700,8 +738,9 @@ def test_resunet34_encoder_is_resnet34_and_extras() -> None:
         resnet34 = torchvision.models.resnet34()
     fc = count_parameters(resnet34.fc)
     assert count_parameters(model.encoder) == count_parameters(resnet34) - fc == 21_284_672
-    grey = small("resunet34", num_classes=1, in_channels=1, classify=True,
-                 deep_supervision=True).train()
+    grey = small(
+        "resunet34", num_classes=1, in_channels=1, classify=True, deep_supervision=True
+    ).train()
     out = grey(torch.randn(2, 1, 101, 101))
     assert out["out"].shape == (2, 1, 101, 101) and out["cls"].shape == (2,)
     assert len(out["aux"]) == 4
@@ -729,7 +768,7 @@ def test_summary_counts_flops_like_the_formula() -> None:
     conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False))
     s = summary(conv, (2, 3, 16, 16), repeats=1)
     assert s.params == 3 * 8 * 9
-    assert s.flops == 2 * (2 * 16 * 16) * 8 * 3 * 9   # 2 FLOPs per multiply-add
+    assert s.flops == 2 * (2 * 16 * 16) * 8 * 3 * 9  # 2 FLOPs per multiply-add
     assert s.output_stride == 1
     model = small("unet")
     s = summary(model, (2, 3, 32, 32), repeats=1)
@@ -753,10 +792,16 @@ def test_diagram_traces_the_unet_shapes() -> None:
     taps = ["inc"] + [f"downs.{i}" for i in range(4)] + [("head", "scores")]
     nodes = trace_shapes(model, torch.zeros(1, 3, 32, 32), taps)
     assert [(n.channels, n.height, n.stride) for n in nodes] == [
-        (4, 32, 1), (8, 16, 2), (16, 8, 4), (32, 4, 8), (64, 2, 16), (3, 32, 1)]
-    assert nodes[-1].label == "scores" and model.training   # mode restored
+        (4, 32, 1),
+        (8, 16, 2),
+        (16, 8, 4),
+        (32, 4, 8),
+        (64, 2, 16),
+        (3, 32, 1),
+    ]
+    assert nodes[-1].label == "scores" and model.training  # mode restored
     ax = draw_blocks(nodes, skips=[(0, 5)])
-    assert len(ax.patches) == len(nodes) + (len(nodes) - 1) + 1   # boxes, arrows, skip
+    assert len(ax.patches) == len(nodes) + (len(nodes) - 1) + 1  # boxes, arrows, skip
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="not found"):
         trace_shapes(model, torch.zeros(1, 3, 32, 32), ["nope"])
@@ -770,16 +815,28 @@ def test_separable_conv_equals_the_dense_conv_of_the_factor_product(stride, dila
     torch.manual_seed(0)
     sep = blocks.SeparableConv2d(5, 7, kernel_size=3, stride=stride, dilation=dilation, bias=True)
     x = torch.randn(2, 5, 11, 13)
-    dw = sep.depthwise.weight[:, 0]                 # [C_in, k, k]
-    pw = sep.pointwise.weight[:, :, 0, 0]           # [C_out, C_in]
+    dw = sep.depthwise.weight[:, 0]  # [C_in, k, k]
+    pw = sep.pointwise.weight[:, :, 0, 0]  # [C_out, C_in]
     # reference 1: one dense conv whose kernel is the product of the factors
     dense = torch.einsum("oi,ikl->oikl", pw, dw)
-    want = F.conv2d(x, dense, sep.pointwise.bias, stride=stride, padding=dilation,
-                    dilation=dilation)
+    want = F.conv2d(
+        x, dense, sep.pointwise.bias, stride=stride, padding=dilation, dilation=dilation
+    )
     torch.testing.assert_close(sep(x), want, rtol=1e-5, atol=1e-5)
     # reference 2: filter each channel on its own, then mix the channels with a matrix product
-    per_channel = torch.cat([F.conv2d(x[:, i:i + 1], dw[i][None, None], stride=stride,
-                                      padding=dilation, dilation=dilation) for i in range(5)], 1)
+    per_channel = torch.cat(
+        [
+            F.conv2d(
+                x[:, i : i + 1],
+                dw[i][None, None],
+                stride=stride,
+                padding=dilation,
+                dilation=dilation,
+            )
+            for i in range(5)
+        ],
+        1,
+    )
     mixed = torch.einsum("oi,bihw->bohw", pw, per_channel) + sep.pointwise.bias[:, None, None]
     torch.testing.assert_close(sep(x), mixed, rtol=1e-5, atol=1e-5)
     assert sep(x).shape == (2, 7, -(-11 // stride), -(-13 // stride))

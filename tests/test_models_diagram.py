@@ -55,11 +55,11 @@ def test_trace_shapes_in_training_mode_records_training_only_parts_and_keeps_buf
     model = Fork()
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    x = torch.randn(2, 3, 8, 8) + 3.0       # a batch that would move BN's running mean
-    assert [n.label for n in trace_shapes(model, x, ["aux"])] == []      # eval: aux never runs
+    x = torch.randn(2, 3, 8, 8) + 3.0  # a batch that would move BN's running mean
+    assert [n.label for n in trace_shapes(model, x, ["aux"])] == []  # eval: aux never runs
     nodes = trace_shapes(model, x, ["aux", ("", "logits")], training=True)
     assert [(n.label, n.channels, n.height) for n in nodes] == [("aux", 5, 4), ("logits", 5, 4)]
-    assert not model.training                                    # mode restored
+    assert not model.training  # mode restored
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # running stats untouched
 
@@ -73,11 +73,17 @@ def test_graph_rows_stack_shared_columns_around_the_main_row() -> None:
 
 
 def test_draw_graph_draws_one_box_per_node_and_one_arrow_per_edge() -> None:
-    nodes = [Node("stem", 4, 8, 8, 2), Node("a", 6, 8, 8, 2), Node("b", 2, 1, 1, 16),
-             Node("concat", 8, 8, 8, 2), Node("aux", 5, 8, 8, 2)]
+    nodes = [
+        Node("stem", 4, 8, 8, 2),
+        Node("a", 6, 8, 8, 2),
+        Node("b", 2, 1, 1, 16),
+        Node("concat", 8, 8, 8, 2),
+        Node("aux", 5, 8, 8, 2),
+    ]
     edges = [(0, 1), (0, 2), (1, 3), (2, 3)]
-    ax = draw_graph(nodes, edges, columns=[0, 1, 1, 2, 1], rows={4: -2}, dashed=[(0, 4)],
-                    title="fork")
+    ax = draw_graph(
+        nodes, edges, columns=[0, 1, 1, 2, 1], rows={4: -2}, dashed=[(0, 4)], title="fork"
+    )
     boxes = [p for p in ax.patches if isinstance(p, Rectangle)]
     arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
     assert len(boxes) == len(nodes) and len(arrows) == len(edges) + 1

@@ -32,9 +32,12 @@ class BuggyPPM(nn.Module):
     def __init__(self, in_channels: int, bins=(1, 2, 3, 6)) -> None:
         super().__init__()
         self.features = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, in_channels // 4, 1,
-                                                             bias=False),
-                          nn.BatchNorm2d(in_channels // 4), nn.ReLU(inplace=True))
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(in_channels, in_channels // 4, 1, bias=False),
+                nn.BatchNorm2d(in_channels // 4),
+                nn.ReLU(inplace=True),
+            )
             for b in bins
         )
 
@@ -47,8 +50,7 @@ def _ppm_reference(ppm: PPM, x: torch.Tensor, bins=(1, 2, 3, 6)) -> torch.Tensor
         conv, bn = stage[1][0], stage[1][1]
         y = F.adaptive_avg_pool2d(x, b)
         y = F.conv2d(y, conv.weight)
-        y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0,
-                         bn.eps)
+        y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
         y = F.relu(y)
         out.append(F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False))
     return torch.cat(out, dim=1)
@@ -58,10 +60,10 @@ def test_erratum_ppm_head_without_forward_cannot_run() -> None:
     x = torch.randn(2, 8, 12, 12)
     buggy = BuggyPPM(8).eval()
     with pytest.raises(NotImplementedError, match="forward"):
-        buggy(x)                              # nn.Module's placeholder forward raises
+        buggy(x)  # nn.Module's placeholder forward raises
 
     ppm = PPM(8).eval()
-    with torch.no_grad():                     # non-trivial BN statistics
+    with torch.no_grad():  # non-trivial BN statistics
         for stage in ppm.stages:
             stage[1][1].running_mean.uniform_(-0.5, 0.5)
             stage[1][1].running_var.uniform_(0.5, 2.0)
@@ -91,7 +93,7 @@ def test_erratum_deprecated_upsample_calls_disagree() -> None:
     """``F.upsample(x, mode="bilinear")`` and ``F.upsample_bilinear(x)`` are both deprecated,
     and they do not even agree: the second aligns corners. A ramp [0, 1] upsampled to 4 samples
     gives [0, 1/3, 2/3, 1] with aligned corners and [0, 1/4, 3/4, 1] with half-pixel centres."""
-    x = torch.tensor([[[[0.0, 1.0]]]])                                   # [1, 1, 1, 2]
+    x = torch.tensor([[[[0.0, 1.0]]]])  # [1, 1, 1, 2]
     with pytest.warns(UserWarning, match="deprecated"):
         old_upsample = F.upsample(x, size=(1, 4), mode="bilinear")
     with pytest.warns(UserWarning, match="deprecated"):
@@ -106,12 +108,15 @@ def test_erratum_deprecated_upsample_calls_disagree() -> None:
     torch.testing.assert_close(new.flatten(), half_pixel)
 
 
-@pytest.mark.parametrize("name,options", [
-    ("unetpp", {"base_width": 4, "deep_supervision": True}),
-    ("deeplabv3", {"backbone": "resnet18", "head_width": 16, "aux": True}),
-    ("deeplabv3plus", {"backbone": "resnet18", "head_width": 16}),
-    ("pspnet", {"backbone": "resnet18", "head_width": 16, "aux": True}),
-])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("unetpp", {"base_width": 4, "deep_supervision": True}),
+        ("deeplabv3", {"backbone": "resnet18", "head_width": 16, "aux": True}),
+        ("deeplabv3plus", {"backbone": "resnet18", "head_width": 16}),
+        ("pspnet", {"backbone": "resnet18", "head_width": 16, "aux": True}),
+    ],
+)
 def test_models_use_no_deprecated_calls(name, options) -> None:
     """Forward and backward in both modes with every warning turned into an error."""
     if name not in MODEL_NAMES:
@@ -130,8 +135,9 @@ def test_models_use_no_deprecated_calls(name, options) -> None:
 # --------------------------------------------------------------------------- one image per batch
 
 
-@pytest.mark.parametrize("make", [lambda: PPM(8), lambda: ASPP(8, 8, rates=(1, 2))],
-                         ids=["ppm", "aspp"])
+@pytest.mark.parametrize(
+    "make", [lambda: PPM(8), lambda: ASPP(8, 8, rates=(1, 2))], ids=["ppm", "aspp"]
+)
 def test_image_pooling_needs_two_images_per_batch_in_training(make) -> None:
     """The global branch reduces each image to 1 x 1, so its BN sees one value per channel when
     the batch holds one image: PyTorch refuses to normalise it in training mode (hence

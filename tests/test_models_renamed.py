@@ -53,16 +53,25 @@ def test_old_names_load_inside_a_wrapper_and_from_a_trainer_checkpoint(tmp_path)
     # a model nested in another (snapshot ensembles, DDP's "module.") has its prefix
     wrapped = nn.Sequential(small("resunet34", num_classes=1, classify=True))
     wrapped.load_state_dict(_old_state(saved, "resunet34", prefix="0."))
-    assert torch.equal(wrapped[0].classification_head[2].weight,
-                       saved.classification_head[2].weight)
+    assert torch.equal(
+        wrapped[0].classification_head[2].weight, saved.classification_head[2].weight
+    )
     # a checkpoint written before the rename resumes
     path = checkpoint.save_checkpoint(tmp_path / "old.pt", model=saved, epoch=2)
     state = checkpoint.load_checkpoint(path)
     state["model"] = _old_state(saved, "resunet34")
     torch.save(state, path)
     net = small("resunet34", num_classes=1, classify=True)
-    tr = Trainer(net, nn.BCEWithLogitsLoss(), torch.optim.SGD(net.parameters(), lr=0.1), None,
-                 num_classes=1, device="cpu", progress=False, verbose=False)
+    tr = Trainer(
+        net,
+        nn.BCEWithLogitsLoss(),
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        None,
+        num_classes=1,
+        device="cpu",
+        progress=False,
+        verbose=False,
+    )
     tr.load_checkpoint(path)
     assert tr.epoch == 2
     assert torch.equal(net.segmentation_head[2].weight, saved.segmentation_head[2].weight)

@@ -35,7 +35,8 @@ from tests.browser import chromium, needs_browser
 ASSETS_MISSING = assets.missing()
 needs_assets = pytest.mark.skipif(
     bool(ASSETS_MISSING),
-    reason=f"visdom's web assets are not installed ({len(ASSETS_MISSING)} missing): run `make visdom-assets`")
+    reason=f"visdom's web assets are not installed ({len(ASSETS_MISSING)} missing): run `make visdom-assets`",
+)
 
 
 # ---------------------------------------------------------------------------- interface
@@ -85,7 +86,7 @@ def test_tensorboard_scalars_and_images_read_back(tmp_path):
     assert step == 7 and arr.shape == (12, 22, 3)  # two 8x8 images in make_grid's 2-pixel frame
     for i, col in enumerate((2, 12)):
         expected = img[i].permute(1, 2, 0).numpy() * 255
-        assert np.abs(arr[2:10, col:col + 8].astype(float) - expected).max() <= 1.0
+        assert np.abs(arr[2:10, col : col + 8].astype(float) - expected).max() <= 1.0
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
         read_scalars(tmp_path / "empty")
@@ -100,15 +101,28 @@ def test_trainer_writes_its_history_to_tensorboard(tmp_path):
     dl = DataLoader(TensorDataset(x, y), batch_size=4)
     model = nn.Conv2d(1, 1, 1)
     logger = TensorBoardLogger(tmp_path / "tr")
-    tr = Trainer(model, nn.BCEWithLogitsLoss(), torch.optim.SGD(model.parameters(), lr=0.5), dl, dl,
-                 num_classes=1, device="cpu", logger=logger, log_every=2, progress=False,
-                 verbose=False, log_histograms=True)
+    tr = Trainer(
+        model,
+        nn.BCEWithLogitsLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.5),
+        dl,
+        dl,
+        num_classes=1,
+        device="cpu",
+        logger=logger,
+        log_every=2,
+        progress=False,
+        verbose=False,
+        log_histograms=True,
+    )
     hist = tr.fit(3)
     logger.close()
     sc = read_scalars(tmp_path / "tr")
     assert sc["epoch/val_loss"].steps == [1, 2, 3]
     assert sc["epoch/val_loss"].values == pytest.approx([r["val_loss"] for r in hist], rel=1e-6)
-    assert sc["epoch/val_tgs_map"].values == pytest.approx([r["val_tgs_map"] for r in hist], rel=1e-6)
+    assert sc["epoch/val_tgs_map"].values == pytest.approx(
+        [r["val_tgs_map"] for r in hist], rel=1e-6
+    )
     assert sc["step/train_loss"].steps == [2, 4, 6, 8, 10, 12]
     grid = read_images(tmp_path / "tr")["val/image_target_prediction"]
     assert [s for s, _ in grid] == [1, 2, 3]
@@ -151,8 +165,12 @@ def test_visdom_live_line_plot_and_image(visdom_server):
     env = "test_live"
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a live server: no "server gone" warning
-        lg = VisdomLogger(env=env, port=visdom_server.port, every=2,
-                          log_file=Path(tempfile.mkdtemp()) / "live.jsonl")
+        lg = VisdomLogger(
+            env=env,
+            port=visdom_server.port,
+            every=2,
+            log_file=Path(tempfile.mkdtemp()) / "live.jsonl",
+        )
     assert lg.mode == "live"
     for step in range(5):
         lg.log_scalar("epoch/val_loss", 1.0 / (step + 1), step)
@@ -204,8 +222,18 @@ def test_visdom_server_gone_mid_run_is_a_warning_not_a_crash(visdom_server, tmp_
     x = torch.rand(8, 1, 4, 4)
     dl = DataLoader(TensorDataset(x, (x[:, 0] > 0.5).float()), batch_size=4)
     model = nn.Conv2d(1, 1, 1)
-    tr = Trainer(model, nn.BCEWithLogitsLoss(), torch.optim.SGD(model.parameters(), lr=0.1), dl, dl,
-                 num_classes=1, device="cpu", logger=lg, progress=False, verbose=False)
+    tr = Trainer(
+        model,
+        nn.BCEWithLogitsLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        dl,
+        dl,
+        num_classes=1,
+        device="cpu",
+        logger=lg,
+        progress=False,
+        verbose=False,
+    )
     with pytest.warns(RuntimeWarning, match="is gone"):
         hist = tr.fit(2)
     assert len(hist) == 2 and lg.mode == "offline"
@@ -253,8 +281,12 @@ def test_browser_sees_the_visdom_plot_drawn(visdom_server, tmp_path):
     for step in range(4):
         lg.log_scalar("epoch/browser_loss", 1.0 / (step + 1), step)
     lg.close()
-    proc = chromium(f"{visdom_server.url}/env/test_browser", tmp_path / "profile", ["--dump-dom"],
-                     ["epoch/browser_loss", "main-svg"])
+    proc = chromium(
+        f"{visdom_server.url}/env/test_browser",
+        tmp_path / "profile",
+        ["--dump-dom"],
+        ["epoch/browser_loss", "main-svg"],
+    )
     dom = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch/browser_loss" in dom, "the window title is not in the rendered page"
@@ -269,19 +301,38 @@ def test_browser_sees_tensorboard_serving_the_run(tmp_path):
         logger.log_scalar("loss/browser_check", 1.0 / (step + 1), step)
     logger.close()
     port = server_mod.free_port()
-    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "runs"),
-                           "--host", "127.0.0.1", "--port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    tb = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(tmp_path / "runs"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not server_mod.answers(f"http://127.0.0.1:{port}/data/runs"):
             assert tb.poll() is None, "tensorboard exited"
             assert time.monotonic() < deadline, "tensorboard did not answer in 90 s"
             time.sleep(0.5)
-        proc = chromium(f"http://127.0.0.1:{port}/#timeseries", tmp_path / "profile",
-                         ["--dump-dom", "--window-size=1280,900"], ["loss/browser_check"])
+        proc = chromium(
+            f"http://127.0.0.1:{port}/#timeseries",
+            tmp_path / "profile",
+            ["--dump-dom", "--window-size=1280,900"],
+            ["loss/browser_check"],
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "loss/browser_check" in proc.stdout, "TensorBoard's page does not show the logged tag"
+        assert "loss/browser_check" in proc.stdout, (
+            "TensorBoard's page does not show the logged tag"
+        )
     finally:
         tb.terminate()
         tb.wait(timeout=30)
@@ -303,8 +354,13 @@ def _kill_parent_and_wait(parent_code: str, tmp_path: Path) -> tuple[dict, bool]
     import os
     import signal
 
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = parent.stdout.readline()
         assert line, parent.stderr.read()[-2000:]

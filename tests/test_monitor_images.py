@@ -35,13 +35,18 @@ def test_prediction_grid_rows_are_image_target_prediction():
 
 def test_log_prediction_images_leaves_ignored_pixels_out_of_the_pr_curve():
     rec = _Recorder()
-    target = torch.tensor([[[1.0, 0.0], [255.0, 1.0]]])      # [1, 2, 2], one ignored pixel
+    target = torch.tensor([[[1.0, 0.0], [255.0, 1.0]]])  # [1, 2, 2], one ignored pixel
     probs = torch.tensor([[[0.9, 0.2], [0.7, 0.6]]])
-    log_prediction_images(rec, torch.rand(1, 1, 2, 2), target, (probs > 0.5).long(), 3, 2,
-                          probs=probs)
+    log_prediction_images(
+        rec, torch.rand(1, 1, 2, 2), target, (probs > 0.5).long(), 3, 2, probs=probs
+    )
     (kind, tag, images, step), (_, pr_tag, labels, kept, pr_step) = rec.calls
-    assert (kind, tag, step, images.shape) == ("images", "val/image_target_prediction", 3,
-                                               (3, 3, 2, 2))
+    assert (kind, tag, step, images.shape) == (
+        "images",
+        "val/image_target_prediction",
+        3,
+        (3, 3, 2, 2),
+    )
     assert (pr_tag, pr_step) == ("val/pr_curve", 3)
     assert labels.tolist() == [1, 0, 1] and torch.equal(kept, torch.tensor([0.9, 0.2, 0.6]))
     rec.calls.clear()

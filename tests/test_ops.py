@@ -15,16 +15,19 @@ from segtutor import ops
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
-@pytest.mark.parametrize("in_hw, out_hw", [
-    ((5, 7), (10, 14)),     # x2 up
-    ((3, 6), (6, 12)),      # the chapter's worked example
-    ((8, 9), (3, 4)),       # down
-    ((7, 5), (13, 11)),     # odd, non-integer ratio
-    ((6, 6), (6, 6)),       # identity
-    ((4, 9), (1, 1)),       # to one pixel
-    ((1, 1), (5, 3)),       # from one pixel
-    ((9, 4), (4, 17)),      # down in y, up in x
-])
+@pytest.mark.parametrize(
+    "in_hw, out_hw",
+    [
+        ((5, 7), (10, 14)),  # x2 up
+        ((3, 6), (6, 12)),  # the chapter's worked example
+        ((8, 9), (3, 4)),  # down
+        ((7, 5), (13, 11)),  # odd, non-integer ratio
+        ((6, 6), (6, 6)),  # identity
+        ((4, 9), (1, 1)),  # to one pixel
+        ((1, 1), (5, 3)),  # from one pixel
+        ((9, 4), (4, 17)),  # down in y, up in x
+    ],
+)
 def test_bilinear_matches_f_interpolate(in_hw, out_hw, align_corners):
     g = torch.Generator().manual_seed(sum(in_hw) * 31 + sum(out_hw))
     x = torch.randn(2, 3, *in_hw, generator=g)
@@ -42,7 +45,10 @@ def test_bilinear_random_shapes():
         x = torch.rand(n, c, h, w, generator=g, dtype=torch.float64)
         torch.testing.assert_close(
             ops.bilinear_interpolate(x, (oh, ow), align_corners=ac),
-            F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=ac), atol=1e-5, rtol=0)
+            F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=ac),
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_bilinear_hand_worked_values():
@@ -57,12 +63,17 @@ def test_bilinear_hand_worked_values():
 def test_bilinear_is_x_then_y_linear():
     x = torch.randn(1, 2, 4, 5)
     rows = ops.linear_interpolate_1d(x, 9, dim=3)
-    torch.testing.assert_close(ops.linear_interpolate_1d(rows, 7, dim=2),
-                               ops.bilinear_interpolate(x, (7, 9)))
+    torch.testing.assert_close(
+        ops.linear_interpolate_1d(rows, 7, dim=2), ops.bilinear_interpolate(x, (7, 9))
+    )
     # and the order does not matter: the weights are products
     cols = ops.linear_interpolate_1d(x, 7, dim=2)
-    torch.testing.assert_close(ops.linear_interpolate_1d(cols, 9, dim=3),
-                               ops.bilinear_interpolate(x, (7, 9)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        ops.linear_interpolate_1d(cols, 9, dim=3),
+        ops.bilinear_interpolate(x, (7, 9)),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
@@ -72,20 +83,26 @@ def test_linear_1d_matches_f_interpolate(align_corners):
         torch.testing.assert_close(
             ops.linear_interpolate_1d(x, size, align_corners),
             F.interpolate(x, size=size, mode="linear", align_corners=align_corners),
-            atol=1e-5, rtol=0)
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_linear_1d_keeps_samples_at_integer_positions():
     y = torch.tensor([1.0, 3.0, -2.0, 5.0])
-    up = ops.linear_interpolate_1d(y, 7, align_corners=True)      # positions 0, 0.5, 1, ...
+    up = ops.linear_interpolate_1d(y, 7, align_corners=True)  # positions 0, 0.5, 1, ...
     torch.testing.assert_close(up, torch.tensor([1.0, 2.0, 3.0, 0.5, -2.0, 1.5, 5.0]))
 
 
 def test_source_coordinates_definition():
-    torch.testing.assert_close(ops.source_coordinates(3, 6, align_corners=False, clamp=False),
-                               torch.tensor([-0.25, 0.25, 0.75, 1.25, 1.75, 2.25], dtype=torch.float64))
-    torch.testing.assert_close(ops.source_coordinates(3, 6, align_corners=True),
-                               torch.tensor([0.0, 0.4, 0.8, 1.2, 1.6, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        ops.source_coordinates(3, 6, align_corners=False, clamp=False),
+        torch.tensor([-0.25, 0.25, 0.75, 1.25, 1.75, 2.25], dtype=torch.float64),
+    )
+    torch.testing.assert_close(
+        ops.source_coordinates(3, 6, align_corners=True),
+        torch.tensor([0.0, 0.4, 0.8, 1.2, 1.6, 2.0], dtype=torch.float64),
+    )
 
 
 def test_modern_interpolate_replaces_deprecated_upsample():
@@ -99,8 +116,9 @@ def test_modern_interpolate_replaces_deprecated_upsample():
     torch.testing.assert_close(ops.bilinear_interpolate(x, (10, 12)), modern, atol=1e-5, rtol=0)
     with pytest.warns(UserWarning):
         old = F.upsample_bilinear(x, size=(10, 12))  # the deprecated call of widely copied code
-    torch.testing.assert_close(ops.bilinear_interpolate(x, (10, 12), align_corners=True), old,
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        ops.bilinear_interpolate(x, (10, 12), align_corners=True), old, atol=1e-5, rtol=0
+    )
     assert (old - modern).abs().max() > 1e-2, "the old call's align_corners=True gives other values"
 
 
@@ -116,6 +134,7 @@ def test_interpolation_bad_input():
     with pytest.raises(TypeError, match="size"):
         ops.linear_interpolate_1d(torch.zeros(4), 2.5)
 
+
 # --------------------------------------------------------------------------- convolution as a matrix
 
 
@@ -126,12 +145,15 @@ def test_conv_matrix_4x4_input_3x3_kernel_by_hand():
     assert C.shape == (4, 16)
     first = torch.tensor([1, 2, 3, 0, 4, 5, 6, 0, 7, 8, 9, 0, 0, 0, 0, 0], dtype=torch.float32)
     torch.testing.assert_close(C[0], first)
-    torch.testing.assert_close(C[3], torch.roll(first, 5))      # output (1, 1): one row + one column on
+    torch.testing.assert_close(C[3], torch.roll(first, 5))  # output (1, 1): one row + one column on
     assert (C != 0).sum(dim=1).tolist() == [9, 9, 9, 9]
 
 
-SETTINGS = list(itertools.product([(5, 5), (6, 7), (9, 4)], [(3, 3), (2, 3), (1, 1)],
-                                  [1, 2, 3], [0, 1, 2], [1, 2]))
+SETTINGS = list(
+    itertools.product(
+        [(5, 5), (6, 7), (9, 4)], [(3, 3), (2, 3), (1, 1)], [1, 2, 3], [0, 1, 2], [1, 2]
+    )
+)
 
 
 @pytest.mark.parametrize("input_size, ksize, stride, padding, dilation", SETTINGS)
@@ -150,10 +172,13 @@ def test_conv_matrix_matches_conv2d_and_transpose(input_size, ksize, stride, pad
     assert C.shape == (y.numel(), H * W)
     torch.testing.assert_close(C @ x.flatten(), y.flatten())
     yy = torch.randn(y.shape, generator=g, dtype=torch.float64)
-    op = (ops.output_padding_for(H, ksize[0], stride, padding, dilation),
-          ops.output_padding_for(W, ksize[1], stride, padding, dilation))
-    t = F.conv_transpose2d(yy, k[None, None], stride=stride, padding=padding, dilation=dilation,
-                           output_padding=op)
+    op = (
+        ops.output_padding_for(H, ksize[0], stride, padding, dilation),
+        ops.output_padding_for(W, ksize[1], stride, padding, dilation),
+    )
+    t = F.conv_transpose2d(
+        yy, k[None, None], stride=stride, padding=padding, dilation=dilation, output_padding=op
+    )
     assert t.shape[-2:] == (H, W)
     torch.testing.assert_close(C.T @ yy.flatten(), t.flatten())
 
@@ -168,10 +193,10 @@ def test_conv_matrix_accepts_weight_and_tuples():
 
 def test_conv_matrix_bad_input():
     with pytest.raises(ValueError, match="kernel"):
-        ops.conv2d_matrix(torch.ones(5, 5), 4)                   # larger than the input
+        ops.conv2d_matrix(torch.ones(5, 5), 4)  # larger than the input
     with pytest.raises(ValueError, match="kernel"):
-        ops.conv2d_matrix(torch.ones(3, 3), 4, dilation=2)       # dilated span 5 > 4
-    ops.conv2d_matrix(torch.ones(5, 5), 4, padding=1)            # fits once padded
+        ops.conv2d_matrix(torch.ones(3, 3), 4, dilation=2)  # dilated span 5 > 4
+    ops.conv2d_matrix(torch.ones(5, 5), 4, padding=1)  # fits once padded
     with pytest.raises(ValueError, match="kernel"):
         ops.conv2d_matrix(torch.ones(2, 3, 3), 4)
     with pytest.raises(TypeError, match="kernel"):
@@ -184,8 +209,17 @@ def test_conv_matrix_bad_input():
         ops.conv2d_matrix(torch.ones(3, 3), (4, 4, 4))
 
 
-@pytest.mark.parametrize("n, k, s, p, d", [(7, 3, 2, 1, 1), (8, 3, 2, 1, 1), (32, 4, 2, 1, 1),
-                                           (10, 3, 1, 2, 2), (15, 5, 3, 0, 1), (4, 3, 1, 0, 1)])
+@pytest.mark.parametrize(
+    "n, k, s, p, d",
+    [
+        (7, 3, 2, 1, 1),
+        (8, 3, 2, 1, 1),
+        (32, 4, 2, 1, 1),
+        (10, 3, 1, 2, 2),
+        (15, 5, 3, 0, 1),
+        (4, 3, 1, 0, 1),
+    ],
+)
 def test_output_size_formulas_match_modules(n, k, s, p, d):
     x = torch.zeros(1, 1, n, n)
     conv = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)
@@ -205,8 +239,9 @@ def test_output_padding_for_against_pytorch_on_a_grid():
     transposed convolution with output_padding_for(...) gives back exactly n; where it rejects
     them, so does output_padding_for."""
     checked = 0
-    for n, k, s, p, d in itertools.product(range(1, 10), range(1, 5), range(1, 4), range(4),
-                                           range(1, 4)):
+    for n, k, s, p, d in itertools.product(
+        range(1, 10), range(1, 5), range(1, 4), range(4), range(1, 4)
+    ):
         w = torch.ones(1, 1, k, k)
         try:
             y = F.conv2d(torch.zeros(1, 1, n, n), w, stride=s, padding=p, dilation=d)
@@ -226,8 +261,9 @@ def test_output_padding_for_one_pixel_kernel_2_stride_2_padding_1():
     # the transpose without output_padding has size (1 - 1) 2 - 2 + 1 + 1 = 0; with 1 it is 1
     assert ops.conv_output_size(1, 2, 2, 1) == 1
     assert ops.output_padding_for(1, 2, 2, 1) == 1
-    y = F.conv_transpose2d(torch.ones(1, 1, 1, 1), torch.ones(1, 1, 2, 2), stride=2, padding=1,
-                           output_padding=1)
+    y = F.conv_transpose2d(
+        torch.ones(1, 1, 1, 1), torch.ones(1, 1, 2, 2), stride=2, padding=1, output_padding=1
+    )
     assert y.shape[-2:] == (1, 1)
 
 
@@ -248,7 +284,9 @@ def test_receptive_field_known_stacks():
     # Yu & Koltun's context module: dilations 1, 1, 2, 4, 8, 16, 1 -> 67 (their table 1)
     assert ops.receptive_field([(3, 1, a) for a in (1, 1, 2, 4, 8, 16, 1)]) == 67
     # VGG16's conv5_3 (13 convs, 4 poolings): 196 pixels
-    vgg = ([(3, 1, 1)] * 2 + [(2, 2, 1)]) * 2 + ([(3, 1, 1)] * 3 + [(2, 2, 1)]) * 2 + [(3, 1, 1)] * 3
+    vgg = (
+        ([(3, 1, 1)] * 2 + [(2, 2, 1)]) * 2 + ([(3, 1, 1)] * 3 + [(2, 2, 1)]) * 2 + [(3, 1, 1)] * 3
+    )
     assert ops.receptive_field(vgg) == 196
     assert ops.receptive_field_growth([(3, 2, 1), (3, 2, 1)]) == [(3, 2), (7, 4)]
 
@@ -270,13 +308,16 @@ def _stack(layers):
     return nn.Sequential(*modules[:-1])
 
 
-@pytest.mark.parametrize("layers", [
-    [(3, 1, 1)] * 3,
-    [(3, 1, 1), (3, 1, 2), (3, 1, 4)],
-    [(3, 2, 1), (3, 2, 1), (3, 1, 1)],
-    [(5, 1, 1), (3, 2, 2)],
-    [(3, 1, 2)] * 3,                 # gridding: holes inside, but the extent is still 13
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [(3, 1, 1)] * 3,
+        [(3, 1, 1), (3, 1, 2), (3, 1, 4)],
+        [(3, 2, 1), (3, 2, 1), (3, 1, 1)],
+        [(5, 1, 1), (3, 2, 2)],
+        [(3, 1, 2)] * 3,  # gridding: holes inside, but the extent is still 13
+    ],
+)
 def test_receptive_field_of_matches_analytic(layers):
     torch.manual_seed(1)
     model = _stack(layers)
@@ -299,6 +340,7 @@ def test_gridding_leaves_holes_in_the_gradient():
     grad = ops.input_gradient(model, 21)
     assert grad[10, 10] > 0 and grad[10, 4] > 0
     assert grad[10, 11] == 0 and grad[9, 10] == 0
+
 
 # --------------------------------------------------------------------------- upsamplers
 
@@ -325,9 +367,13 @@ def test_upsamplers_shapes_and_flat_response():
 
 
 def test_phase_pattern_hand_checked():
-    x = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).repeat(3, 3)       # 6x6 checkerboard corner
-    torch.testing.assert_close(ops.phase_pattern(x, 2), torch.tensor([[0.75, -0.25], [-0.25, -0.25]]))
-    torch.testing.assert_close(ops.phase_pattern(x, 2, margin=1), torch.tensor([[0.75, -0.25], [-0.25, -0.25]]))
+    x = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).repeat(3, 3)  # 6x6 checkerboard corner
+    torch.testing.assert_close(
+        ops.phase_pattern(x, 2), torch.tensor([[0.75, -0.25], [-0.25, -0.25]])
+    )
+    torch.testing.assert_close(
+        ops.phase_pattern(x, 2, margin=1), torch.tensor([[0.75, -0.25], [-0.25, -0.25]])
+    )
     assert ops.phase_pattern(torch.ones(8, 8), 4).abs().max() == 0
 
 
@@ -337,13 +383,21 @@ def test_train_upsampler_reduces_loss():
     low = F.avg_pool2d(high, 2)
     model = ops.make_upsampler("resize", stages=1, width=4)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)        # tensors this small: thread hand-offs would dominate the run time
+    torch.set_num_threads(1)  # tensors this small: thread hand-offs would dominate the run time
     try:
-        losses = ops.train_upsampler(model, low, high, steps=30, lr=1e-2,
-                                     generator=torch.Generator().manual_seed(0), progress=False)
+        losses = ops.train_upsampler(
+            model,
+            low,
+            high,
+            steps=30,
+            lr=1e-2,
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     assert len(losses) == 30 and sum(losses[-5:]) < 0.5 * sum(losses[:5])
+
 
 # --------------------------------------------------------------------------- CUDA
 
@@ -356,8 +410,12 @@ def test_ops_on_cuda_match_pytorch():
     for ac in (False, True):
         ours = ops.bilinear_interpolate(x, (15, 4), align_corners=ac)
         assert ours.device.type == "cuda"
-        torch.testing.assert_close(ours, F.interpolate(x, size=(15, 4), mode="bilinear", align_corners=ac),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            ours,
+            F.interpolate(x, size=(15, 4), mode="bilinear", align_corners=ac),
+            atol=1e-5,
+            rtol=0,
+        )
     k = torch.randn(3, 3, device=dev, dtype=torch.float64)
     img = torch.randn(9, 8, device=dev, dtype=torch.float64)
     C = ops.conv2d_matrix(k, (9, 8), stride=2, padding=1, dilation=2)

@@ -31,7 +31,9 @@ def test_remove_small_objects_matches_skimage(connectivity, min_size):
     mask = rng.random((40, 50)) < 0.35  # many components of many sizes
     got = remove_small_objects(mask, min_size, connectivity=connectivity)
     # skimage >= 0.26 removes objects of at most max_size pixels, i.e. fewer than max_size + 1
-    expected = morphology.remove_small_objects(mask, max_size=max(min_size - 1, 0), connectivity=connectivity)
+    expected = morphology.remove_small_objects(
+        mask, max_size=max(min_size - 1, 0), connectivity=connectivity
+    )
     if min_size == 0:
         expected = mask
     np.testing.assert_array_equal(got, expected)
@@ -40,15 +42,15 @@ def test_remove_small_objects_matches_skimage(connectivity, min_size):
 
 def test_remove_small_objects_hand_example():
     mask = np.zeros((6, 8), dtype=np.float32)
-    mask[0, 0] = 1                      # 1 pixel
-    mask[2:4, 2:4] = 1                  # 4 pixels
-    mask[5, 5:8] = 1                    # 3 pixels
-    mask[4, 4] = 1                      # touches the 3-pixel bar by a corner only
+    mask[0, 0] = 1  # 1 pixel
+    mask[2:4, 2:4] = 1  # 4 pixels
+    mask[5, 5:8] = 1  # 3 pixels
+    mask[4, 4] = 1  # touches the 3-pixel bar by a corner only
     out4 = remove_small_objects(mask, 4, connectivity=1)
     expected = np.zeros_like(mask)
     expected[2:4, 2:4] = 1
     np.testing.assert_array_equal(out4, expected)
-    out8 = remove_small_objects(mask, 4, connectivity=2)   # corner contact: 3 + 1 = 4 pixels, kept
+    out8 = remove_small_objects(mask, 4, connectivity=2)  # corner contact: 3 + 1 = 4 pixels, kept
     expected[5, 5:8] = 1
     expected[4, 4] = 1
     np.testing.assert_array_equal(out8, expected)

@@ -40,7 +40,10 @@ def test_every_pip_install_of_the_setup_holds_the_constraints(tmp_path):
     # machine would run it, and runs none of them (-n)
     out = subprocess.run(
         ["make", "-n", "-B", "--no-print-directory", "setup", f"VENV={tmp_path / 'venv'}"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     installs = [line for line in out.splitlines() if re.search(r"\bpip install\b", line)]
     assert len(installs) >= 4, out

@@ -100,8 +100,17 @@ def test_with_segtutor_data_and_unet():
     ds = InMemoryDataset(shapes.images, shapes.masks)
     model = build_model("unet", num_classes=3, in_channels=3, base_width=8)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tr = Trainer(model, nn.CrossEntropyLoss(ignore_index=255), opt, make_loader(ds, 4, shuffle=True),
-                 make_loader(ds, 4), num_classes=3, device="cpu", progress=False, verbose=False)
+    tr = Trainer(
+        model,
+        nn.CrossEntropyLoss(ignore_index=255),
+        opt,
+        make_loader(ds, 4, shuffle=True),
+        make_loader(ds, 4),
+        num_classes=3,
+        device="cpu",
+        progress=False,
+        verbose=False,
+    )
     hist = tr.fit(2)
     assert hist[1]["train_loss"] < hist[0]["train_loss"]
     assert tr.predict(make_loader(ds, 4)).shape == (8, 3, 32, 32)
@@ -140,9 +149,18 @@ def test_train_one_epoch_and_evaluate_are_the_trainers_epoch():
     torch.manual_seed(0)
     ours, theirs = tiny_net(1), tiny_net(1)
     theirs.load_state_dict(ours.state_dict())
-    tr = Trainer(ours, nn.BCEWithLogitsLoss(), torch.optim.SGD(ours.parameters(), lr=0.1,
-                 momentum=0.9), loader(x, y, shuffle=True, seed=4), loader(x, y), num_classes=1,
-                 device="cpu", grad_clip=0.5, progress=False, verbose=False)
+    tr = Trainer(
+        ours,
+        nn.BCEWithLogitsLoss(),
+        torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9),
+        loader(x, y, shuffle=True, seed=4),
+        loader(x, y),
+        num_classes=1,
+        device="cpu",
+        grad_clip=0.5,
+        progress=False,
+        verbose=False,
+    )
     hist = tr.fit(2)
     opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
     criterion = WithAuxiliary(nn.BCEWithLogitsLoss())
@@ -166,7 +184,7 @@ def test_evaluate_metrics_by_hand():
             return logits
 
     y = torch.zeros(2, 4, 4)
-    y[0, :, :2] = 1          # image 0: salt in columns 0-1; image 1: empty
+    y[0, :, :2] = 1  # image 0: salt in columns 0-1; image 1: empty
     x = torch.zeros(2, 1, 4, 4)
     got = evaluate(Fixed(), [(x, y)], None, 1, "cpu")
     assert "loss" not in got  # no criterion, no loss
@@ -226,9 +244,17 @@ def test_step_gives_the_weights_of_a_hand_written_loop_exactly(grad_clip):
     theirs.load_state_dict(ours.state_dict())
     opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
     crit = nn.BCEWithLogitsLoss()
-    tr = Trainer(ours, crit, torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9),
-                 loader(x, y), num_classes=1, device="cpu", grad_clip=grad_clip,
-                 progress=False, verbose=False)
+    tr = Trainer(
+        ours,
+        crit,
+        torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9),
+        loader(x, y),
+        num_classes=1,
+        device="cpu",
+        grad_clip=grad_clip,
+        progress=False,
+        verbose=False,
+    )
     hist = tr.fit(2)
     losses = []
     for _ in range(2):
@@ -242,8 +268,9 @@ def test_step_gives_the_weights_of_a_hand_written_loop_exactly(grad_clip):
             losses.append(float(loss))
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert torch.equal(a, b)
-    assert [r["train_loss"] for r in hist] == pytest.approx([sum(losses[:4]) / 4,
-                                                             sum(losses[4:]) / 4], abs=1e-12)
+    assert [r["train_loss"] for r in hist] == pytest.approx(
+        [sum(losses[:4]) / 4, sum(losses[4:]) / 4], abs=1e-12
+    )
 
 
 def test_shape_mismatch_is_reported_before_the_first_backward():
@@ -285,8 +312,16 @@ def test_outputs_no_loss_reads_are_reported_once():
         make_trainer(_WithHead(), loader(x, y)).fit(1)
     net = _WithHead()
     criterion = WithEmptyImageHead(WithAuxiliary(nn.BCEWithLogitsLoss()), cls_weight=0.05)
-    tgs_trainer = Trainer(net, criterion, torch.optim.SGD(net.parameters(), lr=0.1),
-                          loader(x, y), num_classes=1, device="cpu", progress=False, verbose=False)
+    tgs_trainer = Trainer(
+        net,
+        criterion,
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        loader(x, y),
+        num_classes=1,
+        device="cpu",
+        progress=False,
+        verbose=False,
+    )
     assert tgs_trainer.handled_outputs == ("out", "aux", "cls")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the criterion trains the head: nothing to report
@@ -307,16 +342,27 @@ def test_empty_image_loss_gives_the_value_of_the_former_trainer_subclass():
     y = (torch.rand(4, 6, 6, generator=g) > 0.7).double()
     y[1] = 0  # an empty mask: its image-level target is 0
     net = nn.Conv2d(1, 1, 1)
-    tr = Trainer(net, WithEmptyImageHead(WithAuxiliary(nn.BCEWithLogitsLoss(), 0.2), 0.05),
-                 torch.optim.SGD(net.parameters(), lr=0.1), None, num_classes=1, device="cpu",
-                 progress=False, verbose=False)
+    tr = Trainer(
+        net,
+        WithEmptyImageHead(WithAuxiliary(nn.BCEWithLogitsLoss(), 0.2), 0.05),
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        None,
+        num_classes=1,
+        device="cpu",
+        progress=False,
+        verbose=False,
+    )
     loss, logits = tr.compute_loss({"out": out, "aux": aux, "cls": cls}, y)
     assert float(loss) == 1.115730881690979 and logits is out
     bce = nn.functional.binary_cross_entropy_with_logits
     assert has_salt(y).tolist() == [1.0, 0.0, 1.0, 1.0]
     t = y.float()  # the Trainer hands binary masks to the criterion as float32
-    by_hand = (bce(out[:, 0], t) + 0.2 * bce(aux[0][:, 0], t) + 0.2 * bce(aux[1][:, 0], t)
-               + 0.05 * bce(cls.float(), has_salt(t)))
+    by_hand = (
+        bce(out[:, 0], t)
+        + 0.2 * bce(aux[0][:, 0], t)
+        + 0.2 * bce(aux[1][:, 0], t)
+        + 0.05 * bce(cls.float(), has_salt(t))
+    )
     assert torch.equal(loss, by_hand)
     # eval mode: logits alone, the segmentation loss alone
     assert torch.equal(tr.compute_loss(out, y)[0], bce(out[:, 0], t))
@@ -349,14 +395,27 @@ def test_a_criterion_that_reads_the_output_keeps_its_own_weights():
     x, y = threshold_task(8)
     net = tiny_net(1)
     with pytest.raises(ValueError, match=r"aux_weight and aux_criterion wrap a plain loss"):
-        Trainer(net, WithAuxiliary(nn.BCEWithLogitsLoss()), torch.optim.SGD(net.parameters(),
-                lr=0.1), None, num_classes=1, device="cpu", aux_weight=0.3)
+        Trainer(
+            net,
+            WithAuxiliary(nn.BCEWithLogitsLoss()),
+            torch.optim.SGD(net.parameters(), lr=0.1),
+            None,
+            num_classes=1,
+            device="cpu",
+            aux_weight=0.3,
+        )
     # a plain loss is wrapped: the default auxiliary weight is 0.4, as before
     tr = make_trainer(tiny_net(1), loader(x, y))
     assert isinstance(tr.criterion, WithAuxiliary) and tr.criterion.aux_weight == 0.4
     deep = DeepSupervisionLoss(nn.BCEWithLogitsLoss(), weights=[1.0, 0.5])
-    tr = Trainer(tiny_net(1), deep, torch.optim.SGD(tiny_net(1).parameters(), lr=0.1), None,
-                 num_classes=1, device="cpu")
+    tr = Trainer(
+        tiny_net(1),
+        deep,
+        torch.optim.SGD(tiny_net(1).parameters(), lr=0.1),
+        None,
+        num_classes=1,
+        device="cpu",
+    )
     assert tr.criterion is deep and tr.handled_outputs == ("out", "aux")
 
 
@@ -375,13 +434,24 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path):
     def run(epochs, resume=None, ckdir=None):
         torch.manual_seed(0)
         x, y = threshold_task(48)
-        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2),
-                              nn.Conv2d(8, 1, 1))
+        model = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(8, 1, 1)
+        )
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
-        tr = Trainer(model, nn.BCEWithLogitsLoss(), opt, loader(x, y, shuffle=True, seed=3),
-                     loader(x, y), num_classes=1, scheduler=sched, device="cpu",
-                     checkpoint_dir=ckdir, progress=False, verbose=False)
+        tr = Trainer(
+            model,
+            nn.BCEWithLogitsLoss(),
+            opt,
+            loader(x, y, shuffle=True, seed=3),
+            loader(x, y),
+            num_classes=1,
+            scheduler=sched,
+            device="cpu",
+            checkpoint_dir=ckdir,
+            progress=False,
+            verbose=False,
+        )
         if resume is not None:
             torch.manual_seed(123)  # a resumed process starts from a different RNG state
         tr.fit(epochs, resume=resume)
@@ -440,8 +510,15 @@ def test_best_model_saving_and_early_stopping(tmp_path):
     x, y = threshold_task(16)
     model = tiny_net(1)
     # lr=0: nothing improves after epoch 1, so early stopping with patience 2 ends at epoch 3
-    tr = make_trainer(model, loader(x, y), loader(x, y), lr=0.0, early_stopping=2,
-                      checkpoint_dir=tmp_path, monitor="val_loss")
+    tr = make_trainer(
+        model,
+        loader(x, y),
+        loader(x, y),
+        lr=0.0,
+        early_stopping=2,
+        checkpoint_dir=tmp_path,
+        monitor="val_loss",
+    )
     hist = tr.fit(10)
     assert len(hist) == 3 and tr.stop_training
     assert tr.best_epoch == 1
@@ -464,8 +541,9 @@ def test_bf16_autocast_and_channels_last_paths_learn_on_the_cpu():
         seen["batch nchw"] = inputs[0].is_contiguous()
 
     model[0].register_forward_hook(spy)
-    tr = make_trainer(model, loader(x, y, shuffle=True), loader(x, y), amp="bf16",
-                      channels_last=True)
+    tr = make_trainer(
+        model, loader(x, y, shuffle=True), loader(x, y), amp="bf16", channels_last=True
+    )
     assert tr.amp_dtype == torch.bfloat16 and not tr.scaler.is_enabled()
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not model[0].weight.is_contiguous()
@@ -480,13 +558,29 @@ def test_bf16_autocast_and_channels_last_paths_learn_on_the_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_amp_channels_last_learns():
     x, y = threshold_task(64)
-    tr = Trainer(tiny_net(1), nn.BCEWithLogitsLoss(), torch.optim.Adam([torch.zeros(1)]),
-                 None, num_classes=1, device="cuda", progress=False, verbose=False)
+    tr = Trainer(
+        tiny_net(1),
+        nn.BCEWithLogitsLoss(),
+        torch.optim.Adam([torch.zeros(1)]),
+        None,
+        num_classes=1,
+        device="cuda",
+        progress=False,
+        verbose=False,
+    )
     assert tr.channels_last and tr.amp_dtype in (torch.bfloat16, torch.float16)
     model = tiny_net(1)
-    tr = Trainer(model, nn.BCEWithLogitsLoss(), torch.optim.Adam(model.parameters(), lr=0.05),
-                 loader(x, y, shuffle=True), loader(x, y), num_classes=1, device="cuda",
-                 progress=False, verbose=False)
+    tr = Trainer(
+        model,
+        nn.BCEWithLogitsLoss(),
+        torch.optim.Adam(model.parameters(), lr=0.05),
+        loader(x, y, shuffle=True),
+        loader(x, y),
+        num_classes=1,
+        device="cuda",
+        progress=False,
+        verbose=False,
+    )
     hist = tr.fit(10)
     assert hist[-1]["val_mean_iou"] > 0.8
 
@@ -510,7 +604,9 @@ def test_cosine_warm_restarts_closed_form_and_hand_values():
     hand = [0.1, 0.0853553, 0.05, 0.0146447]
     assert lrs == pytest.approx(hand + hand, abs=1e-7)
     # cycles of 2, 4, 8 steps (mult 2), floor 0.001: SGDR's formula
-    lrs = schedules.lr_sequence(lambda o: schedules.cosine_warm_restarts(o, 2, 2, 0.001), 14, lr=0.1)
+    lrs = schedules.lr_sequence(
+        lambda o: schedules.cosine_warm_restarts(o, 2, 2, 0.001), 14, lr=0.1
+    )
     expected, length, t_cur = [], 2, 0
     for _ in range(14):
         expected.append(0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * t_cur / length)) / 2)
@@ -525,16 +621,23 @@ def test_cosine_warm_restarts_closed_form_and_hand_values():
 def test_one_cycle_closed_form():
     total, max_lr, pct, div, fdiv = 20, 1.0, 0.25, 25.0, 1e3
     lrs = schedules.lr_sequence(
-        lambda o: schedules.one_cycle(o, max_lr, total, pct_start=pct, div_factor=div,
-                                      final_div_factor=fdiv), total)
+        lambda o: schedules.one_cycle(
+            o, max_lr, total, pct_start=pct, div_factor=div, final_div_factor=fdiv
+        ),
+        total,
+    )
     start, low = max_lr / div, max_lr / div / fdiv
     up_end = pct * total - 1  # the peak is reached at this (0-based) step
 
     def cos_between(a, b, frac):
         return b + (a - b) * (1 + math.cos(math.pi * frac)) / 2
 
-    expected = [cos_between(start, max_lr, t / up_end) if t <= up_end
-                else cos_between(max_lr, low, (t - up_end) / (total - 1 - up_end)) for t in range(total)]
+    expected = [
+        cos_between(start, max_lr, t / up_end)
+        if t <= up_end
+        else cos_between(max_lr, low, (t - up_end) / (total - 1 - up_end))
+        for t in range(total)
+    ]
     assert lrs == pytest.approx(expected)
     assert max(lrs) == pytest.approx(max_lr) and lrs[-1] == pytest.approx(low)
 
@@ -543,16 +646,27 @@ def test_fit_cosine_uses_adamw_and_decays_once_to_zero_over_the_run():
     x, y = threshold_task(16)
     model = tiny_net(1)
     trainer, history = schedules.fit_cosine(
-        model, nn.BCEWithLogitsLoss(), loader(x, y, batch_size=4), epochs=3, lr=0.02,
-        weight_decay=0.01, num_classes=1, device="cpu", progress=False, verbose=False)
+        model,
+        nn.BCEWithLogitsLoss(),
+        loader(x, y, batch_size=4),
+        epochs=3,
+        lr=0.02,
+        weight_decay=0.01,
+        num_classes=1,
+        device="cpu",
+        progress=False,
+        verbose=False,
+    )
     group = trainer.optimizer.param_groups[0]
     assert isinstance(trainer.optimizer, torch.optim.AdamW) and group["weight_decay"] == 0.01
     # 4 steps an epoch, T = 12 steps: the rate at the start of epoch e is lr (1 + cos(pi 4e / 12)) / 2
     assert [h["lr"] for h in history] == pytest.approx(
-        [0.02 * (1 + math.cos(math.pi * 4 * e / 12)) / 2 for e in range(3)])
+        [0.02 * (1 + math.cos(math.pi * 4 * e / 12)) / 2 for e in range(3)]
+    )
     assert trainer.lr == pytest.approx(0.0, abs=1e-12) and history is trainer.history
     with pytest.raises(ValueError, match="epochs"):
         schedules.fit_cosine(model, nn.BCEWithLogitsLoss(), loader(x, y), epochs=0, num_classes=1)
+
 
 def test_snapshot_saver_counts_cycles_and_saves_at_the_lr_minimum(tmp_path):
     x, y = threshold_task(16)
@@ -566,9 +680,19 @@ def test_snapshot_saver_counts_cycles_and_saves_at_the_lr_minimum(tmp_path):
         def on_epoch_end(self, trainer, row):
             seen.append(trainer.lr)  # LR the next epoch starts with
 
-    tr = Trainer(model, nn.BCEWithLogitsLoss(), opt, train, num_classes=1, device="cpu",
-                 scheduler=schedules.cosine_warm_restarts(opt, 4, 2), scheduler_interval="step",
-                 callbacks=[saver, RecordLR()], progress=False, verbose=False)
+    tr = Trainer(
+        model,
+        nn.BCEWithLogitsLoss(),
+        opt,
+        train,
+        num_classes=1,
+        device="cpu",
+        scheduler=schedules.cosine_warm_restarts(opt, 4, 2),
+        scheduler_interval="step",
+        callbacks=[saver, RecordLR()],
+        progress=False,
+        verbose=False,
+    )
     tr.fit(7)
     assert saver.epochs == [1, 3, 7]  # cycles of 1, 2, 4 epochs
     assert len(saver.snapshots) == 3 and len(list(tmp_path.glob("snapshot_*.pt"))) == 3
@@ -592,8 +716,9 @@ def test_snapshot_ensemble_averages_probabilities(tmp_path):
     # binary members: the output is the logit of the mean probability
     bins = [tiny_net(1) for _ in range(2)]
     ens_b = SnapshotEnsemble(bins)
-    assert torch.allclose(ens_b(x).sigmoid(), (bins[0](x).sigmoid() + bins[1](x).sigmoid()) / 2,
-                          atol=1e-6)
+    assert torch.allclose(
+        ens_b(x).sigmoid(), (bins[0](x).sigmoid() + bins[1](x).sigmoid()) / 2, atol=1e-6
+    )
     # from checkpoint files
     paths = [checkpoint.save_checkpoint(tmp_path / f"m{i}.pt", model=m) for i, m in enumerate(bins)]
     ens_f = SnapshotEnsemble.from_state_dicts(lambda: tiny_net(1), paths)
@@ -625,7 +750,7 @@ def test_lr_range_test_sweeps_geometrically_and_leaves_the_model_alone():
 
 
 # ---------------------------------------------------------------------------- DDP
-DDP_SCRIPT = textwrap.dedent('''
+DDP_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from torch import nn
     from torch.utils.data import TensorDataset
@@ -653,7 +778,7 @@ DDP_SCRIPT = textwrap.dedent('''
         with open(sys.argv[1], "w") as fh:
             json.dump(out, fh)
     D.cleanup()
-''')
+""")
 
 
 def _free_port() -> int:
@@ -671,16 +796,32 @@ def test_ddp_two_processes_match_one_process(tmp_path, monkeypatch):
     # the CPU torchrun run by 7e-5. A device picked for this pytest process must not leak in.
     monkeypatch.setenv("SEGTUTOR_DEVICE", "cuda:7")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "SEGTUTOR_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "SEGTUTOR_DEVICE": "cpu",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": str(ROOT),
+    }
     one, two = tmp_path / "one.json", tmp_path / "two.json"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
-                "--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={_free_port()}",
+    ]
     # started together: the second torch import overlaps the first instead of adding to it
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-             for cmd in ([sys.executable, str(script), str(one), "4"],
-                         torchrun + [str(script), str(two), "4"])]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in (
+            [sys.executable, str(script), str(one), "4"],
+            torchrun + [str(script), str(two), "4"],
+        )
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err[-3000:]
@@ -709,9 +850,15 @@ class _NotATensor:
 def _damaged_checkpoints(tmp_path: Path) -> dict[str, Path]:
     good = checkpoint.save_checkpoint(tmp_path / "good.pt", model=tiny_net(1), epoch=1)
     data = good.read_bytes()
-    files = {"truncated": data[: len(data) // 2], "empty": b"",
-             "random": bytes(torch.randint(0, 256, (4096,), generator=torch.Generator()
-                                           .manual_seed(0), dtype=torch.uint8).tolist())}
+    files = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "random": bytes(
+            torch.randint(
+                0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+            ).tolist()
+        ),
+    }
     paths = {}
     for name, content in files.items():
         paths[name] = tmp_path / f"{name}.pt"

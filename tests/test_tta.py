@@ -21,7 +21,9 @@ def _symmetric_conv_net() -> nn.Module:
     """A small CNN whose kernels are mirror-symmetric left-right, hence flip-equivariant."""
     torch.manual_seed(1)
     net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 5, padding=2),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 1, 5, padding=2),
     )
     with torch.no_grad():
         for m in net:

@@ -44,7 +44,7 @@ def test_colorize_uses_palette_and_white_for_ignore():
 
 
 def test_overlay_blends_only_foreground():
-    image = np.full((4, 4), 128, dtype=np.uint8)          # grey uint8 -> 0.502 float
+    image = np.full((4, 4), 128, dtype=np.uint8)  # grey uint8 -> 0.502 float
     mask = np.zeros((4, 4), dtype=np.int64)
     mask[1, 1] = 1
     mask[2, 2] = 255
@@ -75,8 +75,10 @@ def test_mask_grid_and_show_one_hot_build_figures():
 
 
 def test_plot_curves_groups_train_and_val():
-    rows = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "val_mean_iou": 0.3},
-            {"epoch": 2, "train_loss": 0.5, "val_loss": 0.8, "val_mean_iou": 0.5}]
+    rows = [
+        {"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "val_mean_iou": 0.3},
+        {"epoch": 2, "train_loss": 0.5, "val_loss": 0.8, "val_mean_iou": 0.5},
+    ]
     fig = viz.plot_curves(rows)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["loss", "mean_iou"]

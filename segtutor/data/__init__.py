@@ -11,18 +11,27 @@ from typing import Any
 
 _EXPORTS = {
     # synthetic.py
-    "make_shapes": "synthetic", "make_tgs_like": "synthetic", "Shapes": "synthetic",
+    "make_shapes": "synthetic",
+    "make_tgs_like": "synthetic",
+    "Shapes": "synthetic",
     "TGSLike": "synthetic",
     # datasets.py
-    "InMemoryDataset": "datasets", "SegmentationDataset": "datasets",
-    "read_label_png": "datasets", "read_image": "datasets",
+    "InMemoryDataset": "datasets",
+    "SegmentationDataset": "datasets",
+    "read_label_png": "datasets",
+    "read_image": "datasets",
     "apply_pair_transform": "datasets",
     # loaders.py
-    "make_loader": "loaders", "seed_worker": "loaders", "DeviceLoader": "loaders",
+    "make_loader": "loaders",
+    "seed_worker": "loaders",
+    "DeviceLoader": "loaders",
     # rle.py
-    "rle_encode": "rle", "rle_decode": "rle",
+    "rle_encode": "rle",
+    "rle_decode": "rle",
     # tgs.py
-    "TGSSaltDataset": "tgs", "coverage_folds": "tgs", "coverage_class": "tgs",
+    "TGSSaltDataset": "tgs",
+    "coverage_folds": "tgs",
+    "coverage_class": "tgs",
     "write_tgs_layout": "tgs",
 }
 

@@ -25,8 +25,9 @@ PairTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def apply_pair_transform(transform: PairTransform | None, image: torch.Tensor,
-                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_pair_transform(
+    transform: PairTransform | None, image: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``transform`` on an image ``[C, H, W]`` and mask ``[H, W]``; return plain tensors.
 
     The image goes in as ``tv_tensors.Image`` and the mask as ``tv_tensors.Mask`` so that v2
@@ -59,21 +60,28 @@ class InMemoryDataset(Dataset):
     ``dataset[i]`` is ``(image [C, H, W] float32, mask [H, W])``.
     """
 
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor,
-                 transform: PairTransform | None = None,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        transform: PairTransform | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
         images = torch.as_tensor(images)
         masks = torch.as_tensor(masks)
         if images.ndim == 3:
             images = images.unsqueeze(1)
         if images.ndim != 4:
-            raise ValueError(f"images must be [N, C, H, W] or [N, H, W], got shape "
-                             f"{tuple(images.shape)}")
+            raise ValueError(
+                f"images must be [N, C, H, W] or [N, H, W], got shape {tuple(images.shape)}"
+            )
         if masks.ndim != 3:
             raise ValueError(f"masks must be [N, H, W], got shape {tuple(masks.shape)}")
         if images.shape[0] != masks.shape[0] or images.shape[-2:] != masks.shape[-2:]:
-            raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)} "
-                             "must agree in N, H and W")
+            raise ValueError(
+                f"images {tuple(images.shape)} and masks {tuple(masks.shape)} "
+                "must agree in N, H and W"
+            )
         if images.dtype == torch.uint8:
             images = images.float() / 255.0
         elif not images.is_floating_point():
@@ -102,8 +110,10 @@ def _index_by_stem(folder: Path, what: str) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in files:
-                raise ValueError(f"two {what} files share the stem {path.stem!r}: "
-                                 f"{files[path.stem].name} and {path.name}")
+                raise ValueError(
+                    f"two {what} files share the stem {path.stem!r}: "
+                    f"{files[path.stem].name} and {path.name}"
+                )
             files[path.stem] = path
     return files
 
@@ -125,8 +135,10 @@ def read_label_png(path: str | Path) -> np.ndarray:
             return np.asarray(im).astype(np.int64)
         if im.mode == "1":
             return np.asarray(im, dtype=np.uint8).astype(np.int64)
-        raise ValueError(f"{path}: label PNGs must be palette (P) or grey (L), got mode {im.mode}; "
-                         "convert colour masks to class indices first")
+        raise ValueError(
+            f"{path}: label PNGs must be palette (P) or grey (L), got mode {im.mode}; "
+            "convert colour masks to class indices first"
+        )
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -153,8 +165,14 @@ class SegmentationDataset(Dataset):
     An image without a mask (or a mask without an image) is an error that lists the stems.
     """
 
-    def __init__(self, image_dir: str | Path, mask_dir: str | Path,
-                 transform: PairTransform | None = None, *, binary: bool = False) -> None:
+    def __init__(
+        self,
+        image_dir: str | Path,
+        mask_dir: str | Path,
+        transform: PairTransform | None = None,
+        *,
+        binary: bool = False,
+    ) -> None:
         images = _index_by_stem(Path(image_dir), "image")
         masks = _index_by_stem(Path(mask_dir), "mask")
         no_mask = sorted(set(images) - set(masks))
@@ -188,6 +206,8 @@ class SegmentationDataset(Dataset):
         image = read_image(self.image_paths[index])
         mask = self.load_mask(index)
         if image.shape[-2:] != mask.shape:
-            raise ValueError(f"{self.image_paths[index].name}: image {tuple(image.shape[-2:])} and "
-                             f"mask {tuple(mask.shape)} sizes differ")
+            raise ValueError(
+                f"{self.image_paths[index].name}: image {tuple(image.shape[-2:])} and "
+                f"mask {tuple(mask.shape)} sizes differ"
+            )
         return apply_pair_transform(self.transform, image, mask)

@@ -32,8 +32,14 @@ def _on_cuda(dataset: Dataset) -> bool:
     return any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
     """A reproducible ``DataLoader``.
 
     The shuffling order comes from a ``torch.Generator`` seeded with ``seed``, workers are
@@ -51,8 +57,10 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     on_cuda = _on_cuda(dataset)
     if on_cuda and num_workers > 0:
-        raise ValueError("the dataset's tensors are on the GPU: use num_workers=0 "
-                         "(worker processes cannot share CUDA tensors this way)")
+        raise ValueError(
+            "the dataset's tensors are on the GPU: use num_workers=0 "
+            "(worker processes cannot share CUDA tensors this way)"
+        )
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -86,17 +94,30 @@ class DeviceLoader:
         device: default ``segtutor.config.device()``.
     """
 
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, device: torch.device | str | None = None,
-                 augment: Augment | None = None, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        augment: Augment | None = None,
+        drop_last: bool = False,
+    ) -> None:
         if not isinstance(images, torch.Tensor) or not isinstance(masks, torch.Tensor):
             raise TypeError("images and masks must be tensors")
         if images.ndim == 3:
             images = images[:, None]
-        if (images.ndim != 4 or masks.shape[0] != images.shape[0]
-                or masks.shape[-2:] != images.shape[-2:]):
-            raise ValueError("images must be [N, C, H, W] and masks [N, H, W] with the same N, H, "
-                             f"W; got {tuple(images.shape)} and {tuple(masks.shape)}")
+        if (
+            images.ndim != 4
+            or masks.shape[0] != images.shape[0]
+            or masks.shape[-2:] != images.shape[-2:]
+        ):
+            raise ValueError(
+                "images must be [N, C, H, W] and masks [N, H, W] with the same N, H, "
+                f"W; got {tuple(images.shape)} and {tuple(masks.shape)}"
+            )
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.device = torch.device(device) if device is not None else config.device()
@@ -123,7 +144,7 @@ class DeviceLoader:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x, y = self.images.index_select(0, idx), self.masks.index_select(0, idx)
             if self.augment is not None:
                 x, y = self.augment(x, y)

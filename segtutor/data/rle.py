@@ -102,12 +102,14 @@ def rle_decode(rle: str | None, shape: tuple[int, int] = (101, 101)) -> np.ndarr
     if not tokens:
         return np.zeros((height, width), dtype=np.uint8)
     if len(tokens) % 2:
-        raise ValueError(f"rle must hold 'start length' pairs, got an odd number of tokens "
-                         f"({len(tokens)})")
+        raise ValueError(
+            f"rle must hold 'start length' pairs, got an odd number of tokens ({len(tokens)})"
+        )
     bad = [_shorten(t) for t in tokens if not _INT_TOKEN.fullmatch(t)]
     if bad:
-        raise ValueError(f"rle tokens must be non-negative integers of ASCII digits 0-9, "
-                         f"got {bad[:5]}")
+        raise ValueError(
+            f"rle tokens must be non-negative integers of ASCII digits 0-9, got {bad[:5]}"
+        )
     # every number is bounded by the pixel count before it is converted or added, so no token
     # can overflow int64 (or reach Python's limit on int() of a very long digit string)
     limit = len(str(total))
@@ -118,10 +120,13 @@ def rle_decode(rle: str | None, shape: tuple[int, int] = (101, 101)) -> np.ndarr
         if value > total:
             run, mask = f"rle run {i // 2 + 1}", f"a {height}x{width} mask"
             if i % 2 == 0:
-                raise ValueError(f"{run} starts at pixel {_shorten(token)}, past the last pixel "
-                                 f"{total} of {mask}")
-            raise ValueError(f"{run} has length {_shorten(token)}, longer than the {total} "
-                             f"pixels of {mask}")
+                raise ValueError(
+                    f"{run} starts at pixel {_shorten(token)}, past the last pixel "
+                    f"{total} of {mask}"
+                )
+            raise ValueError(
+                f"{run} has length {_shorten(token)}, longer than the {total} pixels of {mask}"
+            )
         values.append(value)
     runs = np.array(values, dtype=np.int64).reshape(-1, 2)
     starts, lengths = runs[:, 0], runs[:, 1]
@@ -132,15 +137,19 @@ def rle_decode(rle: str | None, shape: tuple[int, int] = (101, 101)) -> np.ndarr
     ends = starts - 1 + lengths  # one past the run's last 0-based pixel; <= 2 * total
     if (ends > total).any():
         i = int(np.argmax(ends > total))
-        raise ValueError(f"rle run '{starts[i]} {lengths[i]}' ends at pixel {ends[i]}, past the "
-                         f"last pixel {total} of a {height}x{width} mask")
+        raise ValueError(
+            f"rle run '{starts[i]} {lengths[i]}' ends at pixel {ends[i]}, past the "
+            f"last pixel {total} of a {height}x{width} mask"
+        )
     order = np.argsort(starts, kind="stable")
     s_sorted, e_sorted = starts[order] - 1, ends[order]
     overlap = s_sorted[1:] < e_sorted[:-1]
     if overlap.any():
         i = int(np.argmax(overlap))
-        raise ValueError(f"rle runs overlap: the run starting at {s_sorted[i] + 1} ends after "
-                         f"the run starting at {s_sorted[i + 1] + 1} begins")
+        raise ValueError(
+            f"rle runs overlap: the run starting at {s_sorted[i] + 1} ends after "
+            f"the run starting at {s_sorted[i + 1] + 1} begins"
+        )
     marks = np.zeros(total + 1, dtype=np.int32)
     np.add.at(marks, s_sorted, 1)
     np.add.at(marks, e_sorted, -1)

@@ -87,6 +87,7 @@ def _check_n_seed(n: int, seed: int) -> None:
 # TGS-like seismic sections
 # --------------------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=16)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column coordinates ``[size, size]`` (float64), shared read-only."""
@@ -102,8 +103,13 @@ def _ricker(width: float, half: int) -> np.ndarray:
     return (1.0 - 2.0 * (np.pi * t / 2.0) ** 2) * np.exp(-((np.pi * t / 2.0) ** 2))
 
 
-def _smooth_curve(rng: np.random.Generator, x: np.ndarray, amplitude: float,
-                  n_terms: int = 3, min_period: float = 40.0) -> np.ndarray:
+def _smooth_curve(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    amplitude: float,
+    n_terms: int = 3,
+    min_period: float = 40.0,
+) -> np.ndarray:
     """A random smooth 1-D function of ``x``: a few low-frequency sines."""
     out = np.zeros_like(x, dtype=np.float64)
     for _ in range(n_terms):
@@ -112,8 +118,9 @@ def _smooth_curve(rng: np.random.Generator, x: np.ndarray, amplitude: float,
     return amplitude * out / n_terms
 
 
-def _band_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]
-                ) -> np.ndarray:
+def _band_noise(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]
+) -> np.ndarray:
     """Gaussian noise low-pass filtered (band-limited), rescaled to unit standard deviation."""
     # a Gaussian filter with periodic boundaries is a product in Fourier space: cheaper than
     # ndimage.gaussian_filter for the large sigmas used here, and the same result
@@ -129,7 +136,7 @@ def _band_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[f
 def _gauss_transfer(canvas: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:
     fy = np.fft.fftfreq(canvas[0])[:, None]
     fx = np.fft.rfftfreq(canvas[1])[None, :]
-    return np.exp(-2 * np.pi ** 2 * ((sigma[0] * fy) ** 2 + (sigma[1] * fx) ** 2))
+    return np.exp(-2 * np.pi**2 * ((sigma[0] * fy) ** 2 + (sigma[1] * fx) ** 2))
 
 
 def _layers(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -210,7 +217,7 @@ def _tgs_image(rng: np.random.Generator, mask: np.ndarray, difficulty: float) ->
         # the boundary reflector is strong in some images and nearly absent in others
         strength = rng.uniform(0.0, 1.1) * (1.0 - 0.6 * difficulty)
         sign = 1.0 if rng.random() < 0.8 else -1.0
-        img += sign * strength * np.exp(-(dist ** 2) / (2 * rng.uniform(0.8, 1.8) ** 2))
+        img += sign * strength * np.exp(-(dist**2) / (2 * rng.uniform(0.8, 1.8) ** 2))
     # acquisition noise, band-limited, and a smooth gain drift
     img += difficulty * rng.uniform(0.08, 0.3) * _band_noise(rng, (size, size), (0.8, 1.2))
     img += rng.uniform(0.0, 0.3) * _band_noise(rng, (size, size), (25.0, 25.0))
@@ -221,8 +228,9 @@ def _tgs_image(rng: np.random.Generator, mask: np.ndarray, difficulty: float) ->
     return np.clip(img, 0.0, 1.0)
 
 
-def make_tgs_like(n: int, seed: int = 0, *, empty_fraction: float = 0.39,
-                  difficulty: float = 0.5) -> TGSLike:
+def make_tgs_like(
+    n: int, seed: int = 0, *, empty_fraction: float = 0.39, difficulty: float = 0.5
+) -> TGSLike:
     """Synthetic TGS Salt-like data, deterministic from ``seed``.
 
     Args:
@@ -256,8 +264,11 @@ def make_tgs_like(n: int, seed: int = 0, *, empty_fraction: float = 0.39,
     images = np.empty((n, size, size), dtype=np.float32)
     masks = np.zeros((n, size, size), dtype=np.float32)
     # one child generator per image: image i does not depend on how many come after it
-    children = rng.spawn(n) if hasattr(rng, "spawn") else [
-        np.random.default_rng([int(seed), 101, i]) for i in range(n)]
+    children = (
+        rng.spawn(n)
+        if hasattr(rng, "spawn")
+        else [np.random.default_rng([int(seed), 101, i]) for i in range(n)]
+    )
     for i in range(n):
         child = children[i]
         mask = _salt_body(child, size) if has_salt[i] else np.zeros((size, size), dtype=bool)
@@ -266,12 +277,16 @@ def make_tgs_like(n: int, seed: int = 0, *, empty_fraction: float = 0.39,
     ids: list[str] = []
     seen: set[str] = set()
     while len(ids) < n:
-        candidate = f"{int(rng.integers(0, 16 ** 10)):010x}"
+        candidate = f"{int(rng.integers(0, 16**10)):010x}"
         if candidate not in seen:
             seen.add(candidate)
             ids.append(candidate)
-    return TGSLike(torch.from_numpy(images), torch.from_numpy(masks),
-                   torch.from_numpy(np.round(depths).astype(np.float32)), ids)
+    return TGSLike(
+        torch.from_numpy(images),
+        torch.from_numpy(masks),
+        torch.from_numpy(np.round(depths).astype(np.float32)),
+        ids,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,10 +297,18 @@ def make_tgs_like(n: int, seed: int = 0, *, empty_fraction: float = 0.39,
 _SHAPE_FAMILIES = ["disc", "box", "line", "triangle", "ring", "blob", "cross", "dot"]
 
 # Base colours per family (RGB in [0, 1]); objects jitter around them.
-_FAMILY_COLOURS = np.array([
-    [0.85, 0.25, 0.2], [0.2, 0.45, 0.85], [0.95, 0.9, 0.25], [0.25, 0.75, 0.3],
-    [0.75, 0.3, 0.8], [0.95, 0.55, 0.15], [0.2, 0.8, 0.8], [0.9, 0.9, 0.9],
-])
+_FAMILY_COLOURS = np.array(
+    [
+        [0.85, 0.25, 0.2],
+        [0.2, 0.45, 0.85],
+        [0.95, 0.9, 0.25],
+        [0.25, 0.75, 0.3],
+        [0.75, 0.3, 0.8],
+        [0.95, 0.55, 0.15],
+        [0.2, 0.8, 0.8],
+        [0.9, 0.9, 0.9],
+    ]
+)
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -321,12 +344,17 @@ def _shape_mask(rng: np.random.Generator, family: str, size: int, scale: float) 
         a = rng.uniform(0, np.pi)
         u = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
         v = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
-        bend = rng.uniform(-0.01, 0.01) * u ** 2
+        bend = rng.uniform(-0.01, 0.01) * u**2
         return (np.abs(v - bend) < rng.uniform(0.6, 1.3)) & (np.abs(u) < 3 * scale + size / 4)
     if family == "triangle":
         a0 = rng.uniform(0, 2 * np.pi)
-        pts = [(cy + scale * np.sin(a0 + k * 2 * np.pi / 3), cx + scale * np.cos(a0 + k * 2 * np.pi / 3))
-               for k in range(3)]
+        pts = [
+            (
+                cy + scale * np.sin(a0 + k * 2 * np.pi / 3),
+                cx + scale * np.cos(a0 + k * 2 * np.pi / 3),
+            )
+            for k in range(3)
+        ]
         inside = np.ones((size, size), dtype=bool)
         for k in range(3):
             (y0, x0), (y1, x1) = pts[k], pts[(k + 1) % 3]
@@ -342,13 +370,15 @@ def _shape_mask(rng: np.random.Generator, family: str, size: int, scale: float) 
     if family == "cross":
         w = max(1.0, scale * 0.25)
         return ((np.abs(yy - cy) < w) & (np.abs(xx - cx) < scale)) | (
-            (np.abs(xx - cx) < w) & (np.abs(yy - cy) < scale))
+            (np.abs(xx - cx) < w) & (np.abs(yy - cy) < scale)
+        )
     # "dot": tiny objects
     return np.hypot(yy - cy, xx - cx) < max(1.2, scale * 0.3)
 
 
-def make_shapes(n: int, num_classes: int = 5, size: int = 64, seed: int = 0, *,
-                ignore_border: float = 0.3) -> Shapes:
+def make_shapes(
+    n: int, num_classes: int = 5, size: int = 64, seed: int = 0, *, ignore_border: float = 0.3
+) -> Shapes:
     """Synthetic multi-class scenes, deterministic from ``seed``.
 
     Each image holds a few to a dozen objects of classes ``1 .. num_classes-1`` drawn in random
@@ -371,15 +401,20 @@ def make_shapes(n: int, num_classes: int = 5, size: int = 64, seed: int = 0, *,
     families = [_SHAPE_FAMILIES[(c - 1) % len(_SHAPE_FAMILIES)] for c in range(1, num_classes)]
     names = ["background"] + [
         f if (c - 1) < len(_SHAPE_FAMILIES) else f"{f}{(c - 1) // len(_SHAPE_FAMILIES) + 1}"
-        for c, f in enumerate(families, start=1)]
-    colours = np.array([_FAMILY_COLOURS[(c - 1) % len(_FAMILY_COLOURS)]
-                        for c in range(1, num_classes)])
+        for c, f in enumerate(families, start=1)
+    ]
+    colours = np.array(
+        [_FAMILY_COLOURS[(c - 1) % len(_FAMILY_COLOURS)] for c in range(1, num_classes)]
+    )
     # classes beyond the families' count get shifted colours so that they stay separable
     for c in range(len(_SHAPE_FAMILIES), num_classes - 1):
         colours[c] = np.clip(colours[c] * 0.6 + 0.4 * np.random.default_rng(c).random(3), 0, 1)
     rng = np.random.default_rng([int(seed), 64])
-    children = rng.spawn(n) if hasattr(rng, "spawn") else [
-        np.random.default_rng([int(seed), 64, i]) for i in range(n)]
+    children = (
+        rng.spawn(n)
+        if hasattr(rng, "spawn")
+        else [np.random.default_rng([int(seed), 64, i]) for i in range(n)]
+    )
     images = np.empty((n, 3, size, size), dtype=np.float32)
     masks = np.empty((n, size, size), dtype=np.int64)
     for i in range(n):

@@ -43,6 +43,7 @@ NUM_COVERAGE_CLASSES = 11  # 0 = empty, then ten bins of 10 % coverage
 
 # -------------------------------------------------------------------- coverage and folds
 
+
 def _coverage_vector(masks_or_coverage: torch.Tensor | np.ndarray) -> np.ndarray:
     arr = masks_or_coverage
     if isinstance(arr, torch.Tensor):
@@ -71,8 +72,9 @@ def coverage_class(masks_or_coverage: torch.Tensor | np.ndarray) -> torch.Tensor
     return torch.from_numpy(np.clip(classes, 0, 10))
 
 
-def coverage_folds(masks_or_coverage: torch.Tensor | np.ndarray, k: int = 5, seed: int = 0
-                   ) -> torch.Tensor:
+def coverage_folds(
+    masks_or_coverage: torch.Tensor | np.ndarray, k: int = 5, seed: int = 0
+) -> torch.Tensor:
     """Stratified k-fold assignment by coverage class: int64 ``[N]`` fold index in 0..k-1.
 
     Within each coverage class the images are shuffled (seeded) and dealt out to the folds in
@@ -88,14 +90,16 @@ def coverage_folds(masks_or_coverage: torch.Tensor | np.ndarray, k: int = 5, see
     if len(classes) < k:
         raise ValueError(f"cannot split {len(classes)} images into k={k} folds")
     rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(np.flatnonzero(classes == c))
-                            for c in range(NUM_COVERAGE_CLASSES)])
+    order = np.concatenate(
+        [rng.permutation(np.flatnonzero(classes == c)) for c in range(NUM_COVERAGE_CLASSES)]
+    )
     folds = np.empty(len(classes), dtype=np.int64)
     folds[order] = np.arange(len(order)) % k
     return torch.from_numpy(folds)
 
 
 # --------------------------------------------------------------------------- reading
+
 
 class TGSLayoutError(FileNotFoundError):
     """A folder that does not hold the Kaggle TGS layout."""
@@ -106,14 +110,15 @@ def _missing(root: Path, what: Path) -> TGSLayoutError:
         f"TGS data not found: {what} is missing. Download the competition data from {KAGGLE_URL} "
         f"and unzip it so that {root} holds train.csv, depths.csv, train/images/, train/masks/ "
         f"and test/images/; or write the synthetic copy there with "
-        f"`segtutor tgs synth --out {root}` (segtutor.data.write_tgs_layout).")
+        f"`segtutor tgs synth --out {root}` (segtutor.data.write_tgs_layout)."
+    )
 
 
 def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        if list(header[:len(columns)]) != list(columns):
+        if list(header[: len(columns)]) != list(columns):
             raise ValueError(f"{path}: expected the columns {list(columns)}, got {header}")
         return [{c: (row[c] or "") for c in columns} for row in reader]
 
@@ -126,8 +131,10 @@ def _check_ids(path: Path, ids: Sequence[str]) -> None:
         if not image_id.strip():
             raise ValueError(f"{path} line {line}: empty id")
         if image_id in first:
-            raise ValueError(f"{path} line {line}: id {image_id!r} appears twice (first on line "
-                             f"{first[image_id]}); every image must be listed once")
+            raise ValueError(
+                f"{path} line {line}: id {image_id!r} appears twice (first on line "
+                f"{first[image_id]}); every image must be listed once"
+            )
         first[image_id] = line
 
 
@@ -169,9 +176,15 @@ class TGSSaltDataset(Dataset):
     row), ``coverage`` float32 ``[N]``, ``coverage_class`` int64 ``[N]`` (labeled splits).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train",
-                 transform: PairTransform | None = None, *, check_rle: bool = True,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        transform: PairTransform | None = None,
+        *,
+        check_rle: bool = True,
+        progress: bool = False,
+    ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         root = Path(root)
@@ -220,10 +233,14 @@ class TGSSaltDataset(Dataset):
                     except ValueError as err:
                         raise ValueError(f"train.csv row {image_id!r}: {err}") from None
                     if not np.array_equal(decoded, masks[i]):
-                        hint = (" (it matches the transposed mask: row-major RLE?)"
-                                if np.array_equal(decoded, masks[i].T) else "")
-                        raise ValueError(f"train.csv rle_mask of {image_id!r} disagrees with "
-                                         f"{mpath}{hint}")
+                        hint = (
+                            " (it matches the transposed mask: row-major RLE?)"
+                            if np.array_equal(decoded, masks[i].T)
+                            else ""
+                        )
+                        raise ValueError(
+                            f"train.csv rle_mask of {image_id!r} disagrees with {mpath}{hint}"
+                        )
         self.root, self.split = root, split
         self.ids = ids
         self.labeled = labeled
@@ -269,8 +286,10 @@ class TGSSaltDataset(Dataset):
 
 # --------------------------------------------------------------------------- writing
 
-def write_csv_atomic(path: str | os.PathLike, header: Sequence[str],
-                     rows: Sequence[Sequence[object]]) -> Path:
+
+def write_csv_atomic(
+    path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[object]]
+) -> Path:
     """Write a CSV file atomically (:func:`segtutor.fileio.atomic_write`)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -287,9 +306,16 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_tgs_layout(root: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
-                     seed: int = 0, *, empty_fraction: float = 0.39, difficulty: float = 0.5,
-                     progress: bool = True) -> Path:
+def write_tgs_layout(
+    root: str | os.PathLike,
+    n_train: int = 4000,
+    n_test: int = 1000,
+    seed: int = 0,
+    *,
+    empty_fraction: float = 0.39,
+    difficulty: float = 0.5,
+    progress: bool = True,
+) -> Path:
     """Write the synthetic TGS-like set in the Kaggle layout under ``root``.
 
     Writes ``train.csv``, ``depths.csv``, ``train/images``, ``train/masks``, ``test/images``,
@@ -316,8 +342,9 @@ def write_tgs_layout(root: str | os.PathLike, n_train: int = 4000, n_test: int =
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"root {root} exists and is not a folder")
-    data = make_tgs_like(n_train + n_test, seed=seed, empty_fraction=empty_fraction,
-                         difficulty=difficulty)
+    data = make_tgs_like(
+        n_train + n_test, seed=seed, empty_fraction=empty_fraction, difficulty=difficulty
+    )
     images = (data.images.numpy() * 255.0).round().astype(np.uint8)
     masks = data.masks.numpy().astype(np.uint8)
     splits = {"train": range(n_train), "test": range(n_train, n_train + n_test)}
@@ -325,17 +352,22 @@ def write_tgs_layout(root: str | os.PathLike, n_train: int = 4000, n_test: int =
         (root / split / "images").mkdir(parents=True, exist_ok=True)
         (root / split / "masks").mkdir(parents=True, exist_ok=True)
     train_rows = []
-    with bar(total=n_train + n_test, show=progress, desc=f"writing {root.name or root}",
-             unit="img") as shown:
+    with bar(
+        total=n_train + n_test, show=progress, desc=f"writing {root.name or root}", unit="img"
+    ) as shown:
         for split, indices in splits.items():
             for i in indices:
                 image_id = data.ids[i]
                 # no fsync per image (3 ms each, 10,000 files in full mode): the set can be
                 # written again; the CSV files, written last, are flushed to disk
-                atomic_write_bytes(root / split / "images" / f"{image_id}.png",
-                                   _png_bytes(images[i]), fsync=False)
-                atomic_write_bytes(root / split / "masks" / f"{image_id}.png",
-                                   _png_bytes(masks[i] * 255), fsync=False)
+                atomic_write_bytes(
+                    root / split / "images" / f"{image_id}.png", _png_bytes(images[i]), fsync=False
+                )
+                atomic_write_bytes(
+                    root / split / "masks" / f"{image_id}.png",
+                    _png_bytes(masks[i] * 255),
+                    fsync=False,
+                )
                 if split == "train":
                     train_rows.append((image_id, rle_encode(masks[i])))
                 shown.update(1)
@@ -343,6 +375,9 @@ def write_tgs_layout(root: str | os.PathLike, n_train: int = 4000, n_test: int =
     depth_rows = [(data.ids[i], int(data.depths[i])) for i in range(n_train + n_test)]
     write_csv_atomic(root / "depths.csv", ("id", "z"), depth_rows)
     # Kaggle's sample submission marks one pixel per image: a valid run, nothing meaningful
-    write_csv_atomic(root / "sample_submission.csv", ("id", "rle_mask"),
-                     [(data.ids[i], "1 1") for i in splits["test"]])
+    write_csv_atomic(
+        root / "sample_submission.csv",
+        ("id", "rle_mask"),
+        [(data.ids[i], "1 1") for i in splits["test"]],
+    )
     return root

@@ -38,6 +38,7 @@ IGNORE_INDEX = 255
 
 # ------------------------------------------------------------------------ v2 transforms
 
+
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """Apply symmetry ``k`` in 0..7 of the square to the last two dims of ``x`` ``[..., H, W]``.
 
@@ -105,8 +106,11 @@ class RandomLighting(v2.Transform):
         x = inpt.as_subclass(torch.Tensor)
         if not x.is_floating_point():
             raise TypeError(f"RandomLighting expects float images in [0, 1], got {x.dtype}")
-        out = _lighting(x, torch.tensor(params["c"], dtype=x.dtype, device=x.device),
-                        torch.tensor(params["b"], dtype=x.dtype, device=x.device))
+        out = _lighting(
+            x,
+            torch.tensor(params["c"], dtype=x.dtype, device=x.device),
+            torch.tensor(params["b"], dtype=x.dtype, device=x.device),
+        )
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
@@ -134,12 +138,20 @@ class JointResize(v2.Transform):
         return resize_to(inpt, self.size, mask=_is_mask(inpt))
 
 
-def make_augmentation(*, hflip: float = 0.5, vflip: float = 0.0, dihedral: bool = False,
-                      degrees: float = 0.0, scale: tuple[float, float] | None = None,
-                      size: int | Sequence[int] | None = None, brightness: float = 0.0,
-                      contrast: float = 0.0, mask_fill: float = IGNORE_INDEX,
-                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None
-                      ) -> v2.Compose:
+def make_augmentation(
+    *,
+    hflip: float = 0.5,
+    vflip: float = 0.0,
+    dihedral: bool = False,
+    degrees: float = 0.0,
+    scale: tuple[float, float] | None = None,
+    size: int | Sequence[int] | None = None,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    mask_fill: float = IGNORE_INDEX,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> v2.Compose:
     """A joint training augmentation: call it as ``image, mask = aug(image, mask)``.
 
     Args:
@@ -171,8 +183,9 @@ def make_augmentation(*, hflip: float = 0.5, vflip: float = 0.0, dihedral: bool 
         steps.append(v2.RandomVerticalFlip(vflip))
     if degrees > 0:
         fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: mask_fill, "others": 0.0}
-        steps.append(v2.RandomRotation(float(degrees), interpolation=InterpolationMode.BILINEAR,
-                                       fill=fill))
+        steps.append(
+            v2.RandomRotation(float(degrees), interpolation=InterpolationMode.BILINEAR, fill=fill)
+        )
     if scale is not None:
         lo, hi = (float(s) for s in scale)
         if not 0.0 < lo <= hi <= 1.0:
@@ -199,7 +212,7 @@ class _RandomScaleCrop(v2.Transform):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = v2.query_size(flat_inputs)
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * float(torch.rand(()))
-        ch, cw = max(1, round(h * area ** 0.5)), max(1, round(w * area ** 0.5))
+        ch, cw = max(1, round(h * area**0.5)), max(1, round(w * area**0.5))
         top = int(torch.randint(0, h - ch + 1, ()))
         left = int(torch.randint(0, w - cw + 1, ()))
         return {"box": (top, left, ch, cw), "size": self.size or (h, w)}
@@ -208,11 +221,12 @@ class _RandomScaleCrop(v2.Transform):
         if not isinstance(inpt, torch.Tensor):
             return inpt
         top, left, ch, cw = params["box"]
-        out = inpt[..., top:top + ch, left:left + cw]
+        out = inpt[..., top : top + ch, left : left + cw]
         return resize_to(out, params["size"], mask=_is_mask(inpt))
 
 
 # -------------------------------------------------------------------- resize and pad
+
 
 def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int) and not isinstance(size, bool):
@@ -239,20 +253,26 @@ def resize_to(x: torch.Tensor, size: int | Sequence[int], *, mask: bool = False)
     out_h, out_w = _size_pair(size)
     plain = x.as_subclass(torch.Tensor) if isinstance(x, tv_tensors.TVTensor) else x
     if not mask and not plain.is_floating_point():
-        raise TypeError(f"images must be float to resize bilinearly, got {plain.dtype}; "
-                        "pass mask=True for label maps")
+        raise TypeError(
+            f"images must be float to resize bilinearly, got {plain.dtype}; "
+            "pass mask=True for label maps"
+        )
     if tuple(plain.shape[-2:]) == (out_h, out_w):
         return x
     lead = plain.shape[:-2]
     flat = plain if plain.dim() == 4 else plain.reshape(-1, 1, *plain.shape[-2:])
     if mask:
         # labels travel as float64, exact for every int32 value (float32 stops at 2**24)
-        out = F.interpolate(flat if flat.is_floating_point() else flat.double(),
-                            size=(out_h, out_w), mode="nearest-exact").to(plain.dtype)
+        out = F.interpolate(
+            flat if flat.is_floating_point() else flat.double(),
+            size=(out_h, out_w),
+            mode="nearest-exact",
+        ).to(plain.dtype)
     else:
         shrink = out_h < flat.shape[-2] or out_w < flat.shape[-1]
-        out = F.interpolate(flat, size=(out_h, out_w), mode="bilinear", align_corners=False,
-                            antialias=shrink)
+        out = F.interpolate(
+            flat, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=shrink
+        )
     out = out.reshape(*lead, out_h, out_w)
     return tv_tensors.wrap(out, like=x) if isinstance(x, tv_tensors.TVTensor) else out
 
@@ -295,13 +315,15 @@ def unpad_from_128(x: torch.Tensor, size: int = TGS_SIZE) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, _ = _pad_amounts(size, h)
     left, _ = _pad_amounts(size, w)
-    return x[..., top:top + size, left:left + size]
+    return x[..., top : top + size, left : left + size]
 
 
 # --------------------------------------------------------------- GPU batch versions
 
-def _flags(batch: int, p: float, device: torch.device, generator: torch.Generator | None
-           ) -> torch.Tensor:
+
+def _flags(
+    batch: int, p: float, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
     return torch.rand(batch, device=device, generator=generator) < p
 
 
@@ -312,16 +334,22 @@ def _where_batch(flag: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.
 def _check_batch(images: torch.Tensor, masks: torch.Tensor | None) -> None:
     if images.ndim != 4:
         raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
-    if masks is not None and (masks.shape[0] != images.shape[0]
-                              or masks.shape[-2:] != images.shape[-2:]):
-        raise ValueError(f"masks {tuple(masks.shape)} must match images {tuple(images.shape)} "
-                         "in B, H and W")
+    if masks is not None and (
+        masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]
+    ):
+        raise ValueError(
+            f"masks {tuple(masks.shape)} must match images {tuple(images.shape)} in B, H and W"
+        )
 
 
-def batch_random_flip(images: torch.Tensor, masks: torch.Tensor | None = None, *,
-                      hflip: float = 0.5, vflip: float = 0.0,
-                      generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def batch_random_flip(
+    images: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    *,
+    hflip: float = 0.5,
+    vflip: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Flip each sample of a batch independently, on whatever device the batch is.
 
     Args:
@@ -345,9 +373,12 @@ def batch_random_flip(images: torch.Tensor, masks: torch.Tensor | None = None, *
     return images, masks
 
 
-def batch_random_dihedral(images: torch.Tensor, masks: torch.Tensor | None = None, *,
-                          generator: torch.Generator | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def batch_random_dihedral(
+    images: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One of the 8 square symmetries per sample (square ``[B, C, S, S]`` batches).
 
     Returns ``(images, masks, k)`` with ``k`` ``[B]`` the symmetry index of each sample (see
@@ -368,8 +399,13 @@ def batch_random_dihedral(images: torch.Tensor, masks: torch.Tensor | None = Non
     return out_i, out_m, k
 
 
-def batch_lighting(images: torch.Tensor, *, brightness: float = 0.1, contrast: float = 0.1,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def batch_lighting(
+    images: torch.Tensor,
+    *,
+    brightness: float = 0.1,
+    contrast: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """:class:`RandomLighting` for a batch ``[B, C, H, W]`` in [0, 1], one draw per sample."""
     _check_batch(images, None)
     if not images.is_floating_point():
@@ -382,6 +418,7 @@ def batch_lighting(images: torch.Tensor, *, brightness: float = 0.1, contrast: f
 
 
 # --------------------------------------------------------------------- normalisation
+
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(x - mean) / std`` per channel for ``[..., C, H, W]``."""

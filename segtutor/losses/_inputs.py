@@ -46,14 +46,16 @@ def _binary_inputs(
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.ndim == 4:
         if logits.shape[1] != 1:
-            raise ValueError("binary logits must have one channel, got shape "
-                             f"{tuple(logits.shape)}")
+            raise ValueError(
+                f"binary logits must have one channel, got shape {tuple(logits.shape)}"
+            )
         logits = logits[:, 0]
     if target.ndim == 4 and target.shape[1] == 1:
         target = target[:, 0]
     if logits.ndim != 3:
-        raise ValueError("binary logits must be [B, H, W] or [B, 1, H, W], got "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"binary logits must be [B, H, W] or [B, 1, H, W], got {tuple(logits.shape)}"
+        )
     if target.shape != logits.shape:
         raise ValueError(
             f"target must match logits: got target {tuple(target.shape)} for logits "
@@ -102,14 +104,17 @@ def _multiclass_inputs(
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.ndim != 4 or logits.shape[1] < 2:
-        raise ValueError("multi-class logits must be [B, C, H, W] with C >= 2, got "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"multi-class logits must be [B, C, H, W] with C >= 2, got {tuple(logits.shape)}"
+        )
     if target.is_floating_point():
         raise TypeError(f"multi-class target must hold integer labels (long), got {target.dtype}")
     b, c, h, w = logits.shape
     if target.shape != (b, h, w):
-        raise ValueError(f"target must be [B, H, W] = {(b, h, w)} for logits "
-                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+        raise ValueError(
+            f"target must be [B, H, W] = {(b, h, w)} for logits "
+            f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
     target = target.to(logits.device).long()
     if ignore_index is not None:
         valid = target != ignore_index

@@ -33,8 +33,9 @@ def match_target(logits: Tensor, target: Tensor) -> Tensor:
 
 def _check_loss(loss: Any, name: str) -> None:
     if not callable(loss):
-        raise TypeError(f"{name} must be a loss callable loss(logits, target), "
-                        f"got {type(loss).__name__}")
+        raise TypeError(
+            f"{name} must be a loss callable loss(logits, target), got {type(loss).__name__}"
+        )
 
 
 class WithAuxiliary(nn.Module):
@@ -59,8 +60,11 @@ class WithAuxiliary(nn.Module):
         _check_loss(loss, "loss")
         if aux_loss is not None:
             _check_loss(aux_loss, "aux_loss")
-        if isinstance(aux_weight, bool) or not isinstance(aux_weight, (int, float)) \
-                or not aux_weight >= 0:
+        if (
+            isinstance(aux_weight, bool)
+            or not isinstance(aux_weight, (int, float))
+            or not aux_weight >= 0
+        ):
             raise ValueError(f"aux_weight must be a number >= 0, got {aux_weight!r}")
         self.loss, self.aux_weight = loss, float(aux_weight)
         self.aux_loss = loss if aux_loss is None else aux_loss
@@ -76,8 +80,9 @@ class WithAuxiliary(nn.Module):
         return f"aux_weight={self.aux_weight}"
 
 
-def output_criterion(criterion: Loss, aux_weight: float | None = None,
-                     aux_loss: Loss | None = None) -> Callable[[Any, Tensor], Tensor]:
+def output_criterion(
+    criterion: Loss, aux_weight: float | None = None, aux_loss: Loss | None = None
+) -> Callable[[Any, Tensor], Tensor]:
     """A criterion over whole model outputs: ``criterion`` itself when it reads them (it lists
     ``handled_outputs``), else the plain loss wrapped in :class:`WithAuxiliary` (``aux_weight``
     default 0.4). ``aux_weight``/``aux_loss`` given with a criterion that reads the outputs
@@ -87,7 +92,8 @@ def output_criterion(criterion: Loss, aux_weight: float | None = None,
             raise ValueError(
                 "aux_weight and aux_criterion wrap a plain loss(logits, masks); the criterion "
                 f"{type(criterion).__name__} reads the model output itself (handled_outputs="
-                f"{tuple(criterion.handled_outputs)}): give it its own weights instead")
+                f"{tuple(criterion.handled_outputs)}): give it its own weights instead"
+            )
         return criterion
     return WithAuxiliary(criterion, 0.4 if aux_weight is None else aux_weight, aux_loss)
 
@@ -120,8 +126,10 @@ class DeepSupervisionLoss(nn.Module):
             return list(outputs)
         if isinstance(outputs, (Tensor, Mapping)):
             return [main_output(outputs), *aux_outputs(outputs)]
-        raise TypeError("outputs must be a tensor, a list of tensors or a dict with 'out'/'aux', "
-                        f"got {type(outputs).__name__}")
+        raise TypeError(
+            "outputs must be a tensor, a list of tensors or a dict with 'out'/'aux', "
+            f"got {type(outputs).__name__}"
+        )
 
     @staticmethod
     def resize_target(target: Tensor, size: tuple[int, int]) -> Tensor:

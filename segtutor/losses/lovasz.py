@@ -68,7 +68,11 @@ class _LovaszRows(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, gt: Tensor, offset: Tensor | float, activation: str,
+        ctx: Any,
+        x: Tensor,
+        gt: Tensor,
+        offset: Tensor | float,
+        activation: str,
         valid: Tensor | None,
     ) -> Tensor:
         # x [R, N]; gt [R, N] 0/1 in the dtype to count in, 0 where ignored; valid [R, N] bool
@@ -141,8 +145,9 @@ def _activation(name: str) -> str:
     return name
 
 
-def _hinge_rows(logits: Tensor, labels: Tensor, per_image: bool, ignore: int | None,
-                activation: str) -> tuple[Tensor, Tensor, Tensor | None, str]:
+def _hinge_rows(
+    logits: Tensor, labels: Tensor, per_image: bool, ignore: int | None, activation: str
+) -> tuple[Tensor, Tensor, Tensor | None, str]:
     """The hinge's inputs as rows ``[R, N]`` (one row an image with ``per_image``, else one row):
     logits, 0/1 labels, the mask of counted pixels (None without ``ignore``), the activation.
     A batch without pixels comes back as ``[B, H, W]``, not split into rows."""
@@ -214,8 +219,10 @@ def lovasz_softmax(
     if probas.is_floating_point() and probas.numel():
         lo, hi = torch.aminmax(probas.detach())
         if float(lo) < -1e-6 or float(hi) > 1 + 1e-6:
-            raise ValueError("probas must be probabilities in [0, 1] (apply softmax(1) to "
-                             "logits first, or use LovaszSoftmaxLoss, which takes logits)")
+            raise ValueError(
+                "probas must be probabilities in [0, 1] (apply softmax(1) to "
+                "logits first, or use LovaszSoftmaxLoss, which takes logits)"
+            )
     probas, labels, valid = _multiclass_inputs(probas, labels, ignore)
     c = probas.shape[1]
     if isinstance(classes, str):
@@ -225,8 +232,9 @@ def lovasz_softmax(
     else:
         idx = torch.as_tensor(list(classes), dtype=torch.long)
         if idx.ndim != 1 or idx.numel() == 0 or idx.min() < 0 or idx.max() >= c:
-            raise ValueError(f"classes must be a non-empty list of labels in [0, {c}), "
-                             f"got {classes!r}")
+            raise ValueError(
+                f"classes must be a non-empty list of labels in [0, {c}), got {classes!r}"
+            )
         chosen = torch.zeros(c, dtype=torch.bool, device=probas.device)
         chosen[idx.to(probas.device)] = True
     if probas.numel() == 0:

@@ -24,8 +24,9 @@ def bce_dice_loss(
     ignore_index: int | None = 255,
 ) -> Tensor:
     """``bce_weight * BCE + dice_weight * Dice`` on binary logits."""
-    return (bce_weight * bce_loss(logits, target, pos_weight, ignore_index)
-            + dice_weight * dice_loss(logits, target, smooth, ignore_index=ignore_index))
+    return bce_weight * bce_loss(
+        logits, target, pos_weight, ignore_index
+    ) + dice_weight * dice_loss(logits, target, smooth, ignore_index=ignore_index)
 
 
 def ce_dice_loss(
@@ -38,8 +39,9 @@ def ce_dice_loss(
     ignore_index: int | None = 255,
 ) -> Tensor:
     """``ce_weight * CE + dice_weight * Dice`` on multi-class logits ``[B, C, H, W]``."""
-    return (ce_weight * cross_entropy_loss(logits, target, weight, ignore_index)
-            + dice_weight * dice_loss(logits, target, smooth, ignore_index=ignore_index))
+    return ce_weight * cross_entropy_loss(
+        logits, target, weight, ignore_index
+    ) + dice_weight * dice_loss(logits, target, smooth, ignore_index=ignore_index)
 
 
 # --------------------------------------------------------------------------- nn.Module forms
@@ -70,8 +72,12 @@ class BCEWithLogitsLoss(_FunctionalLoss):
 
     fn = staticmethod(bce_loss)
 
-    def __init__(self, pos_weight: float | Tensor | None = None, ignore_index: int | None = 255,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        pos_weight: float | Tensor | None = None,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         _check_reduction(reduction)
         super().__init__(pos_weight=pos_weight, ignore_index=ignore_index, reduction=reduction)
 
@@ -81,8 +87,12 @@ class CrossEntropyLoss(_FunctionalLoss):
 
     fn = staticmethod(cross_entropy_loss)
 
-    def __init__(self, weight: Tensor | Sequence[float] | None = None,
-                 ignore_index: int | None = 255, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        weight: Tensor | Sequence[float] | None = None,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         _check_reduction(reduction)
         if weight is not None:
             weight = torch.as_tensor(weight, dtype=torch.float32)
@@ -94,8 +104,13 @@ class FocalLoss(_FunctionalLoss):
 
     fn = staticmethod(focal_loss)
 
-    def __init__(self, alpha: float | Tensor | Sequence[float] | None = None, gamma: float = 2.0,
-                 ignore_index: int | None = 255, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        alpha: float | Tensor | Sequence[float] | None = None,
+        gamma: float = 2.0,
+        ignore_index: int | None = 255,
+        reduction: str = "mean",
+    ) -> None:
         _check_reduction(reduction)
         if alpha is not None and not isinstance(alpha, (int, float)):
             alpha = torch.as_tensor(alpha, dtype=torch.float32)
@@ -107,8 +122,12 @@ class OHEMLoss(_FunctionalLoss):
 
     fn = staticmethod(ohem_loss)
 
-    def __init__(self, keep: float = 0.25, weight: Tensor | Sequence[float] | None = None,
-                 ignore_index: int | None = 255) -> None:
+    def __init__(
+        self,
+        keep: float = 0.25,
+        weight: Tensor | Sequence[float] | None = None,
+        ignore_index: int | None = 255,
+    ) -> None:
         if not 0 < keep <= 1:
             raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
         if weight is not None:
@@ -121,10 +140,16 @@ class DiceLoss(_FunctionalLoss):
 
     fn = staticmethod(dice_loss)
 
-    def __init__(self, smooth: float = 1.0, squared: bool = False, per_image: bool = False,
-                 ignore_index: int | None = 255) -> None:
-        super().__init__(smooth=smooth, squared=squared, per_image=per_image,
-                         ignore_index=ignore_index)
+    def __init__(
+        self,
+        smooth: float = 1.0,
+        squared: bool = False,
+        per_image: bool = False,
+        ignore_index: int | None = 255,
+    ) -> None:
+        super().__init__(
+            smooth=smooth, squared=squared, per_image=per_image, ignore_index=ignore_index
+        )
 
 
 class JaccardLoss(_FunctionalLoss):
@@ -132,8 +157,9 @@ class JaccardLoss(_FunctionalLoss):
 
     fn = staticmethod(jaccard_loss)
 
-    def __init__(self, smooth: float = 1.0, per_image: bool = False,
-                 ignore_index: int | None = 255) -> None:
+    def __init__(
+        self, smooth: float = 1.0, per_image: bool = False, ignore_index: int | None = 255
+    ) -> None:
         super().__init__(smooth=smooth, per_image=per_image, ignore_index=ignore_index)
 
 
@@ -142,10 +168,17 @@ class TverskyLoss(_FunctionalLoss):
 
     fn = staticmethod(tversky_loss)
 
-    def __init__(self, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0,
-                 per_image: bool = False, ignore_index: int | None = 255) -> None:
-        super().__init__(alpha=alpha, beta=beta, smooth=smooth, per_image=per_image,
-                         ignore_index=ignore_index)
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        smooth: float = 1.0,
+        per_image: bool = False,
+        ignore_index: int | None = 255,
+    ) -> None:
+        super().__init__(
+            alpha=alpha, beta=beta, smooth=smooth, per_image=per_image, ignore_index=ignore_index
+        )
 
 
 def _lovasz_hinge_any(logits: Tensor, labels: Tensor, symmetric: bool, **options: Any) -> Tensor:
@@ -158,11 +191,17 @@ class LovaszHingeLoss(_FunctionalLoss):
 
     fn = staticmethod(_lovasz_hinge_any)
 
-    def __init__(self, per_image: bool = True, ignore_index: int | None = None,
-                 activation: str = "relu", symmetric: bool = False) -> None:
+    def __init__(
+        self,
+        per_image: bool = True,
+        ignore_index: int | None = None,
+        activation: str = "relu",
+        symmetric: bool = False,
+    ) -> None:
         _activation(activation)
-        super().__init__(symmetric=symmetric, per_image=per_image, ignore=ignore_index,
-                         activation=activation)
+        super().__init__(
+            symmetric=symmetric, per_image=per_image, ignore=ignore_index, activation=activation
+        )
 
 
 def _lovasz_softmax_logits(logits: Tensor, labels: Tensor, **options: Any) -> Tensor:
@@ -177,8 +216,12 @@ class LovaszSoftmaxLoss(_FunctionalLoss):
 
     fn = staticmethod(_lovasz_softmax_logits)
 
-    def __init__(self, classes: str | Sequence[int] = "present", per_image: bool = False,
-                 ignore_index: int | None = 255) -> None:
+    def __init__(
+        self,
+        classes: str | Sequence[int] = "present",
+        per_image: bool = False,
+        ignore_index: int | None = 255,
+    ) -> None:
         super().__init__(classes=classes, per_image=per_image, ignore=ignore_index)
 
 
@@ -187,11 +230,21 @@ class BCEDiceLoss(_FunctionalLoss):
 
     fn = staticmethod(bce_dice_loss)
 
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0,
-                 pos_weight: float | Tensor | None = None, smooth: float = 1.0,
-                 ignore_index: int | None = 255) -> None:
-        super().__init__(bce_weight=bce_weight, dice_weight=dice_weight, pos_weight=pos_weight,
-                         smooth=smooth, ignore_index=ignore_index)
+    def __init__(
+        self,
+        bce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        pos_weight: float | Tensor | None = None,
+        smooth: float = 1.0,
+        ignore_index: int | None = 255,
+    ) -> None:
+        super().__init__(
+            bce_weight=bce_weight,
+            dice_weight=dice_weight,
+            pos_weight=pos_weight,
+            smooth=smooth,
+            ignore_index=ignore_index,
+        )
 
 
 class CEDiceLoss(_FunctionalLoss):
@@ -199,10 +252,20 @@ class CEDiceLoss(_FunctionalLoss):
 
     fn = staticmethod(ce_dice_loss)
 
-    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0,
-                 weight: Tensor | Sequence[float] | None = None, smooth: float = 1.0,
-                 ignore_index: int | None = 255) -> None:
+    def __init__(
+        self,
+        ce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        weight: Tensor | Sequence[float] | None = None,
+        smooth: float = 1.0,
+        ignore_index: int | None = 255,
+    ) -> None:
         if weight is not None:
             weight = torch.as_tensor(weight, dtype=torch.float32)
-        super().__init__(ce_weight=ce_weight, dice_weight=dice_weight, weight=weight,
-                         smooth=smooth, ignore_index=ignore_index)
+        super().__init__(
+            ce_weight=ce_weight,
+            dice_weight=dice_weight,
+            weight=weight,
+            smooth=smooth,
+            ignore_index=ignore_index,
+        )

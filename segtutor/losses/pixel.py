@@ -30,8 +30,9 @@ def bce_loss(
     logits, target, valid = _binary_inputs(logits, target, ignore_index)
     if pos_weight is not None:
         pos_weight = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-    per_pixel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight,
-                                                   reduction="none")
+    per_pixel = F.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=pos_weight, reduction="none"
+    )
     return _reduce(per_pixel, valid, reduction)
 
 
@@ -62,8 +63,10 @@ def _class_weights(weight: Tensor | Sequence[float] | None, logits: Tensor) -> T
         return None
     w = torch.as_tensor(weight, dtype=logits.dtype, device=logits.device)
     if w.shape != (logits.shape[1],):
-        raise ValueError(f"weight must have one entry per class, shape ({logits.shape[1]},), "
-                         f"got {tuple(w.shape)}")
+        raise ValueError(
+            f"weight must have one entry per class, shape ({logits.shape[1]},), "
+            f"got {tuple(w.shape)}"
+        )
     return w
 
 
@@ -107,8 +110,10 @@ def focal_loss(
             elif a.shape == (logits.shape[1],):
                 alpha_t = a[labels]
             else:
-                raise ValueError(f"alpha must be a scalar or have shape ({logits.shape[1]},), "
-                                 f"got {tuple(a.shape)}")
+                raise ValueError(
+                    f"alpha must be a scalar or have shape ({logits.shape[1]},), "
+                    f"got {tuple(a.shape)}"
+                )
         else:
             alpha_t = None
     pt = log_pt.exp()
@@ -137,8 +142,9 @@ def ohem_loss(
         per_pixel = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     else:
         logits, labels, valid = _multiclass_inputs(logits, target, ignore_index)
-        per_pixel = F.cross_entropy(logits, labels, weight=_class_weights(weight, logits),
-                                    reduction="none")
+        per_pixel = F.cross_entropy(
+            logits, labels, weight=_class_weights(weight, logits), reduction="none"
+        )
     losses = per_pixel[valid]
     if losses.numel() == 0:
         return per_pixel.sum() * 0.0

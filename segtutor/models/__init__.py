@@ -52,8 +52,9 @@ MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 """Every name :func:`build_model` accepts."""
 
 
-def build_model(name: str, num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
-                **options) -> nn.Module:
+def build_model(
+    name: str, num_classes: int = 1, in_channels: int = 3, pretrained: bool = False, **options
+) -> nn.Module:
     """Build the segmentation model ``name`` (one of :data:`MODEL_NAMES`).
 
     Args:
@@ -75,8 +76,9 @@ def build_model(name: str, num_classes: int = 1, in_channels: int = 3, pretraine
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
     module_name, fn_name = _REGISTRY[name.lower()]
     builder = getattr(importlib.import_module(f"{__name__}.{module_name}"), fn_name)
-    return builder(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained,
-                   **options)
+    return builder(
+        num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **options
+    )
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -61,8 +61,15 @@ class ConvBNReLU(nn.Sequential):
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, bias=False),
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                bias=False,
+            ),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
@@ -81,19 +88,37 @@ class SeparableConv2d(nn.Sequential):
     constant, which its own ``bias`` already gives.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 stride: int = 1, dilation: int = 1, padding: int | None = None,
-                 bias: bool = False) -> None:
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("kernel_size", kernel_size), ("stride", stride),
-                            ("dilation", dilation)):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        padding: int | None = None,
+        bias: bool = False,
+    ) -> None:
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("kernel_size", kernel_size),
+            ("stride", stride),
+            ("dilation", dilation),
+        ):
             _check_positive_int(name, value)
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         super().__init__()
-        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride,
-                                   padding=padding, dilation=dilation, groups=in_channels,
-                                   bias=False)
+        self.depthwise = nn.Conv2d(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=in_channels,
+            bias=False,
+        )
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
 
@@ -104,8 +129,9 @@ class DoubleConv(nn.Sequential):
     2015), where every 3x3 convolution removes one pixel on each side.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None,
-                 padding: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, mid_channels: int | None = None, padding: int = 1
+    ) -> None:
         mid = mid_channels or out_channels
         super().__init__(
             ConvBNReLU(in_channels, mid, 3, padding=padding),
@@ -170,9 +196,16 @@ class UpBlock(nn.Module):
     the skip is centre-cropped to ``x`` as in the original U-Net.
     """
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
-                 upsample: str = "transpose", attention: bool = False, padding: int = 1,
-                 crop_skip: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        upsample: str = "transpose",
+        attention: bool = False,
+        padding: int = 1,
+        crop_skip: bool = False,
+    ) -> None:
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
@@ -183,8 +216,11 @@ class UpBlock(nn.Module):
             self.up = nn.ConvTranspose2d(in_channels, up_channels, kernel_size=2, stride=2)
         else:
             up_channels = in_channels
-            self.up = nn.Upsample(scale_factor=2, mode=upsample,
-                                  **({"align_corners": False} if upsample == "bilinear" else {}))
+            self.up = nn.Upsample(
+                scale_factor=2,
+                mode=upsample,
+                **({"align_corners": False} if upsample == "bilinear" else {}),
+            )
         self.conv = DoubleConv(up_channels + skip_channels, out_channels, padding=padding)
         self.attention = SCSE(out_channels) if attention else nn.Identity()
 
@@ -228,9 +264,14 @@ class ASPP(nn.Module):
     them at output stride 8.
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 256,
-                 rates: Sequence[int] = (6, 12, 18), image_pooling: bool = True,
-                 dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = 256,
+        rates: Sequence[int] = (6, 12, 18),
+        image_pooling: bool = True,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         branches: list[nn.Module] = [ConvBNReLU(in_channels, out_channels, 1)]
         branches += [ConvBNReLU(in_channels, out_channels, 3, dilation=int(r)) for r in rates]
@@ -257,8 +298,12 @@ class PPM(nn.Module):
     (``out_channels == in_channels``), which gives PSPNet's ablation baseline, the dilated FCN.
     """
 
-    def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6),
-                 branch_channels: int | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        branch_channels: int | None = None,
+    ) -> None:
         super().__init__()
         bins = tuple(bins)
         branch_channels = branch_channels or (in_channels // len(bins) if bins else 0)
@@ -270,8 +315,10 @@ class PPM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [F.interpolate(stage(x), size=size, mode="bilinear", align_corners=False)
-                  for stage in self.stages]
+        pooled = [
+            F.interpolate(stage(x), size=size, mode="bilinear", align_corners=False)
+            for stage in self.stages
+        ]
         return torch.cat([x, *pooled], dim=1)
 
 
@@ -303,8 +350,13 @@ class SegHead(nn.Sequential):
     and the auxiliary head); without, a single 1x1 convolution (a deep-supervision head).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, mid_channels: int | None = None,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        mid_channels: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
         _check_positive_int("num_classes", num_classes)
         layers: list[nn.Module] = []
         if mid_channels:
@@ -323,8 +375,9 @@ def aux_head(in_channels: int, num_classes: int) -> SegHead:
     return SegHead(in_channels, num_classes, mid_channels=max(in_channels // 4, 1), dropout=0.1)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "constant"
-                    ) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, mode: str = "constant"
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad ``x [B, C, H, W]`` at the bottom/right so H and W are multiples of ``multiple``.
 
     Returns the padded tensor and the original ``(H, W)``, for :func:`crop_to`. Padding at the
@@ -345,8 +398,9 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., : size[0], : size[1]]
 
 
-def logits_to_input(logits: torch.Tensor, padded_size: Sequence[int],
-                    size: tuple[int, int]) -> torch.Tensor:
+def logits_to_input(
+    logits: torch.Tensor, padded_size: Sequence[int], size: tuple[int, int]
+) -> torch.Tensor:
     """Low-resolution logits ``[B, K, h, w]`` back to the input: bilinear upsampling to the
     padded input's ``padded_size``, then the padding of :func:`pad_to_multiple` cropped away:
     ``[B, K, *size]``."""
@@ -381,9 +435,14 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def aux_head_output(out: torch.Tensor, aux_head: nn.Module | None, feature: torch.Tensor,
-                    padded_size: Sequence[int], size: tuple[int, int],
-                    training: bool) -> torch.Tensor | dict:
+def aux_head_output(
+    out: torch.Tensor,
+    aux_head: nn.Module | None,
+    feature: torch.Tensor,
+    padded_size: Sequence[int],
+    size: tuple[int, int],
+    training: bool,
+) -> torch.Tensor | dict:
     """The output of a model with one auxiliary head on an encoder map (PSPNet's and DeepLab's
     head on ``layer3``): ``aux_head(feature)`` upsampled like the main logits ``out``, run in
     training mode only (see :func:`segtutor.models.outputs.aux_output`)."""

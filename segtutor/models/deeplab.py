@@ -48,13 +48,24 @@ class DeepLabV3(RenamedHeads, nn.Module):
     # the segmentation head was called `classifier` (old checkpoints still load)
     renamed_heads: ClassVar[dict[str, str]] = {"classifier": "segmentation_head"}
 
-    def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
-                 backbone: str = "resnet50", output_stride: int = 16, head_width: int = 256,
-                 rates: tuple[int, ...] = (6, 12, 18), aux: bool = False, decoder: bool = False,
-                 low_level_width: int | None = None, encoder_width: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 21,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        backbone: str = "resnet50",
+        output_stride: int = 16,
+        head_width: int = 256,
+        rates: tuple[int, ...] = (6, 12, 18),
+        aux: bool = False,
+        decoder: bool = False,
+        low_level_width: int | None = None,
+        encoder_width: float = 1.0,
+    ) -> None:
         super().__init__()
-        self.encoder = dilated_resnet(backbone, in_channels, pretrained, output_stride,
-                                      encoder_width)
+        self.encoder = dilated_resnet(
+            backbone, in_channels, pretrained, output_stride, encoder_width
+        )
         self.output_stride = output_stride
         c = self.encoder.channels
         scale = 16 // output_stride
@@ -63,8 +74,9 @@ class DeepLabV3(RenamedHeads, nn.Module):
         if decoder:
             low = low_level_width or max(head_width * 3 // 16, 1)
             self.low_level = ConvBNReLU(c[1], low, 1)
-            self.decoder = nn.Sequential(ConvBNReLU(head_width + low, head_width),
-                                         ConvBNReLU(head_width, head_width))
+            self.decoder = nn.Sequential(
+                ConvBNReLU(head_width + low, head_width), ConvBNReLU(head_width, head_width)
+            )
             self.segmentation_head = SegHead(head_width, num_classes)
         else:
             self.segmentation_head = SegHead(head_width, num_classes, mid_channels=head_width)
@@ -81,16 +93,18 @@ class DeepLabV3(RenamedHeads, nn.Module):
         return aux_head_output(out, self.aux_head, feats[3], x.shape[-2:], size, self.training)
 
 
-def deeplabv3(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
-              **options) -> DeepLabV3:
+def deeplabv3(
+    num_classes: int = 21, in_channels: int = 3, pretrained: bool = False, **options
+) -> DeepLabV3:
     """Build DeepLab v3; ``options``: ``backbone``, ``output_stride``, ``head_width``,
     ``rates``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet into
     the encoder."""
     return DeepLabV3(num_classes, in_channels, pretrained, decoder=False, **options)
 
 
-def deeplabv3plus(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
-                  **options) -> DeepLabV3:
+def deeplabv3plus(
+    num_classes: int = 21, in_channels: int = 3, pretrained: bool = False, **options
+) -> DeepLabV3:
     """Build DeepLab v3+ (v3 with the low-level-feature decoder); ``options`` as
     :func:`deeplabv3` plus ``low_level_width``."""
     return DeepLabV3(num_classes, in_channels, pretrained, decoder=True, **options)
@@ -100,8 +114,9 @@ PAPER_RATES: tuple[int, ...] = (6, 12, 18)
 """DeepLab v3's ASPP rates at output stride 16, chosen for 513 px crops: a 33 x 33 feature map."""
 
 
-def scale_rates(feature_size: int, rates: tuple[int, ...] = PAPER_RATES,
-                reference_size: int = 33) -> tuple[int, ...]:
+def scale_rates(
+    feature_size: int, rates: tuple[int, ...] = PAPER_RATES, reference_size: int = 33
+) -> tuple[int, ...]:
     """ASPP rates for a feature map of ``feature_size`` px, in the proportion that the paper's
     ``rates`` have to its ``reference_size`` map (33 x 33: 513 px crops at output stride 16).
 
@@ -113,8 +128,11 @@ def scale_rates(feature_size: int, rates: tuple[int, ...] = PAPER_RATES,
     """
     if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
         raise ValueError(f"feature_size must be a positive int, got {feature_size!r}")
-    if isinstance(reference_size, bool) or not isinstance(reference_size, int) \
-            or reference_size < 1:
+    if (
+        isinstance(reference_size, bool)
+        or not isinstance(reference_size, int)
+        or reference_size < 1
+    ):
         raise ValueError(f"reference_size must be a positive int, got {reference_size!r}")
     scaled: list[int] = []
     for rate in rates:

@@ -32,8 +32,12 @@ class Node:
     stride: float
 
 
-def trace_shapes(model: nn.Module, x: torch.Tensor,
-                 modules: Sequence[str | tuple[str, str]], training: bool = False) -> list[Node]:
+def trace_shapes(
+    model: nn.Module,
+    x: torch.Tensor,
+    modules: Sequence[str | tuple[str, str]],
+    training: bool = False,
+) -> list[Node]:
     """Shapes of the outputs of the named submodules, in the order they run.
 
     Args:
@@ -61,8 +65,10 @@ def trace_shapes(model: nn.Module, x: torch.Tensor,
             if isinstance(out, (tuple, list)):
                 out = out[0]
             if isinstance(out, torch.Tensor) and out.dim() == 4:
-                nodes.append(Node(label, out.shape[1], out.shape[2], out.shape[3],
-                                  size / out.shape[2]))
+                nodes.append(
+                    Node(label, out.shape[1], out.shape[2], out.shape[3], size / out.shape[2])
+                )
+
         return hook
 
     handles = [named[name].register_forward_hook(make_hook(label)) for name, label in wanted]
@@ -91,21 +97,37 @@ def _draw_box(ax, node: Node, xc: float, yc: float, cmax: int) -> tuple[float, f
     from matplotlib.patches import Rectangle
 
     level = math.log2(max(node.stride, 1))
-    h = 0.25 + 0.65 * (1 / max(node.stride, 1)) ** 0.5      # finer map = taller box
+    h = 0.25 + 0.65 * (1 / max(node.stride, 1)) ** 0.5  # finer map = taller box
     w = 0.2 + 0.6 * math.log2(1 + node.channels) / math.log2(1 + cmax)
     color = plt.cm.viridis(min(level / 5, 1.0))
-    ax.add_patch(Rectangle((xc - w / 2, yc - h / 2), w, h, facecolor=color, alpha=0.85,
-                           edgecolor="black", lw=0.8))
+    ax.add_patch(
+        Rectangle(
+            (xc - w / 2, yc - h / 2), w, h, facecolor=color, alpha=0.85, edgecolor="black", lw=0.8
+        )
+    )
     # a light background keeps the text readable where an arrow passes behind it
     clear = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5}
     ax.text(xc, yc + h / 2 + 0.06, node.label, ha="center", va="bottom", fontsize=8, bbox=clear)
-    ax.text(xc, yc - h / 2 - 0.06, f"{node.channels}x{node.height}x{node.width}", ha="center",
-            va="top", fontsize=7, color="0.25", bbox=clear)
+    ax.text(
+        xc,
+        yc - h / 2 - 0.06,
+        f"{node.channels}x{node.height}x{node.width}",
+        ha="center",
+        va="top",
+        fontsize=7,
+        color="0.25",
+        bbox=clear,
+    )
     return w, h
 
 
-def draw_blocks(nodes: Sequence[Node], skips: Sequence[tuple[int, int]] = (), ax=None,
-                title: str | None = None, skip_label: str = "skip"):
+def draw_blocks(
+    nodes: Sequence[Node],
+    skips: Sequence[tuple[int, int]] = (),
+    ax=None,
+    title: str | None = None,
+    skip_label: str = "skip",
+):
     """Draw ``nodes`` left to right, level by stride; ``skips`` are ``(from, to)`` node indices
     drawn as dashed arrows (skip connections, pooling indices). Returns the matplotlib axes."""
     import matplotlib.pyplot as plt
@@ -119,21 +141,43 @@ def draw_blocks(nodes: Sequence[Node], skips: Sequence[tuple[int, int]] = (), ax
         xc, yc = i * 1.2, -math.log2(max(n.stride, 1))
         boxes.append((xc, yc, *_draw_box(ax, n, xc, yc, cmax)))
     for (x0, y0, w0, _), (x1, y1, w1, _) in pairwise(boxes):
-        ax.add_patch(FancyArrowPatch((x0 + w0 / 2, y0), (x1 - w1 / 2, y1), arrowstyle="-|>",
-                                     mutation_scale=10, color="0.3", lw=1))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0 + w0 / 2, y0),
+                (x1 - w1 / 2, y1),
+                arrowstyle="-|>",
+                mutation_scale=10,
+                color="0.3",
+                lw=1,
+            )
+        )
     for a, b in skips:
         xa, ya, _, ha = boxes[a]
         xb, yb, _, hb = boxes[b]
-        ax.add_patch(FancyArrowPatch((xa, ya + ha / 2), (xb, yb + hb / 2),
-                                     connectionstyle="arc3,rad=-0.25", arrowstyle="-|>",
-                                     mutation_scale=10, color="tab:red", lw=1, ls="--",
-                                     zorder=4))   # over the label it ends at
+        ax.add_patch(
+            FancyArrowPatch(
+                (xa, ya + ha / 2),
+                (xb, yb + hb / 2),
+                connectionstyle="arc3,rad=-0.25",
+                arrowstyle="-|>",
+                mutation_scale=10,
+                color="tab:red",
+                lw=1,
+                ls="--",
+                zorder=4,
+            )
+        )  # over the label it ends at
     levels = [-math.log2(max(n.stride, 1)) for n in nodes]
     ax.set_xlim(-0.8, 1.2 * (len(nodes) - 1) + 0.8)
     # an arc3 curve with rad r between points d apart rises about r * d / 2 above them; the arcs
     # start on the top edge of their boxes (half a box height above the level)
-    rise = max([0.125 * abs(boxes[b][0] - boxes[a][0]) + boxes[a][1] + boxes[a][3] / 2
-                - max(levels) for a, b in skips] + [0.0])
+    rise = max(
+        [
+            0.125 * abs(boxes[b][0] - boxes[a][0]) + boxes[a][1] + boxes[a][3] / 2 - max(levels)
+            for a, b in skips
+        ]
+        + [0.0]
+    )
     ax.set_ylim(min(levels) - 0.9, max(levels) + 0.9 + rise)
     ticks = sorted(set(levels))
     ax.set_yticks(ticks, [f"1/{2 ** int(-t)}" for t in ticks])
@@ -148,8 +192,9 @@ def draw_blocks(nodes: Sequence[Node], skips: Sequence[tuple[int, int]] = (), ax
     return ax
 
 
-def graph_rows(columns: Sequence[float], rows: Mapping[int, float] | None = None,
-               spacing: float = 1.0) -> list[float]:
+def graph_rows(
+    columns: Sequence[float], rows: Mapping[int, float] | None = None, spacing: float = 1.0
+) -> list[float]:
     """Row of each node for :func:`draw_graph`: ``rows[i]`` where given; the other nodes that
     share a column are stacked ``spacing`` apart, first on top, centred on row 0 (one node alone
     in its column sits on row 0)."""
@@ -164,9 +209,16 @@ def graph_rows(columns: Sequence[float], rows: Mapping[int, float] | None = None
     return [rows[i] for i in range(len(columns))]
 
 
-def draw_graph(nodes: Sequence[Node], edges: Sequence[tuple[int, int]], columns: Sequence[float],
-               rows: Mapping[int, float] | None = None, dashed: Sequence[tuple[int, int]] = (),
-               ax=None, title: str | None = None, dashed_label: str = "skip"):
+def draw_graph(
+    nodes: Sequence[Node],
+    edges: Sequence[tuple[int, int]],
+    columns: Sequence[float],
+    rows: Mapping[int, float] | None = None,
+    dashed: Sequence[tuple[int, int]] = (),
+    ax=None,
+    title: str | None = None,
+    dashed_label: str = "skip",
+):
     """Draw ``nodes`` as a graph whose branches run in parallel, e.g. ASPP's atrous branches or
     PPM's pooling bins that fork from one map and meet at a concatenation.
 
@@ -188,10 +240,11 @@ def draw_graph(nodes: Sequence[Node], edges: Sequence[tuple[int, int]], columns:
     if bad:
         raise ValueError(f"edges refer to nodes that do not exist: {bad}")
     ys = graph_rows(columns, rows)
-    xs = [1.5 * c for c in columns]           # 1.2 in apart: room for labels of ~16 characters
+    xs = [1.5 * c for c in columns]  # 1.2 in apart: room for labels of ~16 characters
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.8 * (max(xs) - min(xs) + 1.6),
-                                      0.8 * (max(ys) - min(ys) + 1.6) + 0.4))
+        _, ax = plt.subplots(
+            figsize=(0.8 * (max(xs) - min(xs) + 1.6), 0.8 * (max(ys) - min(ys) + 1.6) + 0.4)
+        )
     cmax = max(n.channels for n in nodes)
     sizes = [_draw_box(ax, n, x, y, cmax) for n, x, y in zip(nodes, xs, ys)]
 
@@ -199,15 +252,27 @@ def draw_graph(nodes: Sequence[Node], edges: Sequence[tuple[int, int]], columns:
         """Where an edge between ``i`` and ``j`` meets box ``i``: on the side facing ``j``,
         shifted towards ``j``'s row so that the arrows of a fork or a join do not pile up."""
         w, h = sizes[i]
-        if xs[i] == xs[j]:                    # same column: top or bottom edge
+        if xs[i] == xs[j]:  # same column: top or bottom edge
             return xs[i], ys[i] + math.copysign(h / 2, ys[j] - ys[i])
-        return (xs[i] + math.copysign(w / 2, xs[j] - xs[i]),
-                ys[i] + 0.4 * h * math.tanh((ys[j] - ys[i]) / 2))
+        return (
+            xs[i] + math.copysign(w / 2, xs[j] - xs[i]),
+            ys[i] + 0.4 * h * math.tanh((ys[j] - ys[i]) / 2),
+        )
 
     for pairs, style in ((edges, {"color": "0.3"}), (dashed, {"color": "tab:red", "ls": "--"})):
         for a, b in pairs:
-            ax.add_patch(FancyArrowPatch(end(a, b), end(b, a), arrowstyle="-|>",
-                                         mutation_scale=10, lw=1, shrinkA=0, shrinkB=0, **style))
+            ax.add_patch(
+                FancyArrowPatch(
+                    end(a, b),
+                    end(b, a),
+                    arrowstyle="-|>",
+                    mutation_scale=10,
+                    lw=1,
+                    shrinkA=0,
+                    shrinkB=0,
+                    **style,
+                )
+            )
     ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
     ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
     ax.set_axis_off()
@@ -222,5 +287,9 @@ def _dashed_legend(ax, label: str) -> None:
     """A legend entry for the dashed red arrows (a line: an arrow patch shows as a blob)."""
     from matplotlib.lines import Line2D
 
-    ax.legend(handles=[Line2D([], [], color="tab:red", ls="--", lw=1, label=label)],
-              loc="lower right", fontsize=8, frameon=False)
+    ax.legend(
+        handles=[Line2D([], [], color="tab:red", ls="--", lw=1, label=label)],
+        loc="lower right",
+        fontsize=8,
+        frameon=False,
+    )

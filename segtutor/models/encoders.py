@@ -31,8 +31,26 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 ENCODER_NAMES = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50")
 
 # torchvision's VGG16 configuration: channels of each 3x3 conv, "M" = 2x2 max pool
-_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-              512, 512, 512, "M"]
+_VGG16_CFG = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+]
 _RESNET_LAYOUT = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -75,8 +93,15 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A copy of ``conv`` taking ``in_channels`` inputs (weights: see :func:`_adapt_rgb_weight`)."""
     if conv.in_channels == in_channels:
         return conv
-    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                     conv.padding, conv.dilation, bias=conv.bias is not None)
+    return nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        bias=conv.bias is not None,
+    )
 
 
 def _adapt_rgb_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -99,8 +124,14 @@ class Encoder(nn.Module):
     at 1/2, then ``layer1`` (after the max pool) .. ``layer4``, named as in torchvision.
     """
 
-    def __init__(self, name: str = "resnet34", in_channels: int = 3, pretrained: bool = False,
-                 output_stride: int = 32, width: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str = "resnet34",
+        in_channels: int = 3,
+        pretrained: bool = False,
+        output_stride: int = 32,
+        width: float = 1.0,
+    ) -> None:
         super().__init__()
         if name not in ENCODER_NAMES:
             raise ValueError(f"encoder name must be one of {ENCODER_NAMES}, got {name!r}")
@@ -109,8 +140,9 @@ class Encoder(nn.Module):
         if not (isinstance(width, (int, float)) and 0 < width <= 4):
             raise ValueError(f"width must be a number in (0, 4], got {width!r}")
         if pretrained and width != 1:
-            raise ValueError("pretrained weights exist only for width=1; got "
-                             f"width={width} with pretrained=True")
+            raise ValueError(
+                f"pretrained weights exist only for width=1; got width={width} with pretrained=True"
+            )
         self.name = name
         self.width = width
         self.in_channels = in_channels
@@ -154,8 +186,9 @@ class Encoder(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         # layer4 (and layer3 at output stride 8) trade their stride 2 for dilation
-        dilate = {32: (False, False, False), 16: (False, False, True),
-                  8: (False, True, True)}[output_stride]
+        dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}[
+            output_stride
+        ]
         self._inplanes, self._dilation = base, 1
         self.layer1 = self._make_layer(block, base, counts[0], stride=1, dilate=False)
         self.layer2 = self._make_layer(block, base * 2, counts[1], 2, dilate[0])
@@ -167,8 +200,9 @@ class Encoder(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def _make_layer(self, block: type, planes: int, blocks: int, stride: int,
-                    dilate: bool) -> nn.Sequential:
+    def _make_layer(
+        self, block: type, planes: int, blocks: int, stride: int, dilate: bool
+    ) -> nn.Sequential:
         """torchvision's ``ResNet._make_layer`` with a width and with dilation for BasicBlock
         too (torchvision's BasicBlock refuses dilation > 1, so its 3x3 convs are set after)."""
         previous = self._dilation
@@ -178,8 +212,7 @@ class Encoder(nn.Module):
         downsample = None
         if stride != 1 or self._inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self._inplanes, planes * block.expansion, 1, stride=stride,
-                          bias=False),
+                nn.Conv2d(self._inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
         layers = [block(self._inplanes, planes, stride, downsample)]
@@ -227,24 +260,37 @@ class Encoder(nn.Module):
         if self.kind == "vgg":
             bounds = [0] + [t + 1 for t in self._taps]
             return [self.features[a:b] for a, b in itertools.pairwise(bounds)]
-        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3,
-                self.layer4]
+        return [
+            nn.ModuleList([self.conv1, self.bn1]),
+            self.layer1,
+            self.layer2,
+            self.layer3,
+            self.layer4,
+        ]
 
 
 DILATED_BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 
-def dilated_resnet(backbone: str, in_channels: int = 3, pretrained: bool = False,
-                   output_stride: int = 8, width: float = 1.0) -> Encoder:
+def dilated_resnet(
+    backbone: str,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    output_stride: int = 8,
+    width: float = 1.0,
+) -> Encoder:
     """The encoder of DeepLab and PSPNet: a ResNet whose last stride(s) became dilation, so its
     deepest map is at 1/``output_stride`` (16 or 8) of the input, with the receptive field of the
     original network."""
     if backbone not in DILATED_BACKBONES:
-        raise ValueError(f"backbone must be one of {', '.join(DILATED_BACKBONES)}, got {backbone!r}")
+        raise ValueError(
+            f"backbone must be one of {', '.join(DILATED_BACKBONES)}, got {backbone!r}"
+        )
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
-    return Encoder(backbone, in_channels, pretrained=pretrained, output_stride=output_stride,
-                   width=width)
+    return Encoder(
+        backbone, in_channels, pretrained=pretrained, output_stride=output_stride, width=width
+    )
 
 
 class _StaysInEval:
@@ -272,8 +318,12 @@ class _FrozenSyncBatchNorm(_StaysInEval, nn.SyncBatchNorm):
 
 
 # a frozen BN layer changes class (same parameters, buffers and state dict keys) and back
-_FROZEN_BN = {nn.BatchNorm1d: _FrozenBatchNorm1d, nn.BatchNorm2d: _FrozenBatchNorm2d,
-              nn.BatchNorm3d: _FrozenBatchNorm3d, nn.SyncBatchNorm: _FrozenSyncBatchNorm}
+_FROZEN_BN = {
+    nn.BatchNorm1d: _FrozenBatchNorm1d,
+    nn.BatchNorm2d: _FrozenBatchNorm2d,
+    nn.BatchNorm3d: _FrozenBatchNorm3d,
+    nn.SyncBatchNorm: _FrozenSyncBatchNorm,
+}
 _PLAIN_BN = {frozen: plain for plain, frozen in _FROZEN_BN.items()}
 
 
@@ -298,8 +348,13 @@ def freeze(module: nn.Module, frozen: bool = True) -> nn.Module:
         elif not frozen and type(layer) in _PLAIN_BN:
             layer.__class__ = _PLAIN_BN[type(layer)]
             layer.train(module.training)
-        elif frozen and isinstance(layer, nn.modules.batchnorm._BatchNorm) \
-                and not isinstance(layer, _StaysInEval):
-            raise TypeError(f"freeze() keeps nn.BatchNorm1d/2d/3d and SyncBatchNorm layers in "
-                            f"eval mode; {type(layer).__name__} is another BN class")
+        elif (
+            frozen
+            and isinstance(layer, nn.modules.batchnorm._BatchNorm)
+            and not isinstance(layer, _StaysInEval)
+        ):
+            raise TypeError(
+                f"freeze() keeps nn.BatchNorm1d/2d/3d and SyncBatchNorm layers in "
+                f"eval mode; {type(layer).__name__} is another BN class"
+            )
     return module

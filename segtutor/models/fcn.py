@@ -29,9 +29,10 @@ class MatmulConv2d(nn.Conv2d):
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
         out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding,
-                        stride=self.stride)                    # [B, C*kh*kw, out_h*out_w]
-        y = self.weight.flatten(1) @ cols                      # [B, out, out_h*out_w]
+        cols = F.unfold(
+            x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride
+        )  # [B, C*kh*kw, out_h*out_w]
+        y = self.weight.flatten(1) @ cols  # [B, out, out_h*out_w]
         if self.bias is not None:
             y = y + self.bias[:, None]
         return y.view(b, self.out_channels, out_h, out_w)
@@ -57,9 +58,18 @@ class FCN8s(nn.Module):
             far more reliably.
     """
 
-    def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
-                 width: float = 1.0, fc_width: int = 4096, upsample: str = "learned",
-                 dropout: float = 0.5, variant: str = "8s", batch_norm: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int = 21,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        width: float = 1.0,
+        fc_width: int = 4096,
+        upsample: str = "learned",
+        dropout: float = 0.5,
+        variant: str = "8s",
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         if variant not in ("8s", "16s", "32s"):
             raise ValueError(f"variant must be '8s', '16s' or '32s', got {variant!r}")
@@ -68,8 +78,9 @@ class FCN8s(nn.Module):
             raise ValueError(f"upsample must be 'learned' or 'bilinear', got {upsample!r}")
         if not isinstance(fc_width, int) or fc_width < 1:
             raise ValueError(f"fc_width must be a positive int, got {fc_width!r}")
-        self.encoder = Encoder("vgg16_bn" if batch_norm else "vgg16", in_channels,
-                               pretrained=False, width=width)
+        self.encoder = Encoder(
+            "vgg16_bn" if batch_norm else "vgg16", in_channels, pretrained=False, width=width
+        )
         self.output_stride = 32
         c3, c4, c5 = self.encoder.channels[2:]
         # fc6/fc7: VGG's fully connected layers as 7x7 and 1x1 convolutions ("convolutionalized")
@@ -123,22 +134,22 @@ class FCN8s(nn.Module):
         _, _, pool3, pool4, pool5 = self.encoder(x)
         h = self.drop(F.relu(self.fc6(pool5)))
         h = self.drop(F.relu(self.fc7(h)))
-        score = self.score_fr(h)                                                # 1/32
+        score = self.score_fr(h)  # 1/32
         if self.score_pool4 is not None:
             score = self._up("up2", score, pool4.shape[-2:]) + self.score_pool4(pool4)  # 1/16
         if self.score_pool3 is not None:
             score = self._up("up4", score, pool3.shape[-2:]) + self.score_pool3(pool3)  # 1/8
-        score = self._up("up8", score, x.shape[-2:])                            # 1/1
+        score = self._up("up8", score, x.shape[-2:])  # 1/1
         return crop_to(score, size)
 
 
-def fcn8s(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
-          **options) -> FCN8s:
+def fcn8s(
+    num_classes: int = 21, in_channels: int = 3, pretrained: bool = False, **options
+) -> FCN8s:
     """Build :class:`FCN8s`; ``options``: ``width``, ``fc_width``, ``upsample``, ``dropout``,
     ``variant`` (``"8s"``, ``"16s"``, ``"32s"``), ``batch_norm``.
 
     ``pretrained=True`` loads torchvision's ImageNet VGG16 into the encoder and its classifier's
     first two layers into fc6/fc7 (see :meth:`FCN8s.load_imagenet`).
     """
-    return FCN8s(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained,
-                 **options)
+    return FCN8s(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **options)

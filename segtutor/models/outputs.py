@@ -22,8 +22,9 @@ from torch import Tensor
 __all__ = ["aux_output", "aux_outputs", "main_output", "output_keys", "split_output"]
 
 
-def aux_output(out: Tensor, aux: Tensor | list[Tensor] | None, training: bool,
-               **extra: Tensor) -> Tensor | dict[str, Any]:
+def aux_output(
+    out: Tensor, aux: Tensor | list[Tensor] | None, training: bool, **extra: Tensor
+) -> Tensor | dict[str, Any]:
     """The output of a model with auxiliary outputs.
 
     Eval mode: the main logits ``out [B, K, H, W]`` as a tensor. Training mode: a dict
@@ -53,8 +54,9 @@ def split_output(output: Tensor | Mapping[str, Any]) -> tuple[Tensor, dict[str, 
         if "out" not in output:
             raise ValueError(f"a dict model output needs an 'out' key, got keys {sorted(output)}")
         return output["out"], {k: v for k, v in output.items() if k != "out"}
-    raise TypeError("a model output must be a logits tensor or a dict with 'out', "
-                    f"got {type(output).__name__}")
+    raise TypeError(
+        f"a model output must be a logits tensor or a dict with 'out', got {type(output).__name__}"
+    )
 
 
 def main_output(output: Tensor | Mapping[str, Any]) -> Tensor:

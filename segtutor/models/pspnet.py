@@ -42,18 +42,28 @@ class PSPNet(RenamedHeads, nn.Module):
     # the segmentation head was called `classifier` (old checkpoints still load)
     renamed_heads: ClassVar[dict[str, str]] = {"classifier": "segmentation_head"}
 
-    def __init__(self, num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
-                 backbone: str = "resnet50", output_stride: int = 8,
-                 bins: tuple[int, ...] = (1, 2, 3, 6), head_width: int = 512,
-                 aux: bool = True, encoder_width: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 21,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        backbone: str = "resnet50",
+        output_stride: int = 8,
+        bins: tuple[int, ...] = (1, 2, 3, 6),
+        head_width: int = 512,
+        aux: bool = True,
+        encoder_width: float = 1.0,
+    ) -> None:
         super().__init__()
-        self.encoder = dilated_resnet(backbone, in_channels, pretrained, output_stride,
-                                      encoder_width)
+        self.encoder = dilated_resnet(
+            backbone, in_channels, pretrained, output_stride, encoder_width
+        )
         self.output_stride = output_stride
         c = self.encoder.channels
         self.ppm = PPM(c[4], bins=bins)
-        self.segmentation_head = SegHead(self.ppm.out_channels, num_classes,
-                                         mid_channels=head_width, dropout=0.1)
+        self.segmentation_head = SegHead(
+            self.ppm.out_channels, num_classes, mid_channels=head_width, dropout=0.1
+        )
         self.aux_head = aux_head(c[3], num_classes) if aux else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
@@ -63,8 +73,9 @@ class PSPNet(RenamedHeads, nn.Module):
         return aux_head_output(out, self.aux_head, feats[3], x.shape[-2:], size, self.training)
 
 
-def pspnet(num_classes: int = 21, in_channels: int = 3, pretrained: bool = False,
-           **options) -> PSPNet:
+def pspnet(
+    num_classes: int = 21, in_channels: int = 3, pretrained: bool = False, **options
+) -> PSPNet:
     """Build :class:`PSPNet`; ``options``: ``backbone``, ``output_stride``, ``bins``,
     ``head_width``, ``aux``, ``encoder_width``. ``pretrained=True`` loads the ImageNet ResNet
     into the encoder."""

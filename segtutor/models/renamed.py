@@ -22,12 +22,13 @@ class RenamedHeads:
 
     renamed_heads: ClassVar[dict[str, str]] = {}
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
-                              *args: Any, **kwargs: Any) -> None:
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # torch calls this on the model before its children, with the state dict they load from
         for old, new in self.renamed_heads.items():
             for key in [k for k in state_dict if k.startswith(f"{prefix}{old}.")]:
-                moved = f"{prefix}{new}.{key[len(prefix) + len(old) + 1:]}"
+                moved = f"{prefix}{new}.{key[len(prefix) + len(old) + 1 :]}"
                 if moved not in state_dict:  # a key under both names: the new one is kept
                     state_dict[moved] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -35,8 +36,8 @@ class RenamedHeads:
     def __getattr__(self, name: str) -> Any:
         new = type(self).renamed_heads.get(name)
         if new is not None:
-            warnings.warn(f"{type(self).__name__}.{name} is now called {new}", FutureWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__}.{name} is now called {new}", FutureWarning, stacklevel=2
+            )
             return getattr(self, new)
         return super().__getattr__(name)
-

@@ -54,38 +54,55 @@ class ResUNet34(RenamedHeads, nn.Module):
     """
 
     # renamed: `head` (segmentation) and `classifier` (empty image); old checkpoints still load
-    renamed_heads: ClassVar[dict[str, str]] = {"head": "segmentation_head",
-                                               "classifier": "classification_head"}
+    renamed_heads: ClassVar[dict[str, str]] = {
+        "head": "segmentation_head",
+        "classifier": "classification_head",
+    }
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
-                 decoder_width: int = 64, encoder_width: float = 1.0, attention: bool = True,
-                 hypercolumn: bool = True, deep_supervision: bool = False,
-                 classify: bool = False, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        decoder_width: int = 64,
+        encoder_width: float = 1.0,
+        attention: bool = True,
+        hypercolumn: bool = True,
+        deep_supervision: bool = False,
+        classify: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.encoder = Encoder("resnet34", in_channels, pretrained=pretrained,
-                               width=encoder_width)
+        self.encoder = Encoder("resnet34", in_channels, pretrained=pretrained, width=encoder_width)
         self.output_stride = 32
-        c = self.encoder.channels                       # [64, 64, 128, 256, 512] * width
+        c = self.encoder.channels  # [64, 64, 128, 256, 512] * width
         w = decoder_width
-        d = [w, w, w, 2 * w, 4 * w]                     # decoder channels at 1/1 .. 1/16
+        d = [w, w, w, 2 * w, 4 * w]  # decoder channels at 1/1 .. 1/16
         self.center = DoubleConv(c[4], 4 * w)
-        self.decoder = nn.ModuleList([
-            UpBlock(4 * w, c[3], d[4], "bilinear", attention),   # 1/32 -> 1/16
-            UpBlock(d[4], c[2], d[3], "bilinear", attention),    # -> 1/8
-            UpBlock(d[3], c[1], d[2], "bilinear", attention),    # -> 1/4
-            UpBlock(d[2], c[0], d[1], "bilinear", attention),    # -> 1/2
-            UpBlock(d[1], 0, d[0], "bilinear", attention),       # -> 1/1, no skip at full size
-        ])
+        self.decoder = nn.ModuleList(
+            [
+                UpBlock(4 * w, c[3], d[4], "bilinear", attention),  # 1/32 -> 1/16
+                UpBlock(d[4], c[2], d[3], "bilinear", attention),  # -> 1/8
+                UpBlock(d[3], c[1], d[2], "bilinear", attention),  # -> 1/4
+                UpBlock(d[2], c[0], d[1], "bilinear", attention),  # -> 1/2
+                UpBlock(d[1], 0, d[0], "bilinear", attention),  # -> 1/1, no skip at full size
+            ]
+        )
         self.hypercolumn = Hypercolumn() if hypercolumn else None
         fused = sum(d) if hypercolumn else d[0]
-        self.segmentation_head = nn.Sequential(ConvBNReLU(fused, w), nn.Dropout2d(dropout),
-                                               nn.Conv2d(w, num_classes, 1))
+        self.segmentation_head = nn.Sequential(
+            ConvBNReLU(fused, w), nn.Dropout2d(dropout), nn.Conv2d(w, num_classes, 1)
+        )
         # deep supervision heads on the decoder levels 1/2 .. 1/16
-        self.aux_heads = (nn.ModuleList(SegHead(ch, num_classes) for ch in d[1:])
-                          if deep_supervision else None)
+        self.aux_heads = (
+            nn.ModuleList(SegHead(ch, num_classes) for ch in d[1:]) if deep_supervision else None
+        )
         # the empty-image head: one logit from the global-pooled deepest features
-        self.classification_head = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                                  nn.Linear(c[4], 1)) if classify else None)
+        self.classification_head = (
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[4], 1))
+            if classify
+            else None
+        )
         init_weights(self.center)
         init_weights(self.decoder)
         init_weights(self.segmentation_head)
@@ -94,31 +111,39 @@ class ResUNet34(RenamedHeads, nn.Module):
         x, size = pad_to_multiple(x, 32)
         e0, e1, e2, e3, e4 = self.encoder(x)
         y = self.center(e4)
-        levels = []                                     # 1/16, 1/8, 1/4, 1/2, 1/1
+        levels = []  # 1/16, 1/8, 1/4, 1/2, 1/1
         for block, skip in zip(self.decoder, (e3, e2, e1, e0, None)):
             y = block(y, skip)
             levels.append(y)
-        levels = levels[::-1]                           # 1/1 first, for the hypercolumn
+        levels = levels[::-1]  # 1/1 first, for the hypercolumn
         fused = self.hypercolumn(levels) if self.hypercolumn is not None else levels[0]
         out = crop_to(self.segmentation_head(fused), size)
         if not self.training:
             if return_cls:
                 if self.classification_head is None:
-                    raise ValueError("return_cls=True needs the empty-image head: build the "
-                                     "model with classify=True")
+                    raise ValueError(
+                        "return_cls=True needs the empty-image head: build the "
+                        "model with classify=True"
+                    )
                 return {"out": out, "cls": self.classification_head(e4).squeeze(1)}
             return out
         aux = None
         if self.aux_heads is not None:
-            aux = [logits_to_input(head(f), x.shape[-2:], size)
-                   for head, f in zip(self.aux_heads, levels[1:])]
-        extra = ({"cls": self.classification_head(e4).squeeze(1)}
-                 if self.classification_head is not None else {})
+            aux = [
+                logits_to_input(head(f), x.shape[-2:], size)
+                for head, f in zip(self.aux_heads, levels[1:])
+            ]
+        extra = (
+            {"cls": self.classification_head(e4).squeeze(1)}
+            if self.classification_head is not None
+            else {}
+        )
         return aux_output(out, aux, True, **extra)
 
 
-def resunet34(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
-              **options) -> ResUNet34:
+def resunet34(
+    num_classes: int = 1, in_channels: int = 3, pretrained: bool = False, **options
+) -> ResUNet34:
     """Build :class:`ResUNet34`; ``options``: ``decoder_width``, ``encoder_width``,
     ``attention``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``dropout``.
     ``pretrained=True`` loads the ImageNet ResNet34 (a 1-channel input gets the sum of the RGB

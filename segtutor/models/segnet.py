@@ -27,18 +27,24 @@ class SegNet(nn.Module):
         width: multiplier of the VGG16 channels (1 = the paper's 64..512).
     """
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
-                 width: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        width: float = 1.0,
+    ) -> None:
         super().__init__()
         self.encoder = Encoder("vgg16_bn", in_channels, pretrained=False, width=width)
         self.output_stride = 32
-        c = self.encoder.channels                 # [64, 128, 256, 512, 512] * width
+        c = self.encoder.channels  # [64, 128, 256, 512, 512] * width
         # mirrored decoder, deepest stage first: (in, out, number of convolutions)
         spec = [(c[4], c[3], 3), (c[3], c[2], 3), (c[2], c[1], 3), (c[1], c[0], 2)]
         self.decoder = nn.ModuleList(decoder_stage(cin, cout, n) for cin, cout, n in spec)
         # last stage: one conv-BN-ReLU, then the classifier (3x3, as in the paper's conv1_1_D)
-        self.decoder.append(nn.Sequential(ConvBNReLU(c[0], c[0]),
-                                          nn.Conv2d(c[0], num_classes, 3, padding=1)))
+        self.decoder.append(
+            nn.Sequential(ConvBNReLU(c[0], c[0]), nn.Conv2d(c[0], num_classes, 3, padding=1))
+        )
         init_weights(self)
         if pretrained:
             self.encoder.load_imagenet()
@@ -47,7 +53,7 @@ class SegNet(nn.Module):
         x, size = pad_to_multiple(x, 32)
         indices, shapes = [], []
         for stage in self.encoder.stages():
-            x = stage[:-1](x)                      # the stage's convolutions ...
+            x = stage[:-1](x)  # the stage's convolutions ...
             shapes.append(x.shape[-2:])
             x, idx = F.max_pool2d(x, 2, 2, return_indices=True)  # ... and its pool, with argmax
             indices.append(idx)
@@ -68,9 +74,11 @@ def decoder_stage(in_channels: int, out_channels: int, n: int) -> nn.Sequential:
     return nn.Sequential(*(ConvBNReLU(a, b) for a, b in itertools.pairwise(channels)))
 
 
-def segnet(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
-           **options) -> SegNet:
+def segnet(
+    num_classes: int = 1, in_channels: int = 3, pretrained: bool = False, **options
+) -> SegNet:
     """Build :class:`SegNet`; ``options``: ``width``. ``pretrained=True`` loads torchvision's
     ImageNet VGG16-BN into the encoder."""
-    return SegNet(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained,
-                  **options)
+    return SegNet(
+        num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **options
+    )

@@ -19,10 +19,10 @@ class ModelSummary:
     name: str
     params: int
     trainable_params: int
-    flops: int                 # forward pass, whole batch
+    flops: int  # forward pass, whole batch
     output_stride: int | None  # input size / size of the coarsest feature map
-    forward_ms: float          # median wall time of one forward pass (batch), eval mode
-    backward_ms: float         # median wall time of forward + backward (batch), train mode
+    forward_ms: float  # median wall time of one forward pass (batch), eval mode
+    backward_ms: float  # median wall time of forward + backward (batch), train mode
     input_size: tuple[int, ...]
 
     @property
@@ -34,10 +34,12 @@ class ModelSummary:
 
     def __str__(self) -> str:
         os_ = f"1/{self.output_stride}" if self.output_stride else "?"
-        return (f"{self.name}: {self.params / 1e6:.2f}M params "
-                f"({self.trainable_params / 1e6:.2f}M trainable), "
-                f"{self.flops / 1e9:.2f} GFLOPs for {tuple(self.input_size)}, output stride {os_}, "
-                f"forward {self.forward_ms:.1f} ms, forward+backward {self.backward_ms:.1f} ms")
+        return (
+            f"{self.name}: {self.params / 1e6:.2f}M params "
+            f"({self.trainable_params / 1e6:.2f}M trainable), "
+            f"{self.flops / 1e9:.2f} GFLOPs for {tuple(self.input_size)}, output stride {os_}, "
+            f"forward {self.forward_ms:.1f} ms, forward+backward {self.backward_ms:.1f} ms"
+        )
 
 
 def _output_stride(model: nn.Module, x: torch.Tensor) -> int | None:
@@ -54,8 +56,11 @@ def _output_stride(model: nn.Module, x: torch.Tensor) -> int | None:
             heights.append(output.shape[-2])
 
     kinds = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, kinds) and not (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, kinds) and not (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))
+    ]
     try:
         with torch.no_grad():
             model(x)
@@ -78,9 +83,13 @@ def _time(fn, repeats: int, device: torch.device) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
-def summary(model: nn.Module, input_size: tuple[int, ...] = (2, 3, 128, 128),
-            device: torch.device | str | None = None, repeats: int = 3,
-            name: str | None = None) -> ModelSummary:
+def summary(
+    model: nn.Module,
+    input_size: tuple[int, ...] = (2, 3, 128, 128),
+    device: torch.device | str | None = None,
+    repeats: int = 3,
+    name: str | None = None,
+) -> ModelSummary:
     """Count and time ``model`` on a random input of ``input_size = (B, C, H, W)``.
 
     Parameters are counted once each; FLOPs of one forward pass come from
@@ -119,5 +128,6 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (2, 3, 128, 128),
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return ModelSummary(name or type(model).__name__, params, trainable, flops, stride, fwd, bwd,
-                        tuple(input_size))
+    return ModelSummary(
+        name or type(model).__name__, params, trainable, flops, stride, fwd, bwd, tuple(input_size)
+    )

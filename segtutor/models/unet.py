@@ -29,8 +29,15 @@ class UNet(nn.Module):
             connections are centre-cropped.
     """
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, base_width: int = 64,
-                 depth: int = 4, upsample: str = "transpose", padding: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1,
+        in_channels: int = 3,
+        base_width: int = 64,
+        depth: int = 4,
+        upsample: str = "transpose",
+        padding: bool = True,
+    ) -> None:
         super().__init__()
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
@@ -48,8 +55,14 @@ class UNet(nn.Module):
             for i in range(depth)
         )
         self.ups = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], widths[i], upsample=upsample, padding=pad,
-                    crop_skip=not padding)
+            UpBlock(
+                widths[i + 1],
+                widths[i],
+                widths[i],
+                upsample=upsample,
+                padding=pad,
+                crop_skip=not padding,
+            )
             for i in reversed(range(depth))
         )
         self.head = SegHead(widths[0], num_classes)
@@ -69,14 +82,15 @@ class UNet(nn.Module):
         return crop_to(y, size) if size is not None else y
 
 
-def unet(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
-         **options) -> UNet:
+def unet(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False, **options) -> UNet:
     """Build a :class:`UNet`; ``options``: ``base_width``, ``depth``, ``upsample``, ``padding``.
 
     U-Net has no ImageNet encoder in the paper, so ``pretrained=True`` is an error here (use
     ``resunet34`` for a U-Net with a pretrained ResNet34 encoder).
     """
     if pretrained:
-        raise ValueError("unet has no pretrained encoder; use build_model('resunet34', "
-                         "pretrained=True) for a U-Net with an ImageNet ResNet34 encoder")
+        raise ValueError(
+            "unet has no pretrained encoder; use build_model('resunet34', "
+            "pretrained=True) for a U-Net with an ImageNet ResNet34 encoder"
+        )
     return UNet(num_classes=num_classes, in_channels=in_channels, **options)

@@ -34,9 +34,15 @@ class UNetPlusPlus(nn.Module):
             where all levels are trained.
     """
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, base_width: int = 32,
-                 depth: int = 4, deep_supervision: bool = False,
-                 prune_level: int | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1,
+        in_channels: int = 3,
+        base_width: int = 32,
+        depth: int = 4,
+        deep_supervision: bool = False,
+        prune_level: int | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
@@ -66,34 +72,40 @@ class UNetPlusPlus(nn.Module):
         supervision, because only then does ``X[0][level]`` have a trained head)."""
         if level is not None:
             if not isinstance(level, int) or not 1 <= level <= self.depth:
-                raise ValueError(f"prune_level must be None or an int in 1..{self.depth}, "
-                                 f"got {level!r}")
+                raise ValueError(
+                    f"prune_level must be None or an int in 1..{self.depth}, got {level!r}"
+                )
             if not self.deep_supervision:
-                raise ValueError("prune_level needs deep_supervision=True (the pruned "
-                                 "sub-networks' heads are trained only with deep supervision)")
+                raise ValueError(
+                    "prune_level needs deep_supervision=True (the pruned "
+                    "sub-networks' heads are trained only with deep supervision)"
+                )
         self.prune_level = level
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         x, size = pad_to_multiple(x, self.output_stride)
         levels = self.depth if (self.training or self.prune_level is None) else self.prune_level
         X: dict[tuple[int, int], torch.Tensor] = {}
-        for i in range(levels + 1):          # backbone column, only as deep as needed
+        for i in range(levels + 1):  # backbone column, only as deep as needed
             inp = x if i == 0 else F.max_pool2d(X[(i - 1, 0)], 2)
             X[(i, 0)] = self.nodes[f"{i}_0"](inp)
         for j in range(1, levels + 1):
             for i in range(levels + 1 - j):
-                up = F.interpolate(X[(i + 1, j - 1)], scale_factor=2.0, mode="bilinear",
-                                   align_corners=False)
+                up = F.interpolate(
+                    X[(i + 1, j - 1)], scale_factor=2.0, mode="bilinear", align_corners=False
+                )
                 X[(i, j)] = self.nodes[f"{i}_{j}"](
-                    torch.cat([X[(i, k)] for k in range(j)] + [up], dim=1))
+                    torch.cat([X[(i, k)] for k in range(j)] + [up], dim=1)
+                )
         if not self.deep_supervision:
             return crop_to(self.heads[0](X[(0, levels)]), size)
         outs = [crop_to(head(X[(0, j + 1)]), size) for j, head in enumerate(self.heads[:levels])]
         return aux_output(outs[-1], outs[:-1], self.training)
 
 
-def unetpp(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False,
-           **options) -> UNetPlusPlus:
+def unetpp(
+    num_classes: int = 1, in_channels: int = 3, pretrained: bool = False, **options
+) -> UNetPlusPlus:
     """Build :class:`UNetPlusPlus`; ``options``: ``base_width``, ``depth``,
     ``deep_supervision``, ``prune_level``. No pretrained encoder (the paper trains from
     scratch)."""

@@ -32,6 +32,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ConsoleLogger", "Logger", "MultiLogger", "TensorBoardLogger", "VisdomLogger",
-           "VisdomServer", "ensure_assets", "log_prediction_images", "prediction_grid",
-           "read_images", "read_scalars", "replay", "start_visdom", "to_image_batch"]
+__all__ = [
+    "ConsoleLogger",
+    "Logger",
+    "MultiLogger",
+    "TensorBoardLogger",
+    "VisdomLogger",
+    "VisdomServer",
+    "ensure_assets",
+    "log_prediction_images",
+    "prediction_grid",
+    "read_images",
+    "read_scalars",
+    "replay",
+    "start_visdom",
+    "to_image_batch",
+]

@@ -25,45 +25,68 @@ from pathlib import Path
 _GLYPH = "glyphicons-halflings-regular"
 ASSETS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("jquery", "3.1.1", [("dist/jquery.min.js", "js/jquery.min.js")]),
-    ("bootstrap", "3.3.7", [
-        ("dist/js/bootstrap.min.js", "js/bootstrap.min.js"),
-        ("dist/css/bootstrap.min.css", "css/bootstrap.min.css"),
-        *[(f"dist/fonts/{_GLYPH}.{ext}", f"fonts/{_GLYPH}.{ext}")
-          for ext in ("eot", "woff2", "woff", "ttf", "svg")],
-        # the build step checks this literal name (with the '#'), so it must exist too
-        (f"dist/fonts/{_GLYPH}.svg", f"fonts/{_GLYPH}.svg#glyphicons_halflingsregular"),
-    ]),
+    (
+        "bootstrap",
+        "3.3.7",
+        [
+            ("dist/js/bootstrap.min.js", "js/bootstrap.min.js"),
+            ("dist/css/bootstrap.min.css", "css/bootstrap.min.css"),
+            *[
+                (f"dist/fonts/{_GLYPH}.{ext}", f"fonts/{_GLYPH}.{ext}")
+                for ext in ("eot", "woff2", "woff", "ttf", "svg")
+            ],
+            # the build step checks this literal name (with the '#'), so it must exist too
+            (f"dist/fonts/{_GLYPH}.svg", f"fonts/{_GLYPH}.svg#glyphicons_halflingsregular"),
+        ],
+    ),
     ("react", "16.2.0", [("umd/react.production.min.js", "js/react-react.min.js")]),
     ("react-dom", "16.2.0", [("umd/react-dom.production.min.js", "js/react-dom.min.js")]),
     ("react-modal", "3.1.10", [("dist/react-modal.min.js", "js/react-modal.min.js")]),
     ("plotly.js-dist-min", "2.11.1", [("plotly.min.js", "js/plotly-plotly.min.js")]),
     ("sjcl", "1.0.7", [("sjcl.js", "js/sjcl.js")]),
-    ("layout-bin-packer", "1.4.0", [
-        ("dist/layout-bin-packer.js", "js/layout_bin_packer.js"),
-        ("dist/layout-bin-packer.js.map", "js/layout-bin-packer.js.map"),
-    ]),
+    (
+        "layout-bin-packer",
+        "1.4.0",
+        [
+            ("dist/layout-bin-packer.js", "js/layout_bin_packer.js"),
+            ("dist/layout-bin-packer.js.map", "js/layout-bin-packer.js.map"),
+        ],
+    ),
     ("d3", "3.5.17", [("d3.min.js", "js/d3.v3.min.js")]),
-    ("d3-selection-multi", "1.0.1", [("build/d3-selection-multi.js", "js/d3-selection-multi.v1.js")]),
+    (
+        "d3-selection-multi",
+        "1.0.1",
+        [("build/d3-selection-multi.js", "js/d3-selection-multi.v1.js")],
+    ),
     ("save-svg-as-png", "1.4.17", [("lib/saveSvgAsPng.js", "js/saveSvgAsPng.js")]),
     ("react-resizable", "1.4.6", [("css/styles.css", "css/react-resizable-styles.css")]),
     ("react-grid-layout", "0.16.3", [("css/styles.css", "css/react-grid-layout-styles.css")]),
     # only the build step looks for it (no extension, in fonts/)
     ("classnames", "2.2.5", [("index.js", "fonts/classnames")]),
-    ("mathjax", "2.7.5", [
-        ("MathJax.js", "js/mathjax/2.7.5/MathJax.js"),
-        ("config/", "js/mathjax/2.7.5/config/"),
-        ("extensions/", "js/mathjax/2.7.5/extensions/"),
-        ("jax/", "js/mathjax/2.7.5/jax/"),
-        ("localization/", "js/mathjax/2.7.5/localization/"),
-        ("fonts/HTML-CSS/TeX/woff/", "js/mathjax/2.7.5/fonts/HTML-CSS/TeX/woff/"),
-        ("fonts/HTML-CSS/TeX/otf/", "js/mathjax/2.7.5/fonts/HTML-CSS/TeX/otf/"),
-    ]),
+    (
+        "mathjax",
+        "2.7.5",
+        [
+            ("MathJax.js", "js/mathjax/2.7.5/MathJax.js"),
+            ("config/", "js/mathjax/2.7.5/config/"),
+            ("extensions/", "js/mathjax/2.7.5/extensions/"),
+            ("jax/", "js/mathjax/2.7.5/jax/"),
+            ("localization/", "js/mathjax/2.7.5/localization/"),
+            ("fonts/HTML-CSS/TeX/woff/", "js/mathjax/2.7.5/fonts/HTML-CSS/TeX/woff/"),
+            ("fonts/HTML-CSS/TeX/otf/", "js/mathjax/2.7.5/fonts/HTML-CSS/TeX/otf/"),
+        ],
+    ),
 ]
 
 # the MathJax files the build step requests one by one (a missing one ends the server offline)
 MATHJAX_CHECKED = [
-    "MathJax.js", "config/Safe.js", "config/TeX-AMS-MML_HTMLorMML.js", "extensions/Safe.js",
-    "jax/output/SVG/jax.js", "jax/output/SVG/config.js", "jax/output/SVG/fonts/TeX/fontdata.js",
+    "MathJax.js",
+    "config/Safe.js",
+    "config/TeX-AMS-MML_HTMLorMML.js",
+    "extensions/Safe.js",
+    "jax/output/SVG/jax.js",
+    "jax/output/SVG/config.js",
+    "jax/output/SVG/fonts/TeX/fontdata.js",
     "jax/output/SVG/fonts/TeX/Size1/Regular/Main.js",
 ]
 
@@ -100,8 +123,11 @@ def missing(static: Path | None = None) -> list[str]:
     """Targets (relative to ``static/``) that are not in place yet, plus ``version.built`` if stale."""
     static = static or static_dir()
     gone = [t for _, _, files in ASSETS for _, t in files if not _present(static, t)]
-    gone += [f"js/mathjax/2.7.5/{f}" for f in MATHJAX_CHECKED
-             if not (static / "js/mathjax/2.7.5" / f).is_file()]
+    gone += [
+        f"js/mathjax/2.7.5/{f}"
+        for f in MATHJAX_CHECKED
+        if not (static / "js/mathjax/2.7.5" / f).is_file()
+    ]
     stamp = static / "version.built"
     if not stamp.is_file() or stamp.read_text().strip() != visdom_version():
         gone.append("version.built")
@@ -112,11 +138,18 @@ def npm_pack(name: str, version: str, workdir: Path) -> Path:
     """``npm pack NAME@VERSION`` into ``workdir``; the tarball's path (RuntimeError if npm fails)."""
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is not installed: it is needed once to fetch visdom's web assets "
-                           "(apt-get install npm, or install Node.js)")
-    proc = subprocess.run([npm, "pack", f"{name}@{version}", "--silent",
-                           "--pack-destination", str(workdir)],
-                          cwd=workdir, capture_output=True, text=True, timeout=300, check=False)
+        raise RuntimeError(
+            "npm is not installed: it is needed once to fetch visdom's web assets "
+            "(apt-get install npm, or install Node.js)"
+        )
+    proc = subprocess.run(
+        [npm, "pack", f"{name}@{version}", "--silent", "--pack-destination", str(workdir)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"npm pack {name}@{version} failed: {proc.stderr.strip()[-500:]}")
     tarballs = sorted(workdir.glob("*.tgz"), key=lambda p: p.stat().st_mtime)
@@ -142,8 +175,9 @@ def ensure_assets(static: Path | None = None, verbose: bool = True) -> list[str]
     with tempfile.TemporaryDirectory(prefix="visdom-assets-") as tmp:
         for name, version, files in ASSETS:
             todo = [(s, t) for s, t in files if not _present(static, t)]
-            if name == "mathjax" and any(not (static / "js/mathjax/2.7.5" / f).is_file()
-                                         for f in MATHJAX_CHECKED):
+            if name == "mathjax" and any(
+                not (static / "js/mathjax/2.7.5" / f).is_file() for f in MATHJAX_CHECKED
+            ):
                 todo = files
             if not todo:
                 continue
@@ -183,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"visdom assets: {err}", file=sys.stderr)
         return 1
-    print(f"visdom assets in {static}: " + (f"fetched {', '.join(fetched)}" if fetched
-                                            else "all in place, nothing fetched"))
+    print(
+        f"visdom assets in {static}: "
+        + (f"fetched {', '.join(fetched)}" if fetched else "all in place, nothing fetched")
+    )
     return 0
 
 

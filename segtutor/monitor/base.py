@@ -29,7 +29,9 @@ def to_image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     elif x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"images must be [N, 1|3, H, W], [N, H, W] or [H, W]; got {tuple(x.shape)}")
+        raise ValueError(
+            f"images must be [N, 1|3, H, W], [N, H, W] or [H, W]; got {tuple(x.shape)}"
+        )
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return x.clamp(0.0, 1.0).contiguous()
@@ -118,9 +120,12 @@ class MultiLogger(Logger):
             try:
                 getattr(lg, method)(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - monitoring must never end the run
-                warnings.warn(f"{type(lg).__name__}.{method} failed ({err!r}); "
-                              "this backend is switched off for the rest of the run",
-                              RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{type(lg).__name__}.{method} failed ({err!r}); "
+                    "this backend is switched off for the rest of the run",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self.loggers.remove(lg)
 
     def log_scalar(self, tag: str, value: float, step: int) -> None:

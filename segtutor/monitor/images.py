@@ -38,17 +38,26 @@ def prediction_grid(images: Tensor, target: Tensor, pred: Tensor, num_classes: i
     return torch.stack(grid)
 
 
-def log_prediction_images(logger: Logger, images: Tensor, target: Tensor, pred: Tensor,
-                          step: int, num_classes: int, probs: Tensor | None = None,
-                          ignore_index: int = 255, prefix: str = "val/") -> None:
+def log_prediction_images(
+    logger: Logger,
+    images: Tensor,
+    target: Tensor,
+    pred: Tensor,
+    step: int,
+    num_classes: int,
+    probs: Tensor | None = None,
+    ignore_index: int = 255,
+    prefix: str = "val/",
+) -> None:
     """Log :func:`prediction_grid` as ``<prefix>image_target_prediction`` and, for a binary
     task, the precision-recall curve of ``probs`` (``[N, H, W]`` salt probabilities) against
     ``target`` over the pixels that are not ``ignore_index``."""
     target = target.long().cpu()
     if target.ndim == 4:
         target = target[:, 0]
-    logger.log_images(f"{prefix}image_target_prediction",
-                      prediction_grid(images, target, pred, num_classes), step)
+    logger.log_images(
+        f"{prefix}image_target_prediction", prediction_grid(images, target, pred, num_classes), step
+    )
     if probs is not None:
         labels = target.flatten()
         keep = labels != ignore_index

@@ -56,8 +56,7 @@ def watched_command(module: str, args: list[str], cleanup: str | Path | None = N
     Start it with :class:`subprocess.Popen` from this process (the watch compares the child's
     parent pid with this process's). ``cleanup``: a folder the child removes when it notices.
     """
-    return [sys.executable, "-c", _WATCHED, str(os.getpid()), str(cleanup or ""), module,
-            *args]
+    return [sys.executable, "-c", _WATCHED, str(os.getpid()), str(cleanup or ""), module, *args]
 
 
 def free_port() -> int:
@@ -82,8 +81,14 @@ class VisdomServer:
     Also a context manager: ``with start_visdom(0) as server: ...`` stops it at the end.
     """
 
-    def __init__(self, process: subprocess.Popen, port: int, env_path: Path, log_path: Path,
-                 own_dir: tempfile.TemporaryDirectory | None) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen,
+        port: int,
+        env_path: Path,
+        log_path: Path,
+        own_dir: tempfile.TemporaryDirectory | None,
+    ) -> None:
         self.process = process
         self.port = port
         self.env_path = env_path
@@ -129,8 +134,12 @@ class VisdomServer:
         return f"VisdomServer({self.url}, {state})"
 
 
-def start_visdom(port: int = 8097, env_path: str | Path | None = None, timeout: float = 60.0,
-                 check_assets: bool = True) -> VisdomServer:
+def start_visdom(
+    port: int = 8097,
+    env_path: str | Path | None = None,
+    timeout: float = 60.0,
+    check_assets: bool = True,
+) -> VisdomServer:
     """Start ``python -m visdom.server`` on 127.0.0.1:``port`` and wait until its page answers.
 
     Args:
@@ -153,7 +162,8 @@ def start_visdom(port: int = 8097, env_path: str | Path | None = None, timeout: 
         if gone:
             raise RuntimeError(
                 f"visdom's web assets are missing ({len(gone)} files, e.g. {gone[0]}); run "
-                "`make visdom-assets` (python -m segtutor.monitor.assets) once")
+                "`make visdom-assets` (python -m segtutor.monitor.assets) once"
+            )
     if port == 0:
         port = free_port()
     elif answers(f"http://{HOST}:{port}") or _port_taken(port):
@@ -165,14 +175,29 @@ def start_visdom(port: int = 8097, env_path: str | Path | None = None, timeout: 
     env_path = Path(env_path)
     env_path.mkdir(parents=True, exist_ok=True)
     log_path = env_path.parent / f"visdom-server-{port}.log"
-    cmd = watched_command("visdom.server",
-                          ["-port", str(port), "-bind_local", "-env_path", str(env_path),
-                           "-logging_level", "WARNING"],
-                          cleanup=own.name if own is not None else None)
+    cmd = watched_command(
+        "visdom.server",
+        [
+            "-port",
+            str(port),
+            "-bind_local",
+            "-env_path",
+            str(env_path),
+            "-logging_level",
+            "WARNING",
+        ],
+        cleanup=own.name if own is not None else None,
+    )
     with open(log_path, "wb") as log:
         # its own session: a Ctrl-C in the notebook does not reach it; terminate() ends it
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     handle = VisdomServer(proc, port, env_path, log_path, own)
     # the server runs in its own session: stopped at a normal exit here, and by its own watch
     # of this process when this process is killed

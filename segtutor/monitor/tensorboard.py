@@ -45,20 +45,28 @@ class TensorBoardLogger(Logger):
         self.writer.add_image(tag, grid, int(step), dataformats="CHW")
 
     def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        self.writer.add_histogram(tag, torch.as_tensor(values).detach().float().cpu().numpy(),
-                                  int(step))
+        self.writer.add_histogram(
+            tag, torch.as_tensor(values).detach().float().cpu().numpy(), int(step)
+        )
 
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         self.writer.add_text(tag, text, int(step))
 
     def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-        plain = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-        self.writer.add_hparams(plain, {f"hparam/{k}": float(v) for k, v in metrics.items()},
-                                name="hparams")
+        plain = {
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()
+        }
+        self.writer.add_hparams(
+            plain, {f"hparam/{k}": float(v) for k, v in metrics.items()}, name="hparams"
+        )
 
     def log_pr_curve(self, tag: str, labels: torch.Tensor, probs: torch.Tensor, step: int) -> None:
-        self.writer.add_pr_curve(tag, torch.as_tensor(labels).flatten().cpu().numpy().astype(np.int64),
-                                 torch.as_tensor(probs).flatten().float().cpu().numpy(), int(step))
+        self.writer.add_pr_curve(
+            tag,
+            torch.as_tensor(labels).flatten().cpu().numpy().astype(np.int64),
+            torch.as_tensor(probs).flatten().float().cpu().numpy(),
+            int(step),
+        )
 
     def flush(self) -> None:
         self.writer.flush()
@@ -111,8 +119,9 @@ def read_scalars(logdir: str | Path) -> dict[str, ScalarSeries]:
             for ev in acc.Scalars(tag):
                 by_step[int(ev.step)] = (float(ev.value), float(ev.wall_time))
             steps = sorted(by_step)
-            result[prefix + tag] = ScalarSeries(steps, [by_step[s][0] for s in steps],
-                                                [by_step[s][1] for s in steps])
+            result[prefix + tag] = ScalarSeries(
+                steps, [by_step[s][0] for s in steps], [by_step[s][1] for s in steps]
+            )
     return result
 
 
@@ -124,7 +133,10 @@ def read_images(logdir: str | Path) -> dict[str, list[tuple[int, np.ndarray]]]:
     for prefix, acc in _accumulators(logdir):
         for tag in acc.Tags().get("images", []):
             result[prefix + tag] = [
-                (int(ev.step), np.asarray(Image.open(io.BytesIO(ev.encoded_image_string)).convert("RGB")))
+                (
+                    int(ev.step),
+                    np.asarray(Image.open(io.BytesIO(ev.encoded_image_string)).convert("RGB")),
+                )
                 for ev in acc.Images(tag)
             ]
     return result

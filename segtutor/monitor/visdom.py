@@ -39,8 +39,15 @@ class VisdomLogger(Logger):
         offline: True forces the offline log even if a server answers; None = probe the server.
     """
 
-    def __init__(self, env: str = "segtutor", port: int = 8097, log_file: str | Path | None = None,
-                 every: int = 1, offline: bool | None = None, server: str = f"http://{HOST}") -> None:
+    def __init__(
+        self,
+        env: str = "segtutor",
+        port: int = 8097,
+        log_file: str | Path | None = None,
+        every: int = 1,
+        offline: bool | None = None,
+        server: str = f"http://{HOST}",
+    ) -> None:
         import logging
 
         import visdom
@@ -51,7 +58,9 @@ class VisdomLogger(Logger):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         self.env, self.port, self.every, self.server = env, int(port), every, server
-        self.log_file = Path(log_file) if log_file is not None else Path("runs") / "visdom" / f"{env}.jsonl"
+        self.log_file = (
+            Path(log_file) if log_file is not None else Path("runs") / "visdom" / f"{env}.jsonl"
+        )
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if offline is None:
             # a refused connection answers at once; the long timeout only waits for a server
@@ -63,9 +72,14 @@ class VisdomLogger(Logger):
                 with warnings.catch_warnings():
                     # visdom 0.2.4 calls the deprecated logger.warn itself
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    self.vis = visdom.Visdom(server=server, port=self.port, env=env,
-                                             raise_exceptions=True, use_incoming_socket=False,
-                                             log_to_filename=str(self.log_file))
+                    self.vis = visdom.Visdom(
+                        server=server,
+                        port=self.port,
+                        env=env,
+                        raise_exceptions=True,
+                        use_incoming_socket=False,
+                        log_to_filename=str(self.log_file),
+                    )
             except (ConnectionError, OSError):  # it answered the probe, then went away
                 self.live = False
         if not self.live:
@@ -83,10 +97,13 @@ class VisdomLogger(Logger):
             return getattr(self.vis, method)(*args, **kwargs)
         except (ConnectionError, OSError) as err:
             # visdom wrote the message to the log before posting; keep logging, stop posting
-            warnings.warn(f"visdom server at {self.server}:{self.port} is gone ({err}); "
-                          f"continuing offline, the run is still logged to {self.log_file} "
-                          "(replay it later with segtutor.monitor.replay)", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"visdom server at {self.server}:{self.port} is gone ({err}); "
+                f"continuing offline, the run is still logged to {self.log_file} "
+                "(replay it later with segtutor.monitor.replay)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             self.vis.offline = True
             self.live = False
             return None
@@ -107,27 +124,46 @@ class VisdomLogger(Logger):
         if win in self._windows:
             self._call("line", Y=y, X=x, win=win, update="append")
         else:
-            self._call("line", Y=y, X=x, win=win,
-                       opts={"title": tag, "xlabel": "step" if tag.startswith("step/") else "epoch",
-                             "ylabel": tag.split("/")[-1], "showlegend": False})
+            self._call(
+                "line",
+                Y=y,
+                X=x,
+                win=win,
+                opts={
+                    "title": tag,
+                    "xlabel": "step" if tag.startswith("step/") else "epoch",
+                    "ylabel": tag.split("/")[-1],
+                    "showlegend": False,
+                },
+            )
             self._windows.add(win)
 
     def log_images(self, tag: str, images: torch.Tensor, step: int) -> None:
         batch = to_image_batch(images).numpy()
-        self._call("images", batch, nrow=3, padding=2, win=_win(tag),
-                   opts={"title": f"{tag} (step {step})", "caption": "image | target | prediction"})
+        self._call(
+            "images",
+            batch,
+            nrow=3,
+            padding=2,
+            win=_win(tag),
+            opts={"title": f"{tag} (step {step})", "caption": "image | target | prediction"},
+        )
 
     def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
         v = torch.as_tensor(values).detach().flatten().float().cpu().numpy()
         if v.size < 2:
             return
-        self._call("histogram", X=v, win=_win(tag), opts={"title": f"{tag} (step {step})", "numbins": 30})
+        self._call(
+            "histogram", X=v, win=_win(tag), opts={"title": f"{tag} (step {step})", "numbins": 30}
+        )
 
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         self._call("text", f"<b>{tag}</b><br><pre>{text}</pre>", win=_win(tag))
 
     def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-        rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in {**hparams, **metrics}.items())
+        rows = "".join(
+            f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in {**hparams, **metrics}.items()
+        )
         self._call("text", f"<table>{rows}</table>", win="hparams")
 
     def flush(self) -> None:
@@ -138,8 +174,9 @@ class VisdomLogger(Logger):
         self.flush()
 
 
-def replay(log_file: str | Path, port: int = 8097, server: str = f"http://{HOST}",
-           env: str | None = None) -> int:
+def replay(
+    log_file: str | Path, port: int = 8097, server: str = f"http://{HOST}", env: str | None = None
+) -> int:
     """Send every message of a visdom log file to a running server; returns how many were sent.
 
     ``env`` moves the whole log into another environment (default: the env it was logged in).
@@ -153,12 +190,15 @@ def replay(log_file: str | Path, port: int = 8097, server: str = f"http://{HOST}
     if not log_file.is_file():
         raise FileNotFoundError(f"visdom log {log_file} does not exist")
     if not answers(f"{server}:{port}", timeout=5.0):
-        raise ConnectionError(f"no visdom server answers at {server}:{port}; start one with "
-                              "segtutor.monitor.start_visdom(port)")
+        raise ConnectionError(
+            f"no visdom server answers at {server}:{port}; start one with "
+            "segtutor.monitor.start_visdom(port)"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # visdom's own logger.warn call
-        vis = visdom.Visdom(server=server, port=int(port), raise_exceptions=True,
-                            use_incoming_socket=False)
+        vis = visdom.Visdom(
+            server=server, port=int(port), raise_exceptions=True, use_incoming_socket=False
+        )
     sent = 0
     with open(log_file) as fh:
         for line in fh:

@@ -19,7 +19,9 @@ def pair(name: str, value: int | Sequence[int], minimum: int = 1) -> tuple[int, 
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {tuple(value)!r}")
-        return (positive_int(f"{name}[0]", value[0], minimum),
-                positive_int(f"{name}[1]", value[1], minimum))
+        return (
+            positive_int(f"{name}[0]", value[0], minimum),
+            positive_int(f"{name}[1]", value[1], minimum),
+        )
     v = positive_int(name, value, minimum)
     return (v, v)

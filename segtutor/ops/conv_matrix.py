@@ -23,8 +23,9 @@ __all__ = [
 ]
 
 
-def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0,
-                     dilation: int = 1) -> int:
+def conv_output_size(
+    n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
     """Output length of a convolution along one axis (pixels).
 
     ``floor((n + 2 p - d (k - 1) - 1) / s) + 1``, the formula of the ``nn.Conv2d`` docs.
@@ -37,13 +38,21 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0,
     dilation = positive_int("dilation", dilation)
     span = dilation * (kernel - 1) + 1
     if span > n + 2 * padding:
-        raise ValueError(f"kernel of size {kernel} with dilation {dilation} spans {span} pixels, "
-                         f"more than the padded input ({n} + 2*{padding} = {n + 2 * padding})")
+        raise ValueError(
+            f"kernel of size {kernel} with dilation {dilation} spans {span} pixels, "
+            f"more than the padded input ({n} + 2*{padding} = {n + 2 * padding})"
+        )
     return (n + 2 * padding - span) // stride + 1
 
 
-def conv_transpose_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0,
-                               output_padding: int = 0, dilation: int = 1) -> int:
+def conv_transpose_output_size(
+    n: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    output_padding: int = 0,
+    dilation: int = 1,
+) -> int:
     """Output length of a transposed convolution along one axis (pixels).
 
     ``(n - 1) s - 2 p + d (k - 1) + output_padding + 1``, the formula of the
@@ -58,16 +67,19 @@ def conv_transpose_output_size(n: int, kernel: int, stride: int = 1, padding: in
     output_padding = positive_int("output_padding", output_padding, minimum=0)
     dilation = positive_int("dilation", dilation)
     if output_padding >= max(stride, dilation):
-        raise ValueError(f"output_padding must be smaller than stride or dilation, got "
-                         f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+        raise ValueError(
+            f"output_padding must be smaller than stride or dilation, got "
+            f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
+        )
     size = (n - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
     if size < 1:
         raise ValueError(f"these settings give a transposed-convolution output of size {size}")
     return size
 
 
-def output_padding_for(n: int, kernel: int, stride: int = 1, padding: int = 0,
-                       dilation: int = 1) -> int:
+def output_padding_for(
+    n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
     """The ``output_padding`` that makes a transposed convolution give back length ``n``.
 
     A stride-``s`` convolution maps up to ``s`` different input lengths to the same output length,
@@ -83,9 +95,13 @@ def output_padding_for(n: int, kernel: int, stride: int = 1, padding: int = 0,
     return n - ((out - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1)
 
 
-def conv2d_matrix(kernel: torch.Tensor, input_size: int | Sequence[int], stride: int | Sequence[int] = 1,
-                  padding: int | Sequence[int] = 0,
-                  dilation: int | Sequence[int] = 1) -> torch.Tensor:
+def conv2d_matrix(
+    kernel: torch.Tensor,
+    input_size: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+) -> torch.Tensor:
     """The matrix ``C`` ``[out_h * out_w, H * W]`` of a single-channel 2-D convolution.
 
     ``kernel``: ``[kh, kw]`` (or ``[1, 1, kh, kw]``, a conv weight); ``input_size``: ``H`` or

@@ -24,8 +24,9 @@ from segtutor.ops._checks import pair, positive_int
 __all__ = ["bilinear_interpolate", "linear_interpolate_1d", "source_coordinates"]
 
 
-def source_coordinates(in_size: int, out_size: int, align_corners: bool = False,
-                       clamp: bool = True) -> torch.Tensor:
+def source_coordinates(
+    in_size: int, out_size: int, align_corners: bool = False, clamp: bool = True
+) -> torch.Tensor:
     """Input coordinate (in pixels, float64 ``[out_size]``) sampled by each output pixel.
 
     ``align_corners=True``: the centres of the first and last pixels of input and output coincide,
@@ -45,8 +46,9 @@ def source_coordinates(in_size: int, out_size: int, align_corners: bool = False,
     return src.clamp(min=0.0) if clamp else src
 
 
-def linear_interpolate_1d(x: torch.Tensor, size: int, align_corners: bool = False,
-                          dim: int = -1) -> torch.Tensor:
+def linear_interpolate_1d(
+    x: torch.Tensor, size: int, align_corners: bool = False, dim: int = -1
+) -> torch.Tensor:
     """Resample ``x`` along one dimension to ``size`` samples by linear interpolation.
 
     ``x``: any floating tensor, e.g. ``[L]`` or ``[N, C, H, W]``; ``dim`` is the axis resampled.
@@ -55,8 +57,10 @@ def linear_interpolate_1d(x: torch.Tensor, size: int, align_corners: bool = Fals
     the same shape except ``size`` along ``dim``; equal to ``F.interpolate(mode="linear")``.
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}"
-                        + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+        raise TypeError(
+            f"x must be a floating-point tensor, got {type(x).__name__}"
+            + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else "")
+        )
     if x.dim() == 0:
         raise ValueError("x must have at least one dimension")
     size = positive_int("size", size)
@@ -67,15 +71,16 @@ def linear_interpolate_1d(x: torch.Tensor, size: int, align_corners: bool = Fals
     src = source_coordinates(length, size, align_corners).to(x.device)
     i0 = src.floor().long().clamp(max=length - 1)
     i1 = (i0 + 1).clamp(max=length - 1)
-    t = (src - i0).to(x.dtype)                       # fractional offset in [0, 1)
+    t = (src - i0).to(x.dtype)  # fractional offset in [0, 1)
     shape = [1] * x.dim()
     shape[dim] = size
     t = t.view(shape)
     return (1 - t) * x.index_select(dim, i0) + t * x.index_select(dim, i1)
 
 
-def bilinear_interpolate(x: torch.Tensor, size: int | Sequence[int],
-                         align_corners: bool = False) -> torch.Tensor:
+def bilinear_interpolate(
+    x: torch.Tensor, size: int | Sequence[int], align_corners: bool = False
+) -> torch.Tensor:
     """Resize ``x`` ``[N, C, H, W]`` to ``size`` ``(h, w)`` (or ``h = w = size``) bilinearly.
 
     Two linear passes, first along x (width) then along y (height): the separable form of the
@@ -86,5 +91,5 @@ def bilinear_interpolate(x: torch.Tensor, size: int | Sequence[int],
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a [N, C, H, W] tensor, got {shape}")
     out_h, out_w = pair("size", size)
-    along_x = linear_interpolate_1d(x, out_w, align_corners, dim=3)      # rows: R1, R2
-    return linear_interpolate_1d(along_x, out_h, align_corners, dim=2)   # columns: P
+    along_x = linear_interpolate_1d(x, out_w, align_corners, dim=3)  # rows: R1, R2
+    return linear_interpolate_1d(along_x, out_h, align_corners, dim=2)  # columns: P

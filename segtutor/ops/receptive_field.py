@@ -44,11 +44,17 @@ def _check_layers(layers: Sequence[Sequence[int]]) -> list[Layer]:
     checked = []
     for i, layer in enumerate(layers):
         if not isinstance(layer, Sequence) or len(layer) != 3:
-            raise ValueError(f"layers[{i}] must be a (kernel, stride, dilation) tuple, got {layer!r}")
+            raise ValueError(
+                f"layers[{i}] must be a (kernel, stride, dilation) tuple, got {layer!r}"
+            )
         k, s, a = layer
-        checked.append((positive_int(f"layers[{i}] kernel", k),
-                        positive_int(f"layers[{i}] stride", s),
-                        positive_int(f"layers[{i}] dilation", a)))
+        checked.append(
+            (
+                positive_int(f"layers[{i}] kernel", k),
+                positive_int(f"layers[{i}] stride", s),
+                positive_int(f"layers[{i}] dilation", a),
+            )
+        )
     return checked
 
 
@@ -82,9 +88,14 @@ def _first_conv_channels(model: nn.Module) -> int:
     raise ValueError("model has no convolution; pass in_channels explicitly")
 
 
-def input_gradient(model: nn.Module, input_size: int | Sequence[int], in_channels: int | None = None,
-                   trials: int = 4, generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def input_gradient(
+    model: nn.Module,
+    input_size: int | Sequence[int],
+    in_channels: int | None = None,
+    trials: int = 4,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """``|d out[centre] / d input|`` ``[H, W]``, summed over channels and ``trials`` random inputs.
 
     The output is the model's response at the centre pixel of its output map (summed over output
@@ -114,9 +125,13 @@ def input_gradient(model: nn.Module, input_size: int | Sequence[int], in_channel
     return x.grad.detach().abs().sum(dim=(0, 1)).cpu()
 
 
-def receptive_field_of(model: nn.Module, input_size: int | Sequence[int],
-                       in_channels: int | None = None, trials: int = 4,
-                       generator: torch.Generator | None = None) -> tuple[int, int]:
+def receptive_field_of(
+    model: nn.Module,
+    input_size: int | Sequence[int],
+    in_channels: int | None = None,
+    trials: int = 4,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int]:
     """Measured receptive field ``(height, width)`` in input pixels of the centre output pixel.
 
     The bounding box of the non-zero entries of :func:`input_gradient`. ``input_size`` must be
@@ -127,10 +142,14 @@ def receptive_field_of(model: nn.Module, input_size: int | Sequence[int],
     rows = torch.nonzero(grad.sum(dim=1) > 0).flatten()
     cols = torch.nonzero(grad.sum(dim=0) > 0).flatten()
     if len(rows) == 0:
-        raise ValueError("the centre output has zero gradient for every trial input (a ReLU at "
-                         "the output switched off?); use more trials or measure before that ReLU")
+        raise ValueError(
+            "the centre output has zero gradient for every trial input (a ReLU at "
+            "the output switched off?); use more trials or measure before that ReLU"
+        )
     H, W = grad.shape
     if rows[0] == 0 or cols[0] == 0 or rows[-1] == H - 1 or cols[-1] == W - 1:
-        raise ValueError(f"input_size {(H, W)} is too small: the receptive field reaches the "
-                         "border; use a larger input")
+        raise ValueError(
+            f"input_size {(H, W)} is too small: the receptive field reaches the "
+            "border; use a larger input"
+        )
     return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)

@@ -28,8 +28,9 @@ __all__ = ["make_upsampler", "phase_pattern", "train_upsampler"]
 KINDS = ("transposed", "resize")
 
 
-def make_upsampler(kind: str, stages: int = 3, width: int = 16, channels: int = 1,
-                   kernel_size: int = 3) -> nn.Sequential:
+def make_upsampler(
+    kind: str, stages: int = 3, width: int = 16, channels: int = 1, kernel_size: int = 3
+) -> nn.Sequential:
     """A small upsampler ``[N, channels, h, w] -> [N, channels, h * 2**stages, w * 2**stages]``.
 
     ``kind``: ``"transposed"`` or ``"resize"`` (see the module docstring); ``width`` hidden
@@ -47,19 +48,31 @@ def make_upsampler(kind: str, stages: int = 3, width: int = 16, channels: int = 
             # padding and output_padding chosen so that each stage exactly doubles the size
             pad = (kernel_size - 1) // 2
             out_pad = 2 + 2 * pad - kernel_size
-            layers.append(nn.ConvTranspose2d(width, width, kernel_size, stride=2, padding=pad,
-                                             output_padding=out_pad))
+            layers.append(
+                nn.ConvTranspose2d(
+                    width, width, kernel_size, stride=2, padding=pad, output_padding=out_pad
+                )
+            )
         else:
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
-                       nn.Conv2d(width, width, 3, padding=1)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(width, width, 3, padding=1),
+            ]
         layers.append(nn.ReLU())
     layers.append(nn.Conv2d(width, channels, 3, padding=1))
     return nn.Sequential(*layers)
 
 
-def train_upsampler(model: nn.Module, low: torch.Tensor, high: torch.Tensor, steps: int,
-                    lr: float = 3e-3, batch_size: int = 16,
-                    generator: torch.Generator | None = None, progress: bool = True) -> list[float]:
+def train_upsampler(
+    model: nn.Module,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    steps: int,
+    lr: float = 3e-3,
+    batch_size: int = 16,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> list[float]:
     """Fit ``model(low) ~ high`` with Adam on the mean squared error; return the loss per step.
 
     ``low`` ``[N, C, h, w]`` and ``high`` ``[N, C, H, W]`` on the model's device; minibatches are
@@ -68,8 +81,10 @@ def train_upsampler(model: nn.Module, low: torch.Tensor, high: torch.Tensor, ste
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     if low.dim() != 4 or high.dim() != 4 or len(low) != len(high):
-        raise ValueError(f"low and high must be [N, C, h, w] and [N, C, H, W] with the same N, "
-                         f"got {tuple(low.shape)} and {tuple(high.shape)}")
+        raise ValueError(
+            f"low and high must be [N, C, h, w] and [N, C, H, W] with the same N, "
+            f"got {tuple(low.shape)} and {tuple(high.shape)}"
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     losses = []
@@ -97,7 +112,7 @@ def phase_pattern(x: torch.Tensor, period: int, margin: int = 0) -> torch.Tensor
         raise ValueError(f"x must be [..., H, W], got {tuple(x.shape)}")
     H, W = x.shape[-2:]
     if margin:
-        x = x[..., margin:H - margin, margin:W - margin]
+        x = x[..., margin : H - margin, margin : W - margin]
         # keep the phases aligned with the uncropped image
         shift = margin % period
         x = torch.roll(x, shifts=(shift, shift), dims=(-2, -1))

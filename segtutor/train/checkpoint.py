@@ -41,13 +41,18 @@ def rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
-        "python": {"version": int(py_version),
-                   "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss": py_gauss},
-        "numpy": {"name": str(np_name),
-                  "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_has_gauss),
-                  "gauss": float(np_gauss)},
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -60,16 +65,30 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     nps = state["numpy"]
-    np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
-                         nps["has_gauss"], nps["gauss"]))
+    np.random.set_state(
+        (
+            nps["name"],
+            nps["keys"].numpy().astype(np.uint32),
+            nps["pos"],
+            nps["has_gauss"],
+            nps["gauss"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    scaler: Any = None, epoch: int = 0, **extra: Any) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    epoch: int = 0,
+    **extra: Any,
+) -> Path:
     """Write model, optimizer, scheduler, scaler, epoch, RNG states and ``extra`` atomically.
 
     ``extra`` values must be tensors or plain Python types (they are loaded with weights_only).
@@ -91,8 +110,9 @@ class CheckpointError(ValueError):
     holding objects that ``weights_only=True`` refuses. The message names the file."""
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
-                    ) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no code runs while loading).
 
     Raises:
@@ -115,15 +135,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
             f"is not a checkpoint saved by torch.save ({type(err).__name__}: {reason})"
         ) from err
     if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not the "
-                              "dictionary of tensors a checkpoint is")
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(state).__name__}, not the "
+            "dictionary of tensors a checkpoint is"
+        )
     return state
 
 
-def restore(path: str | os.PathLike, *, model: torch.nn.Module,
-            optimizer: torch.optim.Optimizer, scheduler: Any = None, scaler: Any = None,
-            map_location: str | torch.device | None = "cpu",
-            weights_only_model: bool = False) -> dict[str, Any]:
+def restore(
+    path: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any = None,
+    scaler: Any = None,
+    map_location: str | torch.device | None = "cpu",
+    weights_only_model: bool = False,
+) -> dict[str, Any]:
     """Load a checkpoint of :func:`save_checkpoint` into a model, and (unless
     ``weights_only_model``) its optimizer, scheduler, scaler and the RNG states, so that a run
     continues exactly; returns the whole checkpoint (its ``epoch`` and extra entries).
@@ -136,14 +164,16 @@ def restore(path: str | os.PathLike, *, model: torch.nn.Module,
     state = load_checkpoint(path, map_location=map_location)
     missing = [k for k in ("model", "epoch", "rng") if k not in state]
     if missing and not (weights_only_model and "model" in state):
-        raise CheckpointError(f"{path} is not a Trainer checkpoint: it has no "
-                              f"{', '.join(map(repr, missing))} entry")
+        raise CheckpointError(
+            f"{path} is not a Trainer checkpoint: it has no {', '.join(map(repr, missing))} entry"
+        )
     try:
         unwrap(model).load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} holds the weights of another model: "
-                              f"{first}") from None
+        raise CheckpointError(
+            f"checkpoint {path} holds the weights of another model: {first}"
+        ) from None
     if weights_only_model:
         return state
     asked = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
@@ -155,18 +185,22 @@ def restore(path: str | os.PathLike, *, model: torch.nn.Module,
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
     except (ValueError, KeyError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path} does not fit this trainer's optimizer, "
-                              f"scheduler or scaler: {err}") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this trainer's optimizer, scheduler or scaler: {err}"
+        ) from None
     saved = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     if state.get("optimizer") is not None and any(
-            not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) for a, b in zip(asked, saved)):
+        not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) for a, b in zip(asked, saved)
+    ):
         warnings.warn(
             f"resuming from {path}: the optimizer was built with learning rate "
             f"{asked[0]:g}, the checkpoint's run used {saved[0]:g}; the checkpoint's is kept "
             f"(now {optimizer.param_groups[0]['lr']:g}) so that the run continues exactly. To "
             "train these weights with a new learning rate, load them with load_checkpoint(path, "
             "weights_only_model=True) and call fit() without resume.",
-            UserWarning, stacklevel=3)
+            UserWarning,
+            stacklevel=3,
+        )
     set_rng_state(_to_cpu(state["rng"]))
     return state
 

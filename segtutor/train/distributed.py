@@ -31,8 +31,11 @@ class DistInfo:
     def current(cls) -> DistInfo:
         """The running process group's view, or a single process when none is initialised."""
         if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(),
-                       int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+            return cls(
+                dist.get_rank(),
+                dist.get_world_size(),
+                int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+            )
         return cls()
 
     @property
@@ -54,7 +57,9 @@ def init_distributed(backend: str | None = None) -> tuple[DistInfo, torch.device
         return DistInfo(), config.device()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and os.environ.get("SEGTUTOR_DEVICE", "cuda").startswith("cuda")
+    cuda = torch.cuda.is_available() and os.environ.get("SEGTUTOR_DEVICE", "cuda").startswith(
+        "cuda"
+    )
     if cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -77,18 +82,36 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                       num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+def distributed_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
     """A DataLoader over this rank's shard (``DistributedSampler``); ``batch_size`` is per rank.
 
     With N ranks the effective batch is ``N * batch_size``. The sampler pads the shards to equal
     length by repeating a few samples when ``len(dataset)`` is not divisible by N.
     """
     info = DistInfo.current()
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=shuffle, seed=seed, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available())
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def set_epoch(loader: object, epoch: int) -> None:

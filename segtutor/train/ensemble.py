@@ -28,22 +28,28 @@ class SnapshotEnsemble(nn.Module):
     negative log-likelihood of the averaged distribution).
     """
 
-    def __init__(self, members: Sequence[nn.Module],
-                 weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, members: Sequence[nn.Module], weights: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         if len(members) == 0:
             raise ValueError("a SnapshotEnsemble needs at least one member")
         self.members = nn.ModuleList(members)
-        w = (torch.ones(len(members)) if weights is None
-             else torch.as_tensor(weights, dtype=torch.float32))
+        w = (
+            torch.ones(len(members))
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float32)
+        )
         if w.shape != (len(members),) or (w < 0).any() or w.sum() <= 0:
             raise ValueError("weights must be one non-negative number per member, not all zero")
         self.register_buffer("weights", w / w.sum())
 
     @classmethod
-    def from_state_dicts(cls, build: Callable[[], nn.Module],
-                         states: Sequence[Mapping[str, torch.Tensor] | str | Path]
-                         ) -> SnapshotEnsemble:
+    def from_state_dicts(
+        cls,
+        build: Callable[[], nn.Module],
+        states: Sequence[Mapping[str, torch.Tensor] | str | Path],
+    ) -> SnapshotEnsemble:
         """Members built by ``build()`` and loaded from state dicts or checkpoint files
         (files are read with ``weights_only=True``; a checkpoint's ``"model"`` entry is used)."""
         members = []

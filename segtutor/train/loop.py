@@ -33,15 +33,24 @@ from segtutor.models.outputs import main_output
 from segtutor.progress import bar, enabled
 from segtutor.train import distributed as dist_utils
 
-__all__ = ["NonFiniteLossError", "amp_context", "amp_dtype", "check_shapes", "evaluate",
-           "predict", "predict_labels", "progress_bar", "to_device", "train_one_epoch",
-           "train_step"]
+__all__ = [
+    "NonFiniteLossError",
+    "amp_context",
+    "amp_dtype",
+    "check_shapes",
+    "evaluate",
+    "predict",
+    "predict_labels",
+    "progress_bar",
+    "to_device",
+    "train_one_epoch",
+    "train_step",
+]
 
 Criterion = Callable[[Any, Tensor], Tensor]
 
 #: the metrics :func:`evaluate` reports from the confusion matrix
-CM_METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_iou", "frequency_weighted_iou",
-              "dice")
+CM_METRICS = ("pixel_accuracy", "mean_pixel_accuracy", "mean_iou", "frequency_weighted_iou", "dice")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,8 +68,9 @@ def progress_bar(iterable: Iterable[Any], progress: bool, **kwargs: Any) -> Iter
     return bar(iterable, show=progress, **kwargs) if progress else iterable
 
 
-def to_device(batch: Any, device: torch.device, channels_last: bool = False
-              ) -> tuple[Tensor, Tensor | None]:
+def to_device(
+    batch: Any, device: torch.device, channels_last: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """``(images, masks)``, images alone, or ``{"image", "mask"}`` -> tensors on ``device``.
 
     Images ``[B, C, H, W]`` (NHWC in memory with ``channels_last``), masks ``[B, H, W]`` or None.
@@ -72,8 +82,9 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False
     elif isinstance(batch, (tuple, list)) and len(batch) >= 1:
         x, y = batch[0], (batch[1] if len(batch) > 1 else None)
     else:
-        raise TypeError("a batch must be (images, masks), images alone or a dict; "
-                        f"got {type(batch).__name__}")
+        raise TypeError(
+            f"a batch must be (images, masks), images alone or a dict; got {type(batch).__name__}"
+        )
     # from pinned host memory a non-blocking copy overlaps with compute on CUDA
     non_blocking = device.type == "cuda"
     x = x.to(device, non_blocking=non_blocking)
@@ -84,8 +95,9 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False
     return x, y
 
 
-def amp_context(device: torch.device, dtype: torch.dtype | None
-                ) -> contextlib.AbstractContextManager:
+def amp_context(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is None."""
     if dtype is None:
         return contextlib.nullcontext()
@@ -108,16 +120,26 @@ def amp_dtype(amp: str | bool | None, device: torch.device | str) -> torch.dtype
         return torch.bfloat16
     if amp == "fp16":
         if not cuda:
-            raise ValueError("amp='fp16' needs a CUDA device (GradScaler); use 'bf16' or False "
-                             "on CPU")
+            raise ValueError(
+                "amp='fp16' needs a CUDA device (GradScaler); use 'bf16' or False on CPU"
+            )
         return torch.float16
     raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or False, got {amp!r}")
 
 
-def train_step(model: nn.Module, criterion: Criterion, optimizer: torch.optim.Optimizer,
-               batch: Any, device: torch.device, *, scheduler: Any = None,
-               scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
-               grad_clip: float | None = None, channels_last: bool = False) -> Tensor:
+def train_step(
+    model: nn.Module,
+    criterion: Criterion,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    device: torch.device,
+    *,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    grad_clip: float | None = None,
+    channels_last: bool = False,
+) -> Tensor:
     """One optimisation step on ``batch``; returns the detached loss (a tensor: no host sync).
 
     ``scheduler`` (if given) is stepped after the optimizer: a per-step schedule. ``scaler``: a
@@ -154,16 +176,28 @@ def _finite(step: int, loss: Tensor, epoch: int) -> float:
     if not math.isfinite(value):
         raise NonFiniteLossError(
             f"loss is {value} at epoch {epoch}, step {step} of the epoch; lower the learning "
-            "rate, check the inputs for NaN/inf, or clip gradients")
+            "rate, check the inputs for NaN/inf, or clip gradients"
+        )
     return value
 
 
-def train_one_epoch(model: nn.Module, criterion: Criterion, optimizer: torch.optim.Optimizer,
-                    loader: Iterable[Any], device: torch.device | str, *, epoch: int = 1,
-                    scheduler: Any = None, scaler: torch.amp.GradScaler | None = None,
-                    amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
-                    channels_last: bool = False, progress: bool = False, log_every: int = 10,
-                    on_step: Callable[[Tensor], None] | None = None) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    criterion: Criterion,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable[Any],
+    device: torch.device | str,
+    *,
+    epoch: int = 1,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    grad_clip: float | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+    log_every: int = 10,
+    on_step: Callable[[Tensor], None] | None = None,
+) -> float:
     """One pass over ``loader`` with :func:`train_step`; returns the mean loss over its batches.
 
     Args:
@@ -186,9 +220,18 @@ def train_one_epoch(model: nn.Module, criterion: Criterion, optimizer: torch.opt
     total, count = 0.0, 0
     pending: tuple[int, Tensor] | None = None
     for i, batch in enumerate(steps):
-        loss = train_step(model, criterion, optimizer, batch, device, scheduler=scheduler,
-                          scaler=scaler, amp_dtype=amp_dtype, grad_clip=grad_clip,
-                          channels_last=channels_last)
+        loss = train_step(
+            model,
+            criterion,
+            optimizer,
+            batch,
+            device,
+            scheduler=scheduler,
+            scaler=scaler,
+            amp_dtype=amp_dtype,
+            grad_clip=grad_clip,
+            channels_last=channels_last,
+        )
         # the previous step's loss is read now: its kernels have finished, so reading it does
         # not stall the GPU queue, and the error still names the step where it happened
         if pending is not None:
@@ -198,8 +241,9 @@ def train_one_epoch(model: nn.Module, criterion: Criterion, optimizer: torch.opt
         if on_step is not None:
             on_step(loss)
         if show and (i + 1) % log_every == 0:
-            steps.set_postfix(loss=f"{float(loss):.4f}",
-                              lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            steps.set_postfix(
+                loss=f"{float(loss):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
+            )
     if pending is not None:
         total += _finite(*pending, epoch)
         count += 1
@@ -214,15 +258,18 @@ def check_shapes(logits: Tensor, target: Tensor, num_classes: int) -> None:
     (or the logits' shape), multi-class logits ``[B, C, H, W]`` with long masks ``[B, H, W]``."""
     lg, tg = tuple(logits.shape), tuple(target.shape)
     if num_classes == 1:
-        ok = (len(lg) == 4 and lg[1] == 1 and (tg == lg[:1] + lg[2:] or tg == lg)) or \
-             (len(lg) == 3 and tg == lg)
+        ok = (len(lg) == 4 and lg[1] == 1 and (tg == lg[:1] + lg[2:] or tg == lg)) or (
+            len(lg) == 3 and tg == lg
+        )
         want = "logits [B, 1, H, W] (or [B, H, W]) with masks [B, H, W]"
     else:
         ok = len(lg) == 4 and lg[1] == num_classes and tg == lg[:1] + lg[2:]
         want = f"logits [B, {num_classes}, H, W] with masks [B, H, W]"
     if not ok:
-        raise ValueError(f"model output {lg} does not match target {tg}: expected {want} "
-                         f"(num_classes={num_classes})")
+        raise ValueError(
+            f"model output {lg} does not match target {tg}: expected {want} "
+            f"(num_classes={num_classes})"
+        )
     if num_classes > 1 and target.dtype != torch.long:
         raise TypeError(f"multi-class masks must be int64 (torch.long), got {target.dtype}")
 
@@ -239,10 +286,19 @@ def predict_labels(logits: Tensor, num_classes: int, threshold: float = 0.0) -> 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[Any], criterion: Criterion | None,
-             num_classes: int, device: torch.device | str, *, threshold: float = 0.0,
-             ignore_index: int = 255, amp_dtype: torch.dtype | None = None,
-             channels_last: bool = False, progress: bool = False) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    criterion: Criterion | None,
+    num_classes: int,
+    device: torch.device | str,
+    *,
+    threshold: float = 0.0,
+    ignore_index: int = 255,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> dict[str, float]:
     """Loss and segmentation metrics of ``model`` (in eval mode) over ``loader``.
 
     Returns ``{"loss", "pixel_accuracy", "mean_pixel_accuracy", "mean_iou",
@@ -281,8 +337,11 @@ def evaluate(model: nn.Module, loader: Iterable[Any], criterion: Criterion | Non
         raise ValueError("the evaluation loader produced no batches")
     cm.all_reduce()
     metrics = cm.compute()
-    out = {} if criterion is None else {
-        "loss": dist_utils.reduce_mean(float(loss_sum), n_batches, device)}
+    out = (
+        {}
+        if criterion is None
+        else {"loss": dist_utils.reduce_mean(float(loss_sum), n_batches, device)}
+    )
     out.update({key: float(metrics[key]) for key in CM_METRICS if key in metrics})
     if binary:
         out["tgs_map"] = dist_utils.reduce_mean(tgs_sum, n_images, device)
@@ -290,9 +349,16 @@ def evaluate(model: nn.Module, loader: Iterable[Any], criterion: Criterion | Non
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable[Any], device: torch.device | str, *,
-            activation: str | None = None, amp_dtype: torch.dtype | None = None,
-            channels_last: bool = False, progress: bool = False) -> Tensor:
+def predict(
+    model: nn.Module,
+    loader: Iterable[Any],
+    device: torch.device | str,
+    *,
+    activation: str | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> Tensor:
     """The main logits ``[N, C, H, W]`` of ``model`` (in eval mode) on the CPU, for every image
     of ``loader`` in loader order; ``activation="sigmoid"``/``"softmax"`` gives probabilities."""
     if activation not in (None, "sigmoid", "softmax"):

@@ -46,8 +46,9 @@ def step_lr(optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> sched.S
     return sched.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
-def poly_lr(optimizer: Optimizer, total_steps: int, power: float = 0.9, min_lr: float = 0.0
-            ) -> sched.LambdaLR:
+def poly_lr(
+    optimizer: Optimizer, total_steps: int, power: float = 0.9, min_lr: float = 0.0
+) -> sched.LambdaLR:
     """``lr_t = (lr_0 - min_lr) * (1 - t / total_steps) ** power + min_lr``; ``min_lr`` after the end."""
     _positive_int(total_steps, "total_steps")
     if power <= 0:
@@ -60,29 +61,50 @@ def poly_lr(optimizer: Optimizer, total_steps: int, power: float = 0.9, min_lr: 
     return sched.LambdaLR(optimizer, [factor_for(g["lr"]) for g in optimizer.param_groups])
 
 
-def one_cycle(optimizer: Optimizer, max_lr: float, total_steps: int, pct_start: float = 0.3,
-              div_factor: float = 25.0, final_div_factor: float = 1e4) -> sched.OneCycleLR:
+def one_cycle(
+    optimizer: Optimizer,
+    max_lr: float,
+    total_steps: int,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> sched.OneCycleLR:
     """Start at ``max_lr / div_factor``, rise (cosine) to ``max_lr`` over ``pct_start`` of the steps,
     then fall (cosine) to ``max_lr / div_factor / final_div_factor``. Momentum moves the other way."""
     _positive_int(total_steps, "total_steps")
-    return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
-                            div_factor=div_factor, final_div_factor=final_div_factor)
+    return sched.OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+    )
 
 
-def cosine_warm_restarts(optimizer: Optimizer, cycle_steps: int, cycle_mult: int = 1,
-                         min_lr: float = 0.0) -> sched.CosineAnnealingWarmRestarts:
+def cosine_warm_restarts(
+    optimizer: Optimizer, cycle_steps: int, cycle_mult: int = 1, min_lr: float = 0.0
+) -> sched.CosineAnnealingWarmRestarts:
     """SGDR: cosine from the optimizer's LR down to ``min_lr`` over ``cycle_steps``, then restart;
     each cycle is ``cycle_mult`` times longer than the one before."""
     _positive_int(cycle_steps, "cycle_steps")
     _positive_int(cycle_mult, "cycle_mult")
-    return sched.CosineAnnealingWarmRestarts(optimizer, T_0=cycle_steps, T_mult=cycle_mult,
-                                             eta_min=min_lr)
+    return sched.CosineAnnealingWarmRestarts(
+        optimizer, T_0=cycle_steps, T_mult=cycle_mult, eta_min=min_lr
+    )
 
 
-def fit_cosine(model: torch.nn.Module, criterion: Callable[..., torch.Tensor],
-               train_loader: Iterable[Any], val_loader: Iterable[Any] | None = None, *,
-               epochs: int, lr: float = 3e-3, weight_decay: float = 1e-4, **options: Any
-               ) -> tuple[Trainer, list[dict[str, float]]]:
+def fit_cosine(
+    model: torch.nn.Module,
+    criterion: Callable[..., torch.Tensor],
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any] | None = None,
+    *,
+    epochs: int,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    **options: Any,
+) -> tuple[Trainer, list[dict[str, float]]]:
     """Train ``model`` for ``epochs`` epochs with AdamW and a cosine learning rate that falls from
     ``lr`` to 0 over the whole run, stepped after every batch (no warm-up, no restart): the short
     from-scratch recipe the architecture chapters share.
@@ -94,13 +116,22 @@ def fit_cosine(model: torch.nn.Module, criterion: Callable[..., torch.Tensor],
     _positive_int(epochs, "epochs")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = sched.CosineAnnealingLR(optimizer, T_max=epochs * len(train_loader))
-    trainer = Trainer(model, criterion, optimizer, train_loader, val_loader, scheduler=scheduler,
-                      scheduler_interval="step", **options)
+    trainer = Trainer(
+        model,
+        criterion,
+        optimizer,
+        train_loader,
+        val_loader,
+        scheduler=scheduler,
+        scheduler_interval="step",
+        **options,
+    )
     return trainer, trainer.fit(epochs)
 
 
-def cycle_ends(cycle_len: int, cycle_mult: int = 1, total: int | None = None,
-               cycles: int | None = None) -> list[int]:
+def cycle_ends(
+    cycle_len: int, cycle_mult: int = 1, total: int | None = None, cycles: int | None = None
+) -> list[int]:
     """Where cosine cycles end, counted in the scheduler's unit (1-based: after that many units).
 
     ``cycle_ends(2, 2, total=14) == [2, 6, 14]``. Give ``total`` (ends up to it) or ``cycles``.
@@ -118,8 +149,9 @@ def cycle_ends(cycle_len: int, cycle_mult: int = 1, total: int | None = None,
         length *= cycle_mult
 
 
-def lr_sequence(make_scheduler: Callable[[Optimizer], Any], steps: int, lr: float = 0.1
-                ) -> list[float]:
+def lr_sequence(
+    make_scheduler: Callable[[Optimizer], Any], steps: int, lr: float = 0.1
+) -> list[float]:
     """The learning rates a scheduler produces over ``steps`` steps (for plots and tests).
 
     ``make_scheduler`` receives a throw-away SGD optimizer whose LR is ``lr``.
@@ -146,8 +178,13 @@ class SnapshotSaver(Callback):
     most recent ``last`` snapshots.
     """
 
-    def __init__(self, cycle_epochs: int, cycle_mult: int = 1, directory: str | Path | None = None,
-                 last: int | None = None) -> None:
+    def __init__(
+        self,
+        cycle_epochs: int,
+        cycle_mult: int = 1,
+        directory: str | Path | None = None,
+        last: int | None = None,
+    ) -> None:
         self.cycle_epochs = _positive_int(cycle_epochs, "cycle_epochs")
         self.cycle_mult = _positive_int(cycle_mult, "cycle_mult")
         self.directory = Path(directory) if directory is not None else None
@@ -160,13 +197,16 @@ class SnapshotSaver(Callback):
         epoch = int(row["epoch"])
         if epoch not in cycle_ends(self.cycle_epochs, self.cycle_mult, total=epoch):
             return
-        state = {k: v.detach().cpu().clone() for k, v in unwrap(trainer.module).state_dict().items()}
+        state = {
+            k: v.detach().cpu().clone() for k, v in unwrap(trainer.module).state_dict().items()
+        }
         self.snapshots.append(state)
         self.epochs.append(epoch)
         if self.directory is not None and trainer.is_main:
             path = self.directory / f"snapshot_{len(self.epochs)}.pt"
-            atomic_save({"model": state, "epoch": epoch, **{k: float(v) for k, v in row.items()}},
-                        path)
+            atomic_save(
+                {"model": state, "epoch": epoch, **{k: float(v) for k, v in row.items()}}, path
+            )
             self.paths.append(path)
         if self.last is not None and len(self.snapshots) > self.last:
             self.snapshots.pop(0)
@@ -196,8 +236,9 @@ class LRRangeResult:
         lrs, losses = self.lrs[skip_start:], self.losses[skip_start:]
         ax.plot(self.lrs, self.raw_losses, color="0.8", lw=0.8, label="loss per step")
         ax.plot(lrs, losses, color="C0", label="smoothed loss")
-        ax.axvline(self.suggested_lr, color="C3", ls="--",
-                   label=f"suggested lr {self.suggested_lr:.1e}")
+        ax.axvline(
+            self.suggested_lr, color="C3", ls="--", label=f"suggested lr {self.suggested_lr:.1e}"
+        )
         ax.set_xscale("log")
         finite = [v for v in losses if math.isfinite(v)]
         if finite:
@@ -222,9 +263,15 @@ def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
             raise ValueError("the loader produced no batches")
 
 
-def lr_range_test(trainer: Trainer, start_lr: float = 1e-6, end_lr: float = 1.0,
-                  num_steps: int = 100, beta: float = 0.9, diverge: float = 4.0,
-                  loader: Iterable[Any] | None = None) -> LRRangeResult:
+def lr_range_test(
+    trainer: Trainer,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    num_steps: int = 100,
+    beta: float = 0.9,
+    diverge: float = 4.0,
+    loader: Iterable[Any] | None = None,
+) -> LRRangeResult:
     """Smith's LR range test with the trainer's own model, loss and optimizer.
 
     The learning rate grows geometrically from ``start_lr`` to ``end_lr`` over ``num_steps``
@@ -291,7 +338,9 @@ def _steepest(lrs: list[float], losses: list[float]) -> float:
     start = min(len(lrs) // 10, max(end - 2, 0))
     if end - start < 2:
         return lrs[end] / 10
-    slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
-              for i in range(start, end)]
+    slopes = [
+        (losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
+        for i in range(start, end)
+    ]
     k = min(range(len(slopes)), key=lambda j: slopes[j])
     return lrs[start + k]

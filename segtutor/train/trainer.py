@@ -92,23 +92,43 @@ class Trainer:
     #: the outputs a plain criterion is wrapped to read (an instance has its criterion's)
     handled_outputs: tuple[str, ...] = WithAuxiliary.handled_outputs
 
-    def __init__(self, model: nn.Module, criterion: Callable[..., torch.Tensor],
-                 optimizer: torch.optim.Optimizer, train_loader: Iterable[Batch] | None,
-                 val_loader: Iterable[Batch] | None = None, *, num_classes: int,
-                 scheduler: Any = None, scheduler_interval: str = "epoch", logger: Any = None,
-                 device: torch.device | str | None = None,
-                 aux_criterion: Callable[..., torch.Tensor] | None = None,
-                 aux_weight: float | None = None,
-                 amp: str | bool = "auto", channels_last: str | bool = "auto",
-                 compile: bool = False, grad_clip: float | None = None,
-                 monitor: str | None = None, mode: str | None = None,
-                 early_stopping: int | None = None, min_delta: float = 0.0,
-                 checkpoint_dir: str | Path | None = None, save_best: bool = True,
-                 callbacks: Sequence[Callback] = (), progress: bool = True, verbose: bool = True,
-                 log_every: int = 10, log_images: bool = True, log_histograms: bool = False,
-                 threshold: float = 0.0, ignore_index: int = 255) -> None:
-        _check_arguments(model, criterion, optimizer, num_classes, scheduler_interval,
-                         early_stopping, log_every)
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: Callable[..., torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        train_loader: Iterable[Batch] | None,
+        val_loader: Iterable[Batch] | None = None,
+        *,
+        num_classes: int,
+        scheduler: Any = None,
+        scheduler_interval: str = "epoch",
+        logger: Any = None,
+        device: torch.device | str | None = None,
+        aux_criterion: Callable[..., torch.Tensor] | None = None,
+        aux_weight: float | None = None,
+        amp: str | bool = "auto",
+        channels_last: str | bool = "auto",
+        compile: bool = False,
+        grad_clip: float | None = None,
+        monitor: str | None = None,
+        mode: str | None = None,
+        early_stopping: int | None = None,
+        min_delta: float = 0.0,
+        checkpoint_dir: str | Path | None = None,
+        save_best: bool = True,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+        verbose: bool = True,
+        log_every: int = 10,
+        log_images: bool = True,
+        log_histograms: bool = False,
+        threshold: float = 0.0,
+        ignore_index: int = 255,
+    ) -> None:
+        _check_arguments(
+            model, criterion, optimizer, num_classes, scheduler_interval, early_stopping, log_every
+        )
         self.device = torch.device(device) if device is not None else config.device()
         self.num_classes = num_classes
         self.binary = num_classes == 1
@@ -159,8 +179,8 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.save_best = save_best
 
-        self.epoch = 0            # epochs completed
-        self.global_step = 0      # optimisation steps completed
+        self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimisation steps completed
         self.history: list[dict[str, float]] = []
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -171,9 +191,13 @@ class Trainer:
     # ------------------------------------------------------------------ set-up helpers
     def _step_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`segtutor.train.loop.train_step` for this trainer."""
-        return {"scheduler": self.scheduler if self.scheduler_interval == "step" else None,
-                "scaler": self.scaler, "amp_dtype": self.amp_dtype, "grad_clip": self.grad_clip,
-                "channels_last": self.channels_last}
+        return {
+            "scheduler": self.scheduler if self.scheduler_interval == "step" else None,
+            "scaler": self.scaler,
+            "amp_dtype": self.amp_dtype,
+            "grad_clip": self.grad_clip,
+            "channels_last": self.channels_last,
+        }
 
     # ------------------------------------------------------------------ the loss
     @property
@@ -222,8 +246,7 @@ class Trainer:
                 target = target[:, 0]
         return self.criterion(output, target)
 
-    def compute_loss(self, output: Any, target: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, output: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, main logits)`` of a model output (see :meth:`loss`)."""
         return self.loss(output, target), main_output(output)
 
@@ -235,8 +258,9 @@ class Trainer:
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One optimisation step (:func:`segtutor.train.loop.train_step`); returns the detached
         loss (a tensor, no host sync)."""
-        loss = loop.train_step(self.model, self.loss, self.optimizer, batch, self.device,
-                               **self._step_options())
+        loss = loop.train_step(
+            self.model, self.loss, self.optimizer, batch, self.device, **self._step_options()
+        )
         self.global_step += 1
         return loss
 
@@ -253,10 +277,18 @@ class Trainer:
         returns {"train_loss": mean over batches}."""
         if self.train_loader is None:
             raise ValueError("this Trainer has no train_loader")
-        mean = loop.train_one_epoch(self.model, self.loss, self.optimizer, self.train_loader,
-                                    self.device, epoch=epoch, progress=self.progress,
-                                    log_every=self.log_every, on_step=self._after_step,
-                                    **self._step_options())
+        mean = loop.train_one_epoch(
+            self.model,
+            self.loss,
+            self.optimizer,
+            self.train_loader,
+            self.device,
+            epoch=epoch,
+            progress=self.progress,
+            log_every=self.log_every,
+            on_step=self._after_step,
+            **self._step_options(),
+        )
         return {"train_loss": mean}
 
     def evaluate(self, loader: Iterable[Batch] | None = None, prefix: str = "") -> dict[str, float]:
@@ -271,23 +303,38 @@ class Trainer:
         loader = self.val_loader if loader is None else loader
         if loader is None:
             raise ValueError("evaluate() needs a loader (no val_loader was given)")
-        scores = loop.evaluate(self.model, loader, self.loss, self.num_classes, self.device,
-                               threshold=self.threshold, ignore_index=self.ignore_index,
-                               amp_dtype=self.amp_dtype, channels_last=self.channels_last,
-                               progress=self.progress)
+        scores = loop.evaluate(
+            self.model,
+            loader,
+            self.loss,
+            self.num_classes,
+            self.device,
+            threshold=self.threshold,
+            ignore_index=self.ignore_index,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+            progress=self.progress,
+        )
         return {prefix + k: v for k, v in scores.items()}
 
     def predict(self, loader: Iterable[Batch], activation: str | None = None) -> torch.Tensor:
         """Logits ``[N, C, H, W]`` on the CPU for every image of ``loader`` (in loader order);
         ``activation="sigmoid"``/``"softmax"``: probabilities (:func:`segtutor.train.loop.predict`).
         """
-        return loop.predict(self.model, loader, self.device, activation=activation,
-                            amp_dtype=self.amp_dtype, channels_last=self.channels_last,
-                            progress=self.progress)
+        return loop.predict(
+            self.model,
+            loader,
+            self.device,
+            activation=activation,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+            progress=self.progress,
+        )
 
     @torch.no_grad()
-    def _forward_eval(self, batch: Batch, limit: int | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _forward_eval(
+        self, batch: Batch, limit: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(images, main logits in float32, masks)`` of the first ``limit`` items of a batch,
         the model in eval mode."""
         x, y = loop.to_device(batch, self.device, self.channels_last)
@@ -316,18 +363,18 @@ class Trainer:
             t0 = time.perf_counter()
             lr = self.lr
             row: dict[str, float] = {"epoch": epoch}
-            row.update(self.train_epoch(epoch))                             # train
+            row.update(self.train_epoch(epoch))  # train
             if self.val_loader is not None:
-                row.update(self.evaluate(self.val_loader, prefix="val_"))   # validate
+                row.update(self.evaluate(self.val_loader, prefix="val_"))  # validate
             row["lr"] = lr
             row["time"] = time.perf_counter() - t0
             self.epoch = epoch
             self.history.append(row)
-            self._print(row, epochs)                                        # print
-            self._plot(row)                                                 # plot
-            improved = self._update_best(row)                               # update
+            self._print(row, epochs)  # print
+            self._plot(row)  # plot
+            improved = self._update_best(row)  # update
             self._update_schedule(row)
-            self._save(improved)                                            # save (after the
+            self._save(improved)  # save (after the
             # update, so that a resumed run starts from the state the next epoch would see)
             for cb in self.callbacks:
                 cb.on_epoch_end(self, row)
@@ -360,8 +407,9 @@ class Trainer:
         if self.logger is None:
             return
         epoch = int(row["epoch"])
-        self.logger.log_scalars({k: v for k, v in row.items() if k not in ("epoch",)},
-                                step=epoch, prefix="epoch/")
+        self.logger.log_scalars(
+            {k: v for k, v in row.items() if k not in ("epoch",)}, step=epoch, prefix="epoch/"
+        )
         if self.log_histograms:
             for name, p in self.module.named_parameters():
                 self.logger.log_histogram(f"weights/{name}", p.detach().float().cpu(), epoch)
@@ -370,9 +418,16 @@ class Trainer:
             probs = None
             if self.binary:
                 probs = (logits[:, 0] if logits.ndim == 4 else logits).sigmoid()
-            log_prediction_images(self.logger, x, y, self.predict_labels(logits).cpu(), epoch,
-                                  2 if self.binary else self.num_classes, probs=probs,
-                                  ignore_index=self.ignore_index)
+            log_prediction_images(
+                self.logger,
+                x,
+                y,
+                self.predict_labels(logits).cpu(),
+                epoch,
+                2 if self.binary else self.num_classes,
+                probs=probs,
+                ignore_index=self.ignore_index,
+            )
 
     def _improved(self, value: float) -> bool:
         if self.best_value is None:
@@ -383,8 +438,9 @@ class Trainer:
 
     def _update_best(self, row: Mapping[str, float]) -> bool:
         if self.monitor not in row:
-            raise ValueError(f"monitor={self.monitor!r} is not in the epoch summary; "
-                             f"choose one of {sorted(row)}")
+            raise ValueError(
+                f"monitor={self.monitor!r} is not in the epoch summary; choose one of {sorted(row)}"
+            )
         value = float(row[self.monitor])
         if math.isfinite(value) and self._improved(value):
             self.best_value, self.best_epoch, self.bad_epochs = value, int(row["epoch"]), 0
@@ -393,9 +449,11 @@ class Trainer:
         if self.early_stopping is not None and self.bad_epochs >= self.early_stopping:
             self.stop_training = True
             if self.verbose and self.is_main:
-                tqdm.write(f"early stopping: {self.monitor} has not improved for "
-                           f"{self.bad_epochs} epochs (best {self.best_value:.4f} at epoch "
-                           f"{self.best_epoch})")
+                tqdm.write(
+                    f"early stopping: {self.monitor} has not improved for "
+                    f"{self.bad_epochs} epochs (best {self.best_value:.4f} at epoch "
+                    f"{self.best_epoch})"
+                )
         return False
 
     def _save(self, improved: bool) -> None:
@@ -433,9 +491,15 @@ class Trainer:
         """Atomically write everything needed to continue this run (rank 0 only)."""
         if not self.is_main:
             return Path(path)
-        return ckpt.save_checkpoint(path, model=self.module, optimizer=self.optimizer,
-                                    scheduler=self.scheduler, scaler=self.scaler,
-                                    epoch=self.epoch, **self.state_extra())
+        return ckpt.save_checkpoint(
+            path,
+            model=self.module,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            epoch=self.epoch,
+            **self.state_extra(),
+        )
 
     def load_checkpoint(self, path: str | Path, weights_only_model: bool = False) -> dict[str, Any]:
         """Restore a checkpoint written by :meth:`save_checkpoint` (every rank reads it).
@@ -448,9 +512,15 @@ class Trainer:
         Raises :class:`segtutor.train.checkpoint.CheckpointError` (a ValueError) naming the
         file when it is damaged, is not a checkpoint of this class, or holds another model.
         """
-        state = ckpt.restore(path, model=self.module, optimizer=self.optimizer,
-                             scheduler=self.scheduler, scaler=self.scaler,
-                             map_location=self.device, weights_only_model=weights_only_model)
+        state = ckpt.restore(
+            path,
+            model=self.module,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            map_location=self.device,
+            weights_only_model=weights_only_model,
+        )
         if weights_only_model:
             return state
         self.epoch = int(state["epoch"])
@@ -469,23 +539,33 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _check_arguments(model: Any, criterion: Any, optimizer: Any, num_classes: Any,
-                     scheduler_interval: Any, early_stopping: Any, log_every: Any) -> None:
+def _check_arguments(
+    model: Any,
+    criterion: Any,
+    optimizer: Any,
+    num_classes: Any,
+    scheduler_interval: Any,
+    early_stopping: Any,
+    log_every: Any,
+) -> None:
     """The Trainer's argument checks: TypeError/ValueError naming the argument."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not callable(criterion):
         raise TypeError("criterion must be callable: criterion(output, target) -> loss")
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
-                        f"{type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
     if not _positive_int(num_classes):
         raise ValueError(f"num_classes must be an int >= 1 (1 = binary), got {num_classes!r}")
     if scheduler_interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got "
-                         f"{scheduler_interval!r}")
+        raise ValueError(
+            f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+        )
     if early_stopping is not None and not _positive_int(early_stopping):
-        raise ValueError(f"early_stopping must be a positive int (patience) or None, got "
-                         f"{early_stopping!r}")
+        raise ValueError(
+            f"early_stopping must be a positive int (patience) or None, got {early_stopping!r}"
+        )
     if not _positive_int(log_every):
         raise ValueError(f"log_every must be a positive int, got {log_every!r}")

@@ -42,7 +42,9 @@ def _check_transforms(transforms: Sequence[str]) -> list[tuple[int, ...]]:
         )
     unknown = [t for t in transforms if t not in TRANSFORMS]
     if unknown:
-        raise ValueError(f"transforms: unknown name(s) {unknown}; expected names from {sorted(TRANSFORMS)}")
+        raise ValueError(
+            f"transforms: unknown name(s) {unknown}; expected names from {sorted(TRANSFORMS)}"
+        )
     return [TRANSFORMS[t] for t in transforms]
 
 
@@ -56,7 +58,9 @@ def _invert(y: Output, dims: tuple[int, ...]) -> Output:
         return _flip(y, dims) if y.dim() >= 3 else y
     if isinstance(y, Mapping):
         return {k: _invert(v, dims) for k, v in y.items()}
-    raise TypeError(f"the model returned {type(y).__name__}; expected a Tensor or a dict of Tensors")
+    raise TypeError(
+        f"the model returned {type(y).__name__}; expected a Tensor or a dict of Tensors"
+    )
 
 
 def _accumulate(total: Output | None, y: Output) -> Output:
