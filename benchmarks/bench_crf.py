@@ -101,7 +101,8 @@ def main() -> None:
     img, probs = make_input(args.size, args.classes)
     default_threads = torch.get_num_threads()
     print(
-        f"dense CRF, {args.size}x{args.size}, {args.classes} classes, {args.iterations} iterations, "
+        f"dense CRF, {args.size}x{args.size}, {args.classes} classes, "
+        f"{args.iterations} iterations, "
         f"median of {args.repeats} interleaved runs; torch {torch.__version__}, "
         f"default threads {default_threads}"
     )
@@ -195,7 +196,8 @@ def main() -> None:
         print("--quick: a smoke test; the figures say nothing about speed")
     elif tensor_dev != "cuda":
         print(
-            "no CUDA device: the GPU target (>= 10x faster than pydensecrf2 on the CPU) was not measured"
+            "no CUDA device: the GPU target (>= 10x faster than pydensecrf2 on the CPU) "
+            "was not measured"
         )
 
 

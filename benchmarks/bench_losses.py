@@ -110,7 +110,8 @@ def bench_lovasz(dev: torch.device, batch: int, size: int, repeats: int) -> floa
     print(f"  batched (one sort)      {t['batched'] * 1e3:9.1f} ms")
     print(f"  per-image Python loop   {t['loop'] * 1e3:9.1f} ms")
     print(
-        f"  speed-up                {ratio:9.1f}x   (target >= 5x: {'met' if ratio >= 5 else 'NOT met'})"
+        f"  speed-up                {ratio:9.1f}x   "
+        f"(target >= 5x: {'met' if ratio >= 5 else 'NOT met'})"
     )
     return ratio
 
@@ -137,7 +138,8 @@ def bench_tgs(dev: torch.device, n: int, repeats: int) -> tuple[float, float]:
     r_torch = t["torch_loop"] / t["vectorised"]
     r_numpy = t["numpy_loop"] / t["vectorised"]
     print(
-        f"tgs_map on {n} masks of 101x101 (mAP {values['vectorised']:.4f}) on {config.device_name(dev)}"
+        f"tgs_map on {n} masks of 101x101 (mAP {values['vectorised']:.4f}) "
+        f"on {config.device_name(dev)}"
     )
     print(f"  vectorised              {t['vectorised'] * 1e3:9.1f} ms")
     print(

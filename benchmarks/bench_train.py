@@ -272,7 +272,8 @@ def main() -> None:
     )
     h_us, t_us = bookkeeping_us(40, 2) if args.quick else bookkeeping_us()
     print(
-        f"loop bookkeeping, 1x1 conv on [8, 1, 8, 8]: hand {h_us:.0f} us/step, Trainer {t_us:.0f} us/step "
+        f"loop bookkeeping, 1x1 conv on [8, 1, 8, 8]: hand {h_us:.0f} us/step, "
+        f"Trainer {t_us:.0f} us/step "
         f"(+{t_us - h_us:.0f} us per step; a step of the U-Net above takes "
         f"{r['hand_s'] / (n // 8) * 1e3:.0f} ms)"
     )

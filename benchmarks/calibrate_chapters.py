@@ -8,8 +8,8 @@ spread (max - min), and the ratio mean / spread. The book's rule: a claim's marg
 twice its seed-to-seed spread. Paste the table into ``benchmarks/RESULTS.md`` with date and machine.
 
     python benchmarks/calibrate_chapters.py book/architectures/fcn.md book/training/losses.md
-    python benchmarks/calibrate_chapters.py --seeds 3 --all          # every chapter of _toc.yml
-    python benchmarks/calibrate_chapters.py --quick                   # a smoke run: one tiny chapter
+    python benchmarks/calibrate_chapters.py --seeds 3 --all   # every chapter of _toc.yml
+    python benchmarks/calibrate_chapters.py --quick            # a smoke run: one tiny chapter
 """
 
 from __future__ import annotations

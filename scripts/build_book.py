@@ -147,7 +147,8 @@ def build(quick: bool | None, out: Path = ROOT) -> int:
     write_claims(build_dir)
     if times:
         print(
-            "chapter execution times (cached chapters keep the time of their last run), slowest first:"
+            "chapter execution times (cached chapters keep the time of their last run), "
+            "slowest first:"
         )
         for name, seconds in times:
             print(f"  {seconds:7.1f} s  {name}")

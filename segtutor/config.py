@@ -106,7 +106,10 @@ def describe(work: str | None = None) -> str:
 
 
 def seed_offset() -> int:
-    """The ``SEGTUTOR_SEED_OFFSET`` environment variable (default 0); see :func:`seed_everything`."""
+    """The ``SEGTUTOR_SEED_OFFSET`` environment variable (default 0).
+
+    See :func:`seed_everything`.
+    """
     text = os.environ.get("SEGTUTOR_SEED_OFFSET", "0").strip() or "0"
     if not text.lstrip("-").isascii() or not text.lstrip("-").isdigit():
         raise ValueError(f"SEGTUTOR_SEED_OFFSET must be an integer, got {text!r}")

@@ -25,7 +25,8 @@ Kernel normalisation. The kernel matrix is normalised symmetrically,
 ``k~(i, j) = k(i, j) / sqrt(d_i d_j)`` with ``d_i = sum_{j != i} k(i, j)``, which is what the
 authors' released implementation does by default and what the DeepLab defaults below were tuned
 with. Without it a pixel in a large uniform region would receive a message thousands of times
-larger than its unary (``sum_j k`` grows with ``sxy^2``) and the CRF would erase every label but one.
+larger than its unary (``sum_j k`` grows with ``sxy^2``) and the CRF would erase every label but
+one.
 
 The message passing is the whole cost. Two ways to compute it, behind one function:
 
@@ -98,7 +99,10 @@ class _Kernel:
 
 
 class _ExactKernel(_Kernel):
-    """``k(i, j) = exp(-|f_i - f_j|^2 / 2)`` summed over all pairs; features already divided by sigma."""
+    """``k(i, j) = exp(-|f_i - f_j|^2 / 2)`` summed over all pairs.
+
+    The features are already divided by sigma.
+    """
 
     def __init__(self, features: torch.Tensor, scale: float = 1.0) -> None:
         self.features = features
@@ -140,7 +144,10 @@ class _ExactKernel(_Kernel):
 
 
 class _SparseApply(torch.autograd.Function):
-    """``matrix @ x`` for a fixed sparse CSR matrix, with its CSR transpose for the backward pass."""
+    """``matrix @ x`` for a fixed sparse CSR matrix.
+
+    Its CSR transpose serves the backward pass.
+    """
 
     @staticmethod
     def forward(
@@ -156,10 +163,12 @@ class _SparseApply(torch.autograd.Function):
 
 
 class _SparsePattern:
-    """Where the non-zeros of a [R, K] matrix with ``p`` entries per row are, and of its transpose."""
+    """Where the non-zeros are of a [R, K] matrix with ``p`` entries per row, and of its
+    transpose."""
 
     def __init__(self, num_cols: int, col_index: torch.Tensor, by_col: torch.Tensor) -> None:
-        """``by_col``: the entries of ``col_index.reshape(-1)`` ordered by column, rows ascending."""
+        """``by_col``: the entries of ``col_index.reshape(-1)`` ordered by column, rows
+        ascending."""
         rows, per_row = col_index.shape
         dev = col_index.device
         self.shape = (rows, num_cols)
@@ -482,7 +491,8 @@ def dense_crf(
         raise ValueError(f"probs must have shape [C, H, W], got {tuple(probs.shape)}")
     if probs.shape[0] < 2:
         raise ValueError(
-            "probs needs C >= 2 classes; for a foreground probability p pass torch.stack([1 - p, p])"
+            "probs needs C >= 2 classes; for a foreground probability p pass "
+            "torch.stack([1 - p, p])"
         )
     _check_params(
         iterations,
@@ -541,8 +551,9 @@ def pairwise_messages(
 
     Returns:
         ``{"smoothness": m_G, "appearance": m_B}``, each ``[C, H, W]``:
-        ``m(l)_i = sum_{j != i} k(i, j) / sqrt(d_i d_j) q_j(l)``, before the kernel weights. One
-        step of :func:`dense_crf` is ``softmax(log p + compat_gaussian m_G + compat_bilateral m_B)``.
+        ``m(l)_i = sum_{j != i} k(i, j) / sqrt(d_i d_j) q_j(l)``, before the kernel weights.
+        One step of :func:`dense_crf` is
+        ``softmax(log p + compat_gaussian m_G + compat_bilateral m_B)``.
     """
     if not isinstance(q, torch.Tensor) or not q.is_floating_point() or q.ndim != 3:
         raise TypeError("q must be a float tensor [C, H, W]")
@@ -630,11 +641,13 @@ class DenseCRF(nn.Module):
             raise ValueError(f"logits have {c} classes, the CRF was built for {self.num_classes}")
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
-                f"images must be a tensor [B, 3, H, W] (RGB, 0-255), got {getattr(images, 'shape', None)}"
+                "images must be a tensor [B, 3, H, W] (RGB, 0-255), "
+                f"got {getattr(images, 'shape', None)}"
             )
         if images.shape[0] != b or tuple(images.shape[2:]) != (height, width):
             raise ValueError(
-                f"images {tuple(images.shape)} and logits {tuple(logits.shape)} must agree on B, H and W"
+                f"images {tuple(images.shape)} and logits {tuple(logits.shape)} "
+                "must agree on B, H and W"
             )
         method = _resolve_method(self.method, height * width)
         wg, wb = self.kernel_weights[0], self.kernel_weights[1]

@@ -210,7 +210,10 @@ def mean_iou(cm: Tensor) -> float:
 
 
 def frequency_weighted_iou(cm: Tensor) -> float:
-    """IoU of each class weighted by its share of ground-truth pixels, ``sum_i t_i IoU_i / sum t``."""
+    """IoU of each class weighted by its share of ground-truth pixels.
+
+    ``sum_i t_i IoU_i / sum t``.
+    """
     cm64 = _check_cm(cm)
     freq = cm64.sum(1)
     total = freq.sum()

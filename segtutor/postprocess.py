@@ -74,7 +74,9 @@ def split_instances(
     min_size: int = 0,
     connectivity: int = 1,
 ):
-    """Split a foreground probability map into instances with distance-transform markers + watershed.
+    """Split a foreground probability map into instances.
+
+    Uses distance-transform markers + watershed.
 
     Steps: ``foreground = prob_map > threshold``; Euclidean distance of each foreground pixel to
     the nearest background pixel (pixels); one marker per regional maximum of that distance that

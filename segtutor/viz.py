@@ -67,7 +67,8 @@ def colorize(
 
 
 def _as_rgb_float(image: ArrayLike) -> np.ndarray:
-    """Image ``[H, W]``, ``[H, W, 3]`` or ``[3, H, W]`` (uint8 or float) to float RGB ``[H, W, 3]``."""
+    """Image ``[H, W]``, ``[H, W, 3]`` or ``[3, H, W]`` (uint8 or float) to float RGB
+    ``[H, W, 3]``."""
     img = to_numpy(image)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
         img = np.moveaxis(img, 0, -1)
@@ -116,7 +117,10 @@ def overlay(
 
 
 def one_hot_planes(labels: ArrayLike, num_classes: int) -> np.ndarray:
-    """Label map ``[H, W]`` to its one-hot stack ``[num_classes, H, W]`` (uint8; ignore -> all 0)."""
+    """Label map ``[H, W]`` to its one-hot stack ``[num_classes, H, W]``.
+
+    uint8; ignore -> all 0.
+    """
     lab = to_numpy(labels).astype(np.int64)
     if lab.ndim != 2:
         raise ValueError(f"labels must be [H, W], got shape {lab.shape}")

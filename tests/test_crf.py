@@ -64,7 +64,7 @@ def naive_mean_field(
         new = np.empty_like(q)
         for i in range(n):
             energy = unary[i].copy()
-            for l in range(c):
+            for label in range(c):
                 for j in range(n):
                     if j == i:
                         continue
@@ -72,7 +72,7 @@ def naive_mean_field(
                         wm * k(i, j) / math.sqrt(deg[i] * deg[j])
                         for (wm, k), deg in zip(kernels, degree)
                     )
-                    energy[l] += pair * sum(q[j, l2] for l2 in range(c) if l2 != l)
+                    energy[label] += pair * sum(q[j, l2] for l2 in range(c) if l2 != label)
             e = np.exp(-(energy - energy.min()))
             new[i] = e / e.sum()
         q = new

@@ -1,4 +1,5 @@
-"""Metrics against hand-worked matrices, sklearn, and the definitions of the FCN paper and Kaggle."""
+"""Metrics against hand-worked matrices, sklearn, and the definitions of the FCN paper and
+Kaggle."""
 
 from __future__ import annotations
 

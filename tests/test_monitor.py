@@ -35,7 +35,8 @@ from tests.browser import chromium, needs_browser
 ASSETS_MISSING = assets.missing()
 needs_assets = pytest.mark.skipif(
     bool(ASSETS_MISSING),
-    reason=f"visdom's web assets are not installed ({len(ASSETS_MISSING)} missing): run `make visdom-assets`",
+    reason=f"visdom's web assets are not installed ({len(ASSETS_MISSING)} missing): "
+    "run `make visdom-assets`",
 )
 
 

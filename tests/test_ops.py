@@ -135,11 +135,12 @@ def test_interpolation_bad_input():
         ops.linear_interpolate_1d(torch.zeros(4), 2.5)
 
 
-# --------------------------------------------------------------------------- convolution as a matrix
+# ------------------------------------------------------------------------ convolution as a matrix
 
 
 def test_conv_matrix_4x4_input_3x3_kernel_by_hand():
-    # Dumoulin & Visin's example: 4x4 input, 3x3 kernel, no padding, stride 1 -> 2x2 output, C is 4x16
+    # Dumoulin & Visin's example: 4x4 input, 3x3 kernel, no padding, stride 1 -> 2x2 output,
+    # C is 4x16
     k = torch.arange(1.0, 10.0).view(3, 3)
     C = ops.conv2d_matrix(k, 4)
     assert C.shape == (4, 16)

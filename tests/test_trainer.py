@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from segtutor.train import NonFiniteLossError, Trainer, checkpoint
+from segtutor.train import NonFiniteLossError, Trainer, checkpoint, schedules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -586,9 +586,6 @@ def test_cuda_amp_channels_last_learns():
 
 
 # ---------------------------------------------------------------------------- schedules
-from segtutor.train import schedules
-
-
 def test_step_and_poly_lr_closed_form():
     lrs = schedules.lr_sequence(lambda o: schedules.step_lr(o, step_size=3, gamma=0.5), 10, lr=0.2)
     assert lrs == pytest.approx([0.2 * 0.5 ** (t // 3) for t in range(10)])
@@ -659,7 +656,8 @@ def test_fit_cosine_uses_adamw_and_decays_once_to_zero_over_the_run():
     )
     group = trainer.optimizer.param_groups[0]
     assert isinstance(trainer.optimizer, torch.optim.AdamW) and group["weight_decay"] == 0.01
-    # 4 steps an epoch, T = 12 steps: the rate at the start of epoch e is lr (1 + cos(pi 4e / 12)) / 2
+    # 4 steps an epoch, T = 12 steps: the rate at the start of epoch e is
+    # lr (1 + cos(pi 4e / 12)) / 2
     assert [h["lr"] for h in history] == pytest.approx(
         [0.02 * (1 + math.cos(math.pi * 4 * e / 12)) / 2 for e in range(3)]
     )

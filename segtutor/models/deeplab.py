@@ -121,8 +121,9 @@ def scale_rates(
     ``rates`` have to its ``reference_size`` map (33 x 33: 513 px crops at output stride 16).
 
     Each rate becomes ``round(rate * feature_size / reference_size)``, at least 1 and strictly
-    increasing, so that every branch keeps its own field of view: ``scale_rates(33) == (6, 12, 18)``,
-    ``scale_rates(16) == (3, 6, 9)``, ``scale_rates(6) == (1, 2, 3)``. On a map much smaller than 33,
+    increasing, so that every branch keeps its own field of view:
+    ``scale_rates(33) == (6, 12, 18)``, ``scale_rates(16) == (3, 6, 9)``,
+    ``scale_rates(6) == (1, 2, 3)``. On a map much smaller than 33,
     the paper's rates put all taps but the centre into the zero padding, and the 3x3 branches
     become 1x1 convolutions; pass the result as ``rates=`` (at output stride 16).
     """

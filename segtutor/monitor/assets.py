@@ -120,7 +120,10 @@ def _present(static: Path, target: str) -> bool:
 
 
 def missing(static: Path | None = None) -> list[str]:
-    """Targets (relative to ``static/``) that are not in place yet, plus ``version.built`` if stale."""
+    """Targets (relative to ``static/``) that are not in place yet.
+
+    Plus ``version.built`` if stale.
+    """
     static = static or static_dir()
     gone = [t for _, _, files in ASSETS for _, t in files if not _present(static, t)]
     gone += [
@@ -135,7 +138,10 @@ def missing(static: Path | None = None) -> list[str]:
 
 
 def npm_pack(name: str, version: str, workdir: Path) -> Path:
-    """``npm pack NAME@VERSION`` into ``workdir``; the tarball's path (RuntimeError if npm fails)."""
+    """``npm pack NAME@VERSION`` into ``workdir``.
+
+    Returns the tarball's path (RuntimeError if npm fails).
+    """
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError(

@@ -103,7 +103,10 @@ class VisdomServer:
         return self.process.poll() is None
 
     def terminate(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s) and remove its temp folder."""
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s).
+
+        Then remove its temp folder.
+        """
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -1,6 +1,7 @@
 """From-scratch building blocks that the Foundations chapters explain and the models rely on.
 
-- :mod:`~segtutor.ops.interpolation`: linear and bilinear interpolation (equal to ``F.interpolate``).
+- :mod:`~segtutor.ops.interpolation`: linear and bilinear interpolation (equal to
+  ``F.interpolate``).
 - :mod:`~segtutor.ops.conv_matrix`: convolution as a matrix ``C``; ``C.T`` is the transposed
   convolution; output-size arithmetic.
 - :mod:`~segtutor.ops.receptive_field`: dilated kernel sizes and receptive fields, analytic and

@@ -109,8 +109,9 @@ def conv2d_matrix(
     ``x`` ``[H, W]``::
 
         (C @ x.flatten()).view(out_h, out_w)  == F.conv2d(x[None, None], kernel[None, None], ...)
-        (C.T @ y.flatten()).view(H, W)        == F.conv_transpose2d(y[None, None], kernel[None, None],
-                                                   ..., output_padding=output_padding_for(...))
+        (C.T @ y.flatten()).view(H, W)        == F.conv_transpose2d(
+                                                   y[None, None], kernel[None, None], ...,
+                                                   output_padding=output_padding_for(...))
 
     Row ``o`` of ``C`` holds the kernel weights at the input pixels that output pixel ``o`` sees.
     Raises ValueError when the dilated kernel is larger than the padded input.

@@ -1,4 +1,6 @@
-"""Two tiny learned upsamplers for the checkerboard-artifact experiment (Odena et al., Distill 2016).
+"""Two tiny learned upsamplers for the checkerboard-artifact experiment.
+
+From Odena et al., Distill 2016.
 
 Both map a low-resolution image ``[N, C, h, w]`` to ``[N, C, h * 2**stages, w * 2**stages]`` with
 the same number of layers and channels; they differ only in how each stage doubles the size:

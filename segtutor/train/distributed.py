@@ -21,7 +21,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its machine."""
+    """Where this process stands.
+
+    ``rank`` of ``world_size`` processes, ``local_rank`` on its machine.
+    """
 
     rank: int = 0
     world_size: int = 1
@@ -115,7 +118,10 @@ def distributed_loader(
 
 
 def set_epoch(loader: object, epoch: int) -> None:
-    """Tell a DistributedSampler (or a loader with ``set_epoch``) which epoch starts: new shuffle."""
+    """Tell a DistributedSampler (or a loader with ``set_epoch``) which epoch starts.
+
+    This gives a new shuffle.
+    """
     for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         fn = getattr(obj, "set_epoch", None)
         if callable(fn):

@@ -10,11 +10,12 @@ The schedules are PyTorch's own schedulers (or a ``LambdaLR``) behind names that
   ``lr_t = lr_min + (lr_0 - lr_min) (1 + cos(pi t_cur / T_i)) / 2``, with ``T_i`` multiplied by
   ``cycle_mult`` at each restart.
 
-Every scheduler counts in whatever unit it is stepped in; with ``Trainer(scheduler_interval="step")``
-that unit is one optimisation step. :class:`SnapshotSaver` keeps the weights at the end of every
-cosine cycle, where the learning rate is lowest and the model sits in a minimum, for a snapshot
-ensemble (Huang et al., ICLR 2017). :func:`lr_range_test` is the LR range test of Smith
-(WACV 2017): raise the learning rate exponentially for a few hundred steps and watch the loss.
+Every scheduler counts in whatever unit it is stepped in; with
+``Trainer(scheduler_interval="step")`` that unit is one optimisation step.
+:class:`SnapshotSaver` keeps the weights at the end of every cosine cycle, where the learning rate
+is lowest and the model sits in a minimum, for a snapshot ensemble (Huang et al., ICLR 2017).
+:func:`lr_range_test` is the LR range test of Smith (WACV 2017): raise the learning rate
+exponentially for a few hundred steps and watch the loss.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def step_lr(optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> sched.S
 def poly_lr(
     optimizer: Optimizer, total_steps: int, power: float = 0.9, min_lr: float = 0.0
 ) -> sched.LambdaLR:
-    """``lr_t = (lr_0 - min_lr) * (1 - t / total_steps) ** power + min_lr``; ``min_lr`` after the end."""
+    """``lr_t = (lr_0 - min_lr) * (1 - t / total_steps) ** power + min_lr``.
+
+    ``min_lr`` after the end.
+    """
     _positive_int(total_steps, "total_steps")
     if power <= 0:
         raise ValueError(f"power must be positive, got {power!r}")
@@ -69,8 +73,9 @@ def one_cycle(
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
 ) -> sched.OneCycleLR:
-    """Start at ``max_lr / div_factor``, rise (cosine) to ``max_lr`` over ``pct_start`` of the steps,
-    then fall (cosine) to ``max_lr / div_factor / final_div_factor``. Momentum moves the other way."""
+    """Start at ``max_lr / div_factor``, rise (cosine) to ``max_lr`` over ``pct_start`` of the
+    steps, then fall (cosine) to ``max_lr / div_factor / final_div_factor``. Momentum moves the
+    other way."""
     _positive_int(total_steps, "total_steps")
     return sched.OneCycleLR(
         optimizer,

@@ -90,7 +90,8 @@ def tta_predict(
 
     Args:
         model: a callable (usually an ``nn.Module`` in eval mode) mapping ``[N, C, H, W]`` images
-            to logits ``[N, K, H, W]``, or to a dict of such tensors and image-level ``[N, K]`` ones.
+            to logits ``[N, K, H, W]``, or to a dict of such tensors and image-level ``[N, K]``
+            ones.
         images: ``[N, C, H, W]`` float tensor.
         transforms: names from :data:`TRANSFORMS`; the default is the horizontal-flip TTA of the
             TGS case study (the plain image and its mirror).
