@@ -179,10 +179,11 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--min-size", type=_auto_or(PIXELS), default="auto", metavar="PIXELS",
                    help="drop predicted components smaller than this (at 101x101), or 'auto': "
                         "chosen on the out-of-fold predictions")
-    p.add_argument("--empty-threshold", type=_argument_type(PROBABILITY.parse), default=0.5,
+    p.add_argument("--empty-threshold", type=_auto_or(PROBABILITY), default="auto",
                    metavar="P",
                    help="blank the mask when the classifier head's salt probability is below P "
-                        "(only for models with that head)")
+                        "(only for models with that head; 0: never), or 'auto': chosen on the "
+                        "out-of-fold predictions")
     p.add_argument("--no-tta", action="store_true",
                    help="no horizontal-flip test-time augmentation")
     p.add_argument("--snapshots", choices=("all", "last"), default="all",
@@ -272,7 +273,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, progress=not args.no_progress,
     )
     print(f"wrote {summary['n_images']} rows to {args.out} "
-          f"(threshold {summary['threshold']:.2f}, min size {summary['min_size']})")
+          f"(threshold {summary['threshold']:.2f}, min size {summary['min_size']}, empty-image "
+          f"threshold {summary['empty_threshold']:.2f}; {summary['n_empty']} masks empty)")
     return 0
 
 

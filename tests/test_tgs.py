@@ -41,6 +41,9 @@ def test_cli_end_to_end_quick(tmp_path, capsys, monkeypatch):
         "--no-progress", "--quick",
     ]) == 0
     assert (run / "fold0" / "snapshot_1.pt").is_file() and (run / "postprocess.json").is_file()
+    # the stage-1 weights are kept beside the snapshots, but are not one of them
+    assert (run / "fold0" / "stage1.pt").is_file()
+    assert tgs.snapshot_paths(run / "fold0") == [run / "fold0" / "snapshot_1.pt"]
     assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
                      "--no-progress", "--quick"]) == 0
     capsys.readouterr()
@@ -247,6 +250,46 @@ def test_a_damaged_snapshot_is_named_by_predict_and_train_resume(tiny_run, tmp_p
     _one_line_error(capsys, snapshot, "damaged")
 
 
+def test_predict_applies_the_empty_image_threshold_chosen_at_training(tiny_run, tmp_path, capsys):
+    from segtutor import cli
+
+    data, run = tiny_run
+    run = _copy_run(run, tmp_path)
+    post_file = run / "postprocess.json"
+    chosen = json.loads(post_file.read_text())
+    assert 0 <= chosen["empty_threshold"] <= 1 and set(chosen["empty_scores"]) == {
+        "0", "0.3", "0.5", "0.7"}
+    sub = tmp_path / "s.csv"
+    n_test = len(tgs.split_ids(data, "test"))
+    for empty, expected in [(1.0, "all"), (0.0, "threshold only")]:
+        post_file.write_text(json.dumps({**chosen, "threshold": 0.5, "min_size": 0,
+                                         "empty_threshold": empty}))
+        summary = tgs.predict(data, run, sub, progress=False)
+        assert summary["empty_threshold"] == empty
+        masks = tgs.validate_submission(sub)
+        n_empty = sum(int(m.sum() == 0) for m in masks.values())
+        assert summary["n_empty"] == n_empty
+        if expected == "all":  # no salt probability reaches 1: every mask blanked
+            assert n_empty == n_test
+        else:  # the rule off: the masks are the thresholded probabilities
+            members = tgs.load_members(tgs.read_run_config(run)["options"],
+                                       tgs.snapshot_paths(run / "fold0"))
+            test = tgs.load_split(data, "test")
+            probs, _ = tgs.predict_probs(members, tgs.to_model_size(test.images))
+            assert n_empty == int(((probs > 0.5).flatten(1).sum(1) == 0).sum())
+    # the command line's --empty-threshold overrides the chosen one; a file written before the
+    # rule was searched gets the former fixed 0.5
+    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
+                     "--empty-threshold", "1", "--no-progress"]) == 0
+    assert "empty-image threshold 1.00" in capsys.readouterr().out
+    post_file.write_text(json.dumps({"threshold": 0.5, "min_size": 0}))
+    assert tgs.predict(data, run, sub, progress=False)["empty_threshold"] == 0.5
+    post_file.write_text(json.dumps({"threshold": 0.5, "min_size": 0, "empty_threshold": 2}))
+    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
+                     "--no-progress"]) == 2
+    _one_line_error(capsys, post_file, "'empty_threshold'")
+
+
 def test_a_snapshot_of_another_model_is_named(tiny_run, tmp_path, capsys):
     from segtutor import cli
 
@@ -404,7 +447,7 @@ def test_the_package_offers_every_public_name_of_its_modules():
     from segtutor.data import coverage_class, coverage_folds
 
     for module_name in ("layout", "options", "postprocessing", "submission", "run", "inference",
-                        "recipe"):
+                        "recipe", "cache"):
         module = importlib.import_module(f"segtutor.tgs.{module_name}")
         defined = [name for name, value in vars(module).items()
                    if not name.startswith("_") and (inspect.isfunction(value)

@@ -115,3 +115,36 @@ def test_postprocess_rejects_bad_numbers():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="min_size must be"):
             tgs.postprocess(probs, 0.5, min_size=bad)
+
+
+def test_search_turns_off_an_empty_image_head_that_would_blank_every_mask():
+    # perfect probabilities, but a head that calls every image empty (it has not learned):
+    # with the rule fixed at 0.5 every mask is blanked and the score is the empty share
+    probs, masks = _constructed_case()
+    wrong_head = torch.full((4,), 0.1)
+    assert tgs_map(tgs.postprocess(probs, 0.55, 0, wrong_head, 0.5), masks) == pytest.approx(0.5)
+    result = tgs.search_postprocess(probs, masks, wrong_head, thresholds=[0.5, 0.55, 0.6],
+                                    min_sizes=[0])
+    assert result["empty_threshold"] == 0.0 and result["threshold"] == pytest.approx(0.55)
+    assert result["score"] == pytest.approx(1.0)
+    assert result["empty_scores"][0.5] == pytest.approx(0.5)
+    assert result["empty_scores"][0.0] == pytest.approx(1.0)
+
+
+def test_search_keeps_an_empty_image_head_that_helps():
+    # the blobs on the empty images survive every threshold below 0.55; a head that knows
+    # which images are empty removes them at 0.5, and then any threshold in 0.5..0.55 is perfect
+    probs, masks = _constructed_case()
+    probs[2:, 10:15, 10:15] = 0.9            # large false blobs: no threshold or min size helps
+    head = torch.tensor([0.9, 0.8, 0.4, 0.2])
+    result = tgs.search_postprocess(probs, masks, head, thresholds=[0.5, 0.55], min_sizes=[0])
+    assert result["empty_threshold"] == 0.5 and result["score"] == pytest.approx(1.0)
+    assert result["empty_scores"][0.0] == pytest.approx(0.5)  # the salt images only
+    # each score is the metric of the whole post-processing, computed independently here
+    for e, score in result["empty_scores"].items():
+        best = max(tgs_map(tgs.postprocess(probs, t, 0, head, e), masks) for t in (0.5, 0.55))
+        assert score == pytest.approx(best)
+    # without a head there is no rule to search
+    assert tgs.search_postprocess(probs, masks, thresholds=[0.5])["empty_threshold"] == 0.0
+    with pytest.raises(ValueError, match="empty_threshold must be"):
+        tgs.search_postprocess(probs, masks, head, empty_thresholds=[1.5])

@@ -15,7 +15,9 @@ specific to the competition, one concern per module (each imports only those abo
 - :mod:`~segtutor.tgs.submission`: writing, validating and scoring ``submission.csv``;
 - :mod:`~segtutor.tgs.run`: the run folder (``config.json``, snapshots, ``postprocess.json``);
 - :mod:`~segtutor.tgs.inference`: the models of a run, averaged with flip TTA, and ``predict``;
-- :mod:`~segtutor.tgs.recipe`: the two-stage training of one fold and of all folds (``train``).
+- :mod:`~segtutor.tgs.recipe`: the two-stage training of one fold and of all folds (``train``);
+- :mod:`~segtutor.tgs.cache`: train once, reuse: a run kept under ``runs/book/<key>``, keyed by
+  the recipe, the data and the code (``cached_run``), which the book's chapters share.
 
 Every public name is re-exported here (``from segtutor import tgs; tgs.train(...)``). The
 modules are imported on first use of one of their names, so that ``import segtutor.tgs`` and the
@@ -33,14 +35,16 @@ _EXPORTS = {
     "layout": ("MODEL_SIZE", "TGS_SIZE", "TGSArrays", "TGSInputError", "from_model_size",
                "load_split", "synth", "to_model_size"),
     "options": ("TrainOptions",),
-    "postprocessing": ("ThresholdSearch", "default_min_sizes", "default_thresholds",
-                       "postprocess", "remove_small", "search_postprocess", "search_threshold",
-                       "suppress_empty"),
+    "postprocessing": ("ThresholdSearch", "default_empty_thresholds", "default_min_sizes",
+                       "default_thresholds", "postprocess", "remove_small", "search_postprocess",
+                       "search_threshold", "suppress_empty"),
     "submission": ("SUBMISSION_HEADER", "evaluate_submission", "find_mask", "split_ids",
                    "validate_submission", "write_submission"),
     "run": ("read_run_config", "snapshot_paths"),
     "inference": ("build", "load_members", "predict", "predict_probs"),
     "recipe": ("WithEmptyImageHead", "fit_fold", "has_salt", "train"),
+    "cache": ("cached_run", "code_fingerprint", "data_fingerprint", "default_root",
+              "is_complete", "recipe_key"),
 }
 # the workflow's names for two functions of the Kaggle layout module (the same objects)
 _ALIASES = {"make_folds": "coverage_folds", "coverage_classes": "coverage_class"}

@@ -128,7 +128,7 @@ def predict(
     split: str = "test",
     threshold: float | str = "auto",
     min_size: int | str = "auto",
-    empty_threshold: float = 0.5,
+    empty_threshold: float | str = "auto",
     tta: bool = True,
     snapshots: str = "all",
     batch_size: int = 64,
@@ -138,9 +138,12 @@ def predict(
 
     Snapshot and fold ensembling (mean probability), flip TTA, the threshold and minimum
     component size (``"auto"``: the ones chosen on the out-of-fold predictions at training
-    time), the empty-image rule, 101x101, :func:`write_submission` (atomic, validated).
+    time), the empty-image rule (``empty_threshold``: blank an image whose salt probability is
+    below it; ``"auto"``: the one chosen with the others), 101x101, :func:`write_submission`
+    (atomic, validated).
 
-    Returns a summary dict: ``n_images``, ``n_models``, ``threshold``, ``min_size``, ``path``.
+    Returns a summary dict: ``n_images``, ``n_models``, ``threshold``, ``min_size``,
+    ``empty_threshold``, ``n_empty`` (images predicted without salt), ``path``.
     """
     run = _require_dir(Path(run_dir), "run folder")
     data = _require_dir(Path(data_dir), "data folder")
@@ -158,10 +161,12 @@ def predict(
     for k in cfg["trained_folds"]:
         fold_paths = snapshot_paths(run / f"fold{k}")
         paths += fold_paths if snapshots == "all" else fold_paths[-1:]
-    if threshold == "auto" or min_size == "auto":
+    if "auto" in (threshold, min_size, empty_threshold):
         chosen = _read_postprocess(run / "postprocess.json")
         threshold = chosen["threshold"] if threshold == "auto" else threshold
         min_size = chosen["min_size"] if min_size == "auto" else min_size
+        empty_threshold = (chosen["empty_threshold"] if empty_threshold == "auto"
+                           else empty_threshold)
     arrays = load_split(data, split)
     members = load_members(opts, paths)
     x = to_model_size(arrays.images, opts.size_mode)
@@ -170,4 +175,5 @@ def predict(
     masks = postprocess(probs, float(threshold), int(min_size), salt, empty_threshold)
     write_submission(out, arrays.ids, masks)
     return {"n_images": len(arrays.ids), "n_models": len(members), "threshold": float(threshold),
-            "min_size": int(min_size), "path": str(out)}
+            "min_size": int(min_size), "empty_threshold": float(empty_threshold),
+            "n_empty": int((masks.flatten(1).sum(1) == 0).sum()), "path": str(out)}

@@ -108,9 +108,11 @@ class TrainOptions:
     folds: int = field(default=5, metadata=_meta(
         "number of cross-validation folds (stratified by salt coverage)", number=POSITIVE_INT,
         metavar="K"))
+    # quick: one long fold rather than K short ones; a CPU's minutes go further that way (a
+    # fold of 3 epochs has not learned to find salt, and its masks are all blanked)
     train_folds: list[int] | None = field(default=None, metadata=_meta(
-        "train only these folds, e.g. 0 or 0,2 (default: all K)", parse=parse_fold_list,
-        metavar="LIST"))
+        "train only these folds, e.g. 0 or 0,2", parse=parse_fold_list,
+        resolve=([0], None), metavar="LIST"))
     model: str = field(default="resunet34", metadata=_meta(
         "resunet34: the recipe's ResNet34 U-Net (scSE, hypercolumn, deep supervision, "
         "empty-image head); unet: the plain U-Net baseline", choices=("resunet34", "unet")))
@@ -126,17 +128,17 @@ class TrainOptions:
     stage1_loss: str = field(default="bce", metadata=_meta(
         "loss of stage 1", choices=("bce", "bce_dice")))
     stage1_epochs: int | None = field(default=None, metadata=_meta(
-        "epochs of stage 1", number=NON_NEGATIVE_INT, resolve=(2, 30), metavar="E"))
+        "epochs of stage 1", number=NON_NEGATIVE_INT, resolve=(10, 30), metavar="E"))
     lovasz: str = field(default="elu", metadata=_meta(
         "stage-2 loss: the Lovasz hinge on relu(errors), or on elu(errors)+1",
         choices=("hinge", "elu")))
     cycles: int | None = field(default=None, metadata=_meta(
         "cosine warm-restart cycles of stage 2, one snapshot each; 0 skips stage 2",
-        number=NON_NEGATIVE_INT, resolve=(1, 4), metavar="M"))
+        number=NON_NEGATIVE_INT, resolve=(2, 4), metavar="M"))
     cycle_epochs: int | None = field(default=None, metadata=_meta(
-        "epochs per cycle", number=POSITIVE_INT, resolve=(1, 20), metavar="E"))
+        "epochs per cycle", number=POSITIVE_INT, resolve=(3, 20), metavar="E"))
     lr: float | None = field(default=None, metadata=_meta(
-        "peak learning rate of Adam", number=LEARNING_RATE, resolve=(1e-3, 1e-3), metavar="LR"))
+        "peak learning rate of Adam", number=LEARNING_RATE, resolve=(3e-3, 1e-3), metavar="LR"))
     batch_size: int | None = field(default=None, metadata=_meta(
         "images per batch", number=POSITIVE_INT, resolve=(16, 32), metavar="B"))
     n_images: int | None = field(default=None, metadata=_meta(
@@ -183,7 +185,9 @@ class TrainOptions:
         for f in fields(self):
             pair = f.metadata.get("resolve")
             if pair is not None and getattr(self, f.name) is None:
-                setattr(opts, f.name, config.pick(*pair))
+                value = config.pick(*pair)
+                # a copy: the list in the metadata is shared by every TrainOptions
+                setattr(opts, f.name, list(value) if isinstance(value, list) else value)
         opts.validate()
         for f in fields(self):
             number, value = f.metadata.get("number"), getattr(opts, f.name)
@@ -229,7 +233,19 @@ class TrainOptions:
         return kwargs
 
 
+def _default_text(value: Any) -> str:
+    """A default as the command line writes it: ``2``, ``0.001``, ``0,2`` (a fold list), or
+    ``all K`` (no fold list: every fold)."""
+    if value is None:
+        return "all K"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}"
+
+
 def quick_full_text(pair: Sequence[Any]) -> str:
     """The help text of a quick/full default: ``"quick 2, full 30"``, or one value if equal."""
     quick, full = pair
-    return f"{quick:g}" if quick == full else f"quick {quick:g}, full {full:g}"
+    if quick == full:
+        return _default_text(quick)
+    return f"quick {_default_text(quick)}, full {_default_text(full)}"

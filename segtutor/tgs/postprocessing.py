@@ -145,28 +145,71 @@ def default_min_sizes() -> list[int]:
     return [0, 10, 20, 40, 80]
 
 
+def default_empty_thresholds() -> list[float]:
+    """Candidate thresholds of the empty-image rule for the out-of-fold search: 0 turns the rule
+    off (no salt probability is below it), 0.5 is the unbiased default."""
+    return [0.0, 0.3, 0.5, 0.7]
+
+
 def search_postprocess(
     probs: Tensor,
     masks: Tensor,
     salt_prob: Tensor | None = None,
     thresholds: Sequence[float] | None = None,
     min_sizes: Sequence[int] | None = None,
-    empty_threshold: float = 0.5,
+    empty_thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Grid search of the threshold and the minimum component size on out-of-fold predictions.
+    """Grid search of the threshold, the minimum component size and the empty-image rule on
+    out-of-fold predictions ``probs [N, H, W]`` against ``masks [N, H, W]``.
 
-    For each ``min_size`` the threshold is searched with :func:`search_threshold`, the
-    post-processing (small-component removal, then the empty-image rule when ``salt_prob`` is
-    given) applied before scoring. Returns ``{"threshold", "min_size", "score", "table"}`` where
-    ``table`` maps each min size to its :class:`ThresholdSearch`.
+    Every combination is scored after the whole post-processing (:func:`postprocess`). The
+    empty-image threshold is searched too (``empty_thresholds``, default
+    :func:`default_empty_thresholds`, which includes 0: the rule off), so that an image-level
+    head that has not learned cannot blank every mask unless blanking them scores best; without
+    ``salt_prob`` there is no rule and ``empty_threshold`` is 0.
+
+    Returns ``{"threshold", "min_size", "empty_threshold", "score", "table", "empty_scores"}``:
+    ``table`` maps each min size to its :class:`ThresholdSearch` under the chosen empty
+    threshold, ``empty_scores`` each empty threshold to the best score it reaches. Ties go to
+    the smaller min size, then to the empty threshold nearest 0.5, then (within a curve) to the
+    threshold nearest 0.5.
     """
+    probs = torch.as_tensor(probs)
+    masks = torch.as_tensor(masks)
+    if probs.dim() != 3 or probs.shape != masks.shape:
+        raise ValueError(
+            f"probs and masks must both be [N, H, W] of the same shape, got "
+            f"{tuple(probs.shape)} and {tuple(masks.shape)}"
+        )
+    grid = default_thresholds() if thresholds is None else [float(t) for t in thresholds]
     sizes = default_min_sizes() if min_sizes is None else [int(s) for s in min_sizes]
-    table: dict[int, ThresholdSearch] = {}
+    if salt_prob is None:
+        empties = [0.0]
+    else:
+        empties = (default_empty_thresholds() if empty_thresholds is None
+                   else [float(e) for e in empty_thresholds])
+    if not grid or not sizes or not empties:
+        raise ValueError("thresholds, min_sizes and empty_thresholds must not be empty")
+    for e in empties:
+        _check_probability(e, "empty_threshold")
+    truth = masks > 0.5
+    # scores[e][size][i]: small components are removed once per (threshold, size), the rule
+    # applied to that for every empty threshold
+    scores = {e: {s: [] for s in sizes} for e in empties}
     for size in sizes:
-        table[size] = search_threshold(
-            probs, masks, thresholds,
-            postprocess=lambda pred, s=size: suppress_empty(remove_small(pred, s), salt_prob,
-                                                           empty_threshold))
-    best = max(sizes, key=lambda s: (table[s].score, -s))
-    return {"threshold": table[best].threshold, "min_size": best, "score": table[best].score,
-            "table": table}
+        for t in grid:
+            pred = remove_small(probs > t, size)
+            for e in empties:
+                scores[e][size].append(float(tgs_map(suppress_empty(pred, salt_prob, e), truth)))
+
+    def curve(e: float, size: int) -> ThresholdSearch:
+        values = scores[e][size]
+        best = max(range(len(grid)), key=lambda i: (values[i], -abs(grid[i] - 0.5)))
+        return ThresholdSearch(grid[best], values[best], grid, values)
+
+    curves = {(e, s): curve(e, s) for e in empties for s in sizes}
+    e_best, s_best = max(curves, key=lambda k: (curves[k].score, -k[1], -abs(k[0] - 0.5)))
+    chosen = curves[(e_best, s_best)]
+    return {"threshold": chosen.threshold, "min_size": s_best, "empty_threshold": e_best,
+            "score": chosen.score, "table": {s: curves[(e_best, s)] for s in sizes},
+            "empty_scores": {e: max(curves[(e, s)].score for s in sizes) for e in empties}}

@@ -195,7 +195,7 @@ def fit_fold(
         opts: resolved :class:`TrainOptions`.
         train_xy, val_xy: ``(images [N,1,128,128], masks [N,128,128])`` at the model size.
         fold_dir: where ``snapshot_<k>.pt`` files go (one per stage-2 cycle; the stage-1 weights
-            as ``snapshot_1.pt`` when there is no stage 2).
+            as ``snapshot_1.pt`` when there is no stage 2, as ``stage1.pt`` when there is).
         name: the run name for the loggers.
         init_state: start from these weights instead of a fresh model (the ablation chapter
             continues a stage-1 model with stage 2).
@@ -219,6 +219,11 @@ def fit_fold(
                                    opts.stage1_epochs, opts.stage1_epochs, 0.05,
                                    f"{name}/stage1", fold_dir.parent)
         history += [dict(row, stage=1) for row in rows]
+        if opts.cycles:
+            # the model before its Lovasz stage, which the ablation chapter scores; not named
+            # snapshot_<j>.pt, so prediction does not average it in
+            checkpoint.atomic_save({"model": {k: v.detach().cpu() for k, v in checkpoint.unwrap(
+                trainer.module).state_dict().items()}}, fold_dir / "stage1.pt")
     if opts.cycles:
         saver = schedules.SnapshotSaver(opts.cycle_epochs, directory=fold_dir)
         trainer, rows = _fit_stage(model, _stage2_criterion(opts.lovasz), loaders, opts,
@@ -359,6 +364,8 @@ def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> No
     chosen = search_postprocess(oof[seen], masks[seen], oof_salt[seen] if has_head else None)
     _write_json(run / "postprocess.json", {
         "threshold": chosen["threshold"], "min_size": chosen["min_size"],
+        "empty_threshold": chosen["empty_threshold"],
+        "empty_scores": {f"{e:g}": v for e, v in chosen["empty_scores"].items()},
         "oof_tgs_map": chosen["score"],
         "oof_tgs_map_at_0.5": search_threshold(oof[seen], masks[seen], [0.5]).score,
         "table": {str(s): {"thresholds": r.thresholds, "scores": r.scores}

@@ -5,9 +5,12 @@
     RUN/config.json             the resolved options, the data folder, the fold of every image,
                                 the folds trained
     RUN/fold<k>/snapshot_<j>.pt the weights, one file per stage-2 cycle (j = 1, 2, ...)
+    RUN/fold<k>/stage1.pt       the weights at the end of stage 1, when a stage 2 follows
+                                (not a snapshot: prediction does not use it)
     RUN/fold<k>/history.json    one row per epoch; written last, it marks the fold as finished
     RUN/oof.pt                  out-of-fold probabilities of the trained folds
-    RUN/postprocess.json        the threshold and minimum component size chosen on them
+    RUN/postprocess.json        the threshold, minimum component size and empty-image
+                                threshold chosen on them
 
 Every file is read back through one function here, which names the file and what is wrong with it.
 """
@@ -77,16 +80,20 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _read_postprocess(path: Path) -> dict[str, Any]:
-    """``RUN/postprocess.json``: the threshold and minimum component size chosen at training."""
+    """``RUN/postprocess.json``: the threshold, minimum component size and empty-image threshold
+    chosen at training. A file without ``empty_threshold`` (written before it was searched)
+    gets the former fixed rule, 0.5."""
     chosen = _read_json(path)
     threshold = chosen.get("threshold") if isinstance(chosen, dict) else None
     min_size = chosen.get("min_size") if isinstance(chosen, dict) else None
-    if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-            or not 0 <= threshold <= 1
+    empty = chosen.get("empty_threshold", 0.5) if isinstance(chosen, dict) else None
+    if (any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
+            for v in (threshold, empty))
             or isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0):
-        raise TGSInputError(f"{path}: expected an object with 'threshold' in [0, 1] and "
-                            "'min_size' >= 0; train again, or give --threshold and --min-size")
-    return chosen
+        raise TGSInputError(f"{path}: expected an object with 'threshold' and 'empty_threshold' "
+                            "in [0, 1] and 'min_size' >= 0; train again, or give --threshold, "
+                            "--min-size and --empty-threshold")
+    return {**chosen, "empty_threshold": empty}
 
 
 # options that may change between the calls of one resumed run: they do not change the models
