@@ -34,7 +34,7 @@ EXIT_BAD_INPUT = 2
 
 # the largest of each quantity that still means something (the options of `tgs train` have
 # theirs in segtutor.tgs.options)
-MAX_IMAGES = 100_000              # synthetic images per split (the competition: 4,000 and 18,000)
+MAX_IMAGES = 100_000  # synthetic images per split (the competition: 4,000 and 18,000)
 MAX_PIXELS = TGS_SIZE * TGS_SIZE  # a minimum component size above the image size removes everything
 
 IMAGE_COUNT = Number(int, 1, MAX_IMAGES, expected=f"a positive integer, at most {MAX_IMAGES}")
@@ -56,8 +56,12 @@ class _Formatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         # a flag (no value) says nothing of its default; 0 == False, so a 0 default shows none
-        if ("%(default)" not in text and action.option_strings and action.nargs != 0
-                and action.default not in (None, False, argparse.SUPPRESS)):
+        if (
+            "%(default)" not in text
+            and action.option_strings
+            and action.nargs != 0
+            and action.default not in (None, False, argparse.SUPPRESS)
+        ):
             text += " (default: %(default)s)"
         return text
 
@@ -100,8 +104,12 @@ def add_dataclass_options(parser: argparse.ArgumentParser, options: type) -> Non
             text += f" (default: {quick_full_text(meta['resolve'])})"
         flag = f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            parser.add_argument(f"--no-{flag}" if f.default else f"--{flag}", dest=f.name,
-                                action="store_false" if f.default else "store_true", help=text)
+            parser.add_argument(
+                f"--no-{flag}" if f.default else f"--{flag}",
+                dest=f.name,
+                action="store_false" if f.default else "store_true",
+                help=text,
+            )
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text}
         for key in ("metavar", "choices"):
@@ -115,81 +123,142 @@ def add_dataclass_options(parser: argparse.ArgumentParser, options: type) -> Non
 
 def _add_quick(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="quick mode: the small sizes meant for a CPU (sets SEGTUTOR_QUICK=1); without it "
-             "the mode follows SEGTUTOR_QUICK, which defaults to quick exactly when there is no "
-             "CUDA GPU",
+        "the mode follows SEGTUTOR_QUICK, which defaults to quick exactly when there is no "
+        "CUDA GPU",
     )
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, metavar="DIR",
-                   help="data in Kaggle's layout")
+    p.add_argument(
+        "--data", required=True, type=Path, metavar="DIR", help="data in Kaggle's layout"
+    )
 
 
-def _step(sub: Any, name: str, run: Callable[[argparse.Namespace], int]
-          ) -> argparse.ArgumentParser:
+def _step(sub: Any, name: str, run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     """The sub-command ``segtutor tgs <name>``, which calls ``run(args)``; the first line of
     ``run``'s docstring is its one-line help, the rest its description."""
     summary, _, description = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
-    p = sub.add_parser(name, help=summary, description=" ".join(description.split()),
-                       formatter_class=_Formatter)
+    p = sub.add_parser(
+        name, help=summary, description=" ".join(description.split()), formatter_class=_Formatter
+    )
     p.set_defaults(func=run)
     return p
 
 
 def _synth_parser(sub: Any) -> None:
     p = _step(sub, "synth", _cmd_synth)
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
-                   help="folder to write (created if missing; must be empty if it exists)")
-    p.add_argument("--n", type=_argument_type(IMAGE_COUNT.parse), default=4000, metavar="N",
-                   help="number of training images (the real competition has 4000)")
-    p.add_argument("--n-test", type=_argument_type(TEST_IMAGE_COUNT.parse), default=None,
-                   metavar="N", help="number of test images; default: a quarter of --n")
-    p.add_argument("--seed", type=_argument_type(SEED.parse), default=0,
-                   help="random seed: the same seed writes the same files")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder to write (created if missing; must be empty if it exists)",
+    )
+    p.add_argument(
+        "--n",
+        type=_argument_type(IMAGE_COUNT.parse),
+        default=4000,
+        metavar="N",
+        help="number of training images (the real competition has 4000)",
+    )
+    p.add_argument(
+        "--n-test",
+        type=_argument_type(TEST_IMAGE_COUNT.parse),
+        default=None,
+        metavar="N",
+        help="number of test images; default: a quarter of --n",
+    )
+    p.add_argument(
+        "--seed",
+        type=_argument_type(SEED.parse),
+        default=0,
+        help="random seed: the same seed writes the same files",
+    )
 
 
 def _train_parser(sub: Any) -> None:
     p = _step(sub, "train", _cmd_train)
-    p.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="data in Kaggle's layout (the real download or 'segtutor tgs synth' "
-                        "output); default: write a synthetic set to RUN/data first")
-    p.add_argument("--out", required=True, type=Path, metavar="RUN",
-                   help="run folder for the configuration, snapshots and out-of-fold predictions")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="data in Kaggle's layout (the real download or 'segtutor tgs synth' "
+        "output); default: write a synthetic set to RUN/data first",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="RUN",
+        help="run folder for the configuration, snapshots and out-of-fold predictions",
+    )
     add_dataclass_options(p, TrainOptions)
-    p.add_argument("--resume", action="store_true",
-                   help="keep the folds an earlier call finished in --out and train the others "
-                        "(same data and options; for runs split over several sittings); without "
-                        "it --out must be a new or empty folder")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the folds an earlier call finished in --out and train the others "
+        "(same data and options; for runs split over several sittings); without "
+        "it --out must be a new or empty folder",
+    )
     _add_quick(p)
 
 
 def _predict_parser(sub: Any) -> None:
     p = _step(sub, "predict", _cmd_predict)
     _add_data(p)
-    p.add_argument("--run", required=True, type=Path, metavar="RUN",
-                   help="run folder of 'segtutor tgs train'")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE",
-                   help="the submission file to write")
-    p.add_argument("--split", choices=("test", "train"), default="test",
-                   help="which images to predict")
-    p.add_argument("--threshold", type=_auto_or(PROBABILITY), default="auto", metavar="T",
-                   help="probability threshold, or 'auto': the best on the out-of-fold predictions")
-    p.add_argument("--min-size", type=_auto_or(PIXELS), default="auto", metavar="PIXELS",
-                   help="drop predicted components smaller than this (at 101x101), or 'auto': "
-                        "chosen on the out-of-fold predictions")
-    p.add_argument("--empty-threshold", type=_auto_or(PROBABILITY), default="auto",
-                   metavar="P",
-                   help="blank the mask when the classifier head's salt probability is below P "
-                        "(only for models with that head; 0: never), or 'auto': chosen on the "
-                        "out-of-fold predictions")
-    p.add_argument("--no-tta", action="store_true",
-                   help="no horizontal-flip test-time augmentation")
-    p.add_argument("--snapshots", choices=("all", "last"), default="all",
-                   help="average every snapshot of a fold, or use only its last")
-    p.add_argument("--batch-size", type=_argument_type(POSITIVE_INT.parse), default=64,
-                   metavar="B", help="images per batch")
+    p.add_argument(
+        "--run", required=True, type=Path, metavar="RUN", help="run folder of 'segtutor tgs train'"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="FILE", help="the submission file to write"
+    )
+    p.add_argument(
+        "--split", choices=("test", "train"), default="test", help="which images to predict"
+    )
+    p.add_argument(
+        "--threshold",
+        type=_auto_or(PROBABILITY),
+        default="auto",
+        metavar="T",
+        help="probability threshold, or 'auto': the best on the out-of-fold predictions",
+    )
+    p.add_argument(
+        "--min-size",
+        type=_auto_or(PIXELS),
+        default="auto",
+        metavar="PIXELS",
+        help="drop predicted components smaller than this (at 101x101), or 'auto': "
+        "chosen on the out-of-fold predictions",
+    )
+    p.add_argument(
+        "--empty-threshold",
+        type=_auto_or(PROBABILITY),
+        default="auto",
+        metavar="P",
+        help="blank the mask when the classifier head's salt probability is below P "
+        "(only for models with that head; 0: never), or 'auto': chosen on the "
+        "out-of-fold predictions",
+    )
+    p.add_argument(
+        "--no-tta", action="store_true", help="no horizontal-flip test-time augmentation"
+    )
+    p.add_argument(
+        "--snapshots",
+        choices=("all", "last"),
+        default="all",
+        help="average every snapshot of a fold, or use only its last",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_argument_type(POSITIVE_INT.parse),
+        default=64,
+        metavar="B",
+        help="images per batch",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_quick(p)
 
@@ -197,8 +266,13 @@ def _predict_parser(sub: Any) -> None:
 def _evaluate_parser(sub: Any) -> None:
     p = _step(sub, "evaluate", _cmd_evaluate)
     _add_data(p)
-    p.add_argument("--submission", required=True, type=Path, metavar="FILE",
-                   help="a submission.csv (id,rle_mask)")
+    p.add_argument(
+        "--submission",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="a submission.csv (id,rle_mask)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,15 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="segtutor",
         description="Command line of segtutor, the companion package of the book on semantic "
-                    "segmentation in PyTorch.",
+        "segmentation in PyTorch.",
         formatter_class=_Formatter,
     )
     top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     top.required = True
     tgs_parser = top.add_parser(
-        "tgs", help="the TGS Salt Identification case study",
+        "tgs",
+        help="the TGS Salt Identification case study",
         description="The TGS Salt Identification workflow of the book's case study: make or read "
-                    "the data in Kaggle's layout, train, predict a submission, score it.",
+        "the data in Kaggle's layout, train, predict a submission, score it.",
         formatter_class=_Formatter,
     )
     sub = tgs_parser.add_subparsers(dest="tgs_command", metavar="STEP", parser_class=_Parser)
@@ -267,14 +342,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     validated by decoding every row.
     """
     summary = tgs.predict(
-        args.data, args.run, args.out,
-        split=args.split, threshold=args.threshold, min_size=args.min_size,
-        empty_threshold=args.empty_threshold, tta=not args.no_tta, snapshots=args.snapshots,
-        batch_size=args.batch_size, progress=not args.no_progress,
+        args.data,
+        args.run,
+        args.out,
+        split=args.split,
+        threshold=args.threshold,
+        min_size=args.min_size,
+        empty_threshold=args.empty_threshold,
+        tta=not args.no_tta,
+        snapshots=args.snapshots,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
     )
-    print(f"wrote {summary['n_images']} rows to {args.out} "
-          f"(threshold {summary['threshold']:.2f}, min size {summary['min_size']}, empty-image "
-          f"threshold {summary['empty_threshold']:.2f}; {summary['n_empty']} masks empty)")
+    print(
+        f"wrote {summary['n_images']} rows to {args.out} "
+        f"(threshold {summary['threshold']:.2f}, min size {summary['min_size']}, empty-image "
+        f"threshold {summary['empty_threshold']:.2f}; {summary['n_empty']} masks empty)"
+    )
     return 0
 
 

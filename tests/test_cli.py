@@ -42,8 +42,10 @@ def test_every_option_of_every_step_has_help_and_shows_in_help_output(capsys):
         (["tgs", "evaluate", "--data"], "expected one argument"),
         (["tgs", "evaluate", "--submission", "x.csv"], "required: --data"),
         (["tgs", "synth", "--out", "d", "--n", "0"], "positive integer"),
-        (["tgs", "predict", "--data", "d", "--run", "r", "--out", "o", "--threshold", "1.5"],
-         "[0, 1]"),
+        (
+            ["tgs", "predict", "--data", "d", "--run", "r", "--out", "o", "--threshold", "1.5"],
+            "[0, 1]",
+        ),
         (["tgs", "train", "--out", "r", "--train-folds", "a,b"], "fold numbers"),
         (["tgs", "frobnicate"], "invalid choice"),
     ],
@@ -58,7 +60,9 @@ def test_usage_errors_are_one_line_with_status_2(capsys, argv, fragment):
 
 def test_missing_data_folder_is_a_one_line_error(tmp_path, capsys):
     missing = tmp_path / "no-such-folder"
-    code = cli.main(["tgs", "evaluate", "--data", str(missing), "--submission", str(tmp_path / "s.csv")])
+    code = cli.main(
+        ["tgs", "evaluate", "--data", str(missing), "--submission", str(tmp_path / "s.csv")]
+    )
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
@@ -82,7 +86,11 @@ def test_console_script_exit_status(tmp_path):
     env = dict(os.environ, SEGTUTOR_DEBUG="")
     done = subprocess.run(
         cmd + ["tgs", "evaluate", "--data", str(tmp_path / "nope"), "--submission", "s.csv"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 2
     assert done.stdout == ""
@@ -103,19 +111,29 @@ SYNTH = ["tgs", "synth", "--out", "data"]
     + [(TRAIN + ["--width", v], "--width") for v in ("inf", "nan", "0", "-1", "1e9")]
     + [(TRAIN + ["--visdom", v], "--visdom") for v in ("0", "70000", "-1")]
     + [(TRAIN + ["--seed", v], "--seed") for v in ("-1", str(2**32), "1.5")]
-    + [(TRAIN + ["--batch-size", "0"], "--batch-size"), (TRAIN + ["--n-images", "0"], "--n-images"),
-       (TRAIN + ["--cycles", "-1"], "--cycles"),
-       (TRAIN + ["--cycle-epochs", "0"], "--cycle-epochs")]
-    + [(SYNTH + ["--seed", "-1"], "--seed"), (SYNTH + ["--n", "1e30"], "--n"),
-       (SYNTH + ["--n", "10000000"], "--n"), (SYNTH + ["--n-test", "-1"], "--n-test")]
+    + [
+        (TRAIN + ["--batch-size", "0"], "--batch-size"),
+        (TRAIN + ["--n-images", "0"], "--n-images"),
+        (TRAIN + ["--cycles", "-1"], "--cycles"),
+        (TRAIN + ["--cycle-epochs", "0"], "--cycle-epochs"),
+    ]
+    + [
+        (SYNTH + ["--seed", "-1"], "--seed"),
+        (SYNTH + ["--n", "1e30"], "--n"),
+        (SYNTH + ["--n", "10000000"], "--n"),
+        (SYNTH + ["--n-test", "-1"], "--n-test"),
+    ]
     + [(PREDICT + ["--threshold", v], "--threshold") for v in ("nan", "inf", "-0.1")]
-    + [(PREDICT + ["--empty-threshold", "nan"], "--empty-threshold"),
-       (PREDICT + ["--min-size", "-1"], "--min-size"),
-       (PREDICT + ["--min-size", "99999"], "--min-size"),
-       (PREDICT + ["--batch-size", "0"], "--batch-size")],
+    + [
+        (PREDICT + ["--empty-threshold", "nan"], "--empty-threshold"),
+        (PREDICT + ["--min-size", "-1"], "--min-size"),
+        (PREDICT + ["--min-size", "99999"], "--min-size"),
+        (PREDICT + ["--batch-size", "0"], "--batch-size"),
+    ],
 )
-def test_numeric_options_are_checked_in_the_parser_naming_the_option(tmp_path, monkeypatch, capsys,
-                                                                     argv, option):
+def test_numeric_options_are_checked_in_the_parser_naming_the_option(
+    tmp_path, monkeypatch, capsys, argv, option
+):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
@@ -127,7 +145,8 @@ def test_numeric_options_are_checked_in_the_parser_naming_the_option(tmp_path, m
 
 def test_train_options_in_range_pass_the_parser():
     args = cli.build_parser().parse_args(
-        TRAIN + ["--lr", "1e-3", "--width", "0.125", "--visdom", "8097", "--seed", str(2**32 - 1)])
+        TRAIN + ["--lr", "1e-3", "--width", "0.125", "--visdom", "8097", "--seed", str(2**32 - 1)]
+    )
     assert (args.lr, args.width, args.visdom, args.seed) == (1e-3, 0.125, 8097, 2**32 - 1)
 
 

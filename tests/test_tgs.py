@@ -34,18 +34,58 @@ def test_cli_end_to_end_quick(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SEGTUTOR_QUICK", "1")
     data, run, sub = tmp_path / "data", tmp_path / "run", tmp_path / "submission.csv"
     assert cli.main(["tgs", "synth", "--out", str(data), "--n", "24", "--n-test", "8"]) == 0
-    assert cli.main([
-        "tgs", "train", "--data", str(data), "--out", str(run), "--folds", "3",
-        "--train-folds", "0", "--model", E2E_MODEL, "--width", E2E_WIDTH,
-        "--stage1-epochs", "1", "--cycles", "1", "--cycle-epochs", "1", "--batch-size", "8",
-        "--no-progress", "--quick",
-    ]) == 0
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--folds",
+                "3",
+                "--train-folds",
+                "0",
+                "--model",
+                E2E_MODEL,
+                "--width",
+                E2E_WIDTH,
+                "--stage1-epochs",
+                "1",
+                "--cycles",
+                "1",
+                "--cycle-epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--no-progress",
+                "--quick",
+            ]
+        )
+        == 0
+    )
     assert (run / "fold0" / "snapshot_1.pt").is_file() and (run / "postprocess.json").is_file()
     # the stage-1 weights are kept beside the snapshots, but are not one of them
     assert (run / "fold0" / "stage1.pt").is_file()
     assert tgs.snapshot_paths(run / "fold0") == [run / "fold0" / "snapshot_1.pt"]
-    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
-                     "--no-progress", "--quick"]) == 0
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "predict",
+                "--data",
+                str(data),
+                "--run",
+                str(run),
+                "--out",
+                str(sub),
+                "--no-progress",
+                "--quick",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["tgs", "evaluate", "--data", str(data), "--submission", str(sub)]) == 0
     printed = float(capsys.readouterr().out.strip())
@@ -59,8 +99,21 @@ def test_cli_end_to_end_quick(tmp_path, capsys, monkeypatch):
     assert len(sub.read_text().splitlines()) == 1 + len(ids)
 
     # and bad input to the same commands: one line on stderr, status 2
-    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(tmp_path / "nope"),
-                     "--out", str(sub)]) == 2
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "predict",
+                "--data",
+                str(data),
+                "--run",
+                str(tmp_path / "nope"),
+                "--out",
+                str(sub),
+            ]
+        )
+        == 2
+    )
     lines = sub.read_text().splitlines()
     lines[1] = lines[1].split(",")[0] + ",3 -1"
     sub.write_text("\n".join(lines) + "\n")
@@ -73,14 +126,29 @@ def test_cli_end_to_end_quick(tmp_path, capsys, monkeypatch):
 def test_cli_train_rejects_bad_options_in_one_line(tmp_path, capsys):
     from segtutor import cli
 
-    assert cli.main(["tgs", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"),
-                     "--folds", "1"]) == 2
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "train",
+                "--data",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "r"),
+                "--folds",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "folds must be >= 2" in err
     # a folder without the Kaggle layout: the error names the missing file
     (tmp_path / "empty").mkdir()
-    assert cli.main(["tgs", "train", "--data", str(tmp_path / "empty"), "--out",
-                     str(tmp_path / "r")]) == 2
+    assert (
+        cli.main(["tgs", "train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.csv" in err
 
@@ -94,8 +162,15 @@ def test_fit_fold_on_cuda_with_amp_and_gpu_resident_data(tmp_path, monkeypatch):
     data = make_tgs_like(24, seed=0)
     x = tgs.to_model_size(data.images[:, None])
     y = tgs.to_model_size(data.masks, mask=True)
-    opts = tgs.TrainOptions(stage1_epochs=1, cycles=1, cycle_epochs=1, batch_size=8, width=0.125,
-                            progress=False, verbose=False).resolved()
+    opts = tgs.TrainOptions(
+        stage1_epochs=1,
+        cycles=1,
+        cycle_epochs=1,
+        batch_size=8,
+        width=0.125,
+        progress=False,
+        verbose=False,
+    ).resolved()
     result = tgs.fit_fold(opts, (x[:16], y[:16]), (x[16:], y[16:]), tmp_path / "fold0")
     assert [p.name for p in result["snapshots"]] == ["snapshot_1.pt"]
     members = tgs.load_members(opts, result["snapshots"])
@@ -111,16 +186,39 @@ def test_resume_keeps_finished_folds_and_trains_the_others(tmp_path, capsys, mon
     monkeypatch.setenv("SEGTUTOR_QUICK", "1")
     data, run = tmp_path / "data", tmp_path / "run"
     assert cli.main(["tgs", "synth", "--out", str(data), "--n", "24", "--n-test", "4"]) == 0
-    common = ["tgs", "train", "--data", str(data), "--out", str(run), "--folds", "3",
-              "--model", E2E_MODEL, "--width", E2E_WIDTH, "--stage1-epochs", "1", "--cycles",
-              "0", "--batch-size", "8", "--no-progress", "--quick"]
+    common = [
+        "tgs",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--folds",
+        "3",
+        "--model",
+        E2E_MODEL,
+        "--width",
+        E2E_WIDTH,
+        "--stage1-epochs",
+        "1",
+        "--cycles",
+        "0",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--quick",
+    ]
     assert cli.main([*common, "--train-folds", "0"]) == 0
     fold0 = (run / "fold0" / "snapshot_1.pt").read_bytes()
     trained = []
     real_fit_fold = tgs.fit_fold
-    monkeypatch.setattr(recipe, "fit_fold",
-                        lambda opts, tr, va, fold_dir, name, **kw:
-                        trained.append(name) or real_fit_fold(opts, tr, va, fold_dir, name, **kw))
+    monkeypatch.setattr(
+        recipe,
+        "fit_fold",
+        lambda opts, tr, va, fold_dir, name, **kw: (
+            trained.append(name) or real_fit_fold(opts, tr, va, fold_dir, name, **kw)
+        ),
+    )
     assert cli.main([*common, "--train-folds", "1", "--resume"]) == 0
     assert trained == ["fold1"]  # fold 0 was finished by the first call: not trained again
     assert (run / "fold0" / "snapshot_1.pt").read_bytes() == fold0
@@ -153,10 +251,35 @@ def tiny_run(tmp_path_factory):
     os.environ["SEGTUTOR_QUICK"] = "1"
     try:
         assert cli.main(["tgs", "synth", "--out", str(data), "--n", "16", "--n-test", "4"]) == 0
-        assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), "--folds", "2",
-                         "--train-folds", "0", "--model", E2E_MODEL, "--width", E2E_WIDTH,
-                         "--stage1-epochs", "1", "--cycles", "0", "--batch-size", "8",
-                         "--no-progress", "--quick"]) == 0
+        assert (
+            cli.main(
+                [
+                    "tgs",
+                    "train",
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(run),
+                    "--folds",
+                    "2",
+                    "--train-folds",
+                    "0",
+                    "--model",
+                    E2E_MODEL,
+                    "--width",
+                    E2E_WIDTH,
+                    "--stage1-epochs",
+                    "1",
+                    "--cycles",
+                    "0",
+                    "--batch-size",
+                    "8",
+                    "--no-progress",
+                    "--quick",
+                ]
+            )
+            == 0
+        )
     finally:
         if before is None:
             os.environ.pop("SEGTUTOR_QUICK", None)
@@ -172,8 +295,7 @@ def _copy_run(run, tmp_path):
 
 
 def _tree(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _one_line_error(capsys, *fragments):
@@ -184,9 +306,24 @@ def _one_line_error(capsys, *fragments):
     return err
 
 
-TRAIN_TINY = ["--folds", "2", "--train-folds", "0", "--model", E2E_MODEL, "--width", E2E_WIDTH,
-              "--stage1-epochs", "1", "--cycles", "0", "--batch-size", "8", "--no-progress",
-              "--quick"]
+TRAIN_TINY = [
+    "--folds",
+    "2",
+    "--train-folds",
+    "0",
+    "--model",
+    E2E_MODEL,
+    "--width",
+    E2E_WIDTH,
+    "--stage1-epochs",
+    "1",
+    "--cycles",
+    "0",
+    "--batch-size",
+    "8",
+    "--no-progress",
+    "--quick",
+]
 
 
 def test_train_refuses_a_folder_holding_a_run_unless_resume(tiny_run, tmp_path, capsys):
@@ -218,35 +355,60 @@ def test_evaluate_refuses_a_submission_that_leaves_out_images(tmp_path, capsys):
     pred[2] = ~truth[2]  # ...and a hard one predicted wrong
     complete = tgs.write_submission(tmp_path / "all.csv", ids, pred)
     assert tgs.evaluate_submission(tmp_path / "data", complete) == pytest.approx(
-        tgs_map(pred, truth))
+        tgs_map(pred, truth)
+    )
     # leaving the hard image out would raise the score from 2/3 to 1: it is an error instead
     partial = tgs.write_submission(tmp_path / "part.csv", ids[:2], pred[:2])
     assert tgs_map(pred[:2], truth[:2]) > tgs_map(pred, truth)
     with pytest.raises(tgs.TGSInputError, match="1 of the 3 test ids have no row.*'hard'"):
         tgs.evaluate_submission(tmp_path / "data", partial)
-    assert cli.main(["tgs", "evaluate", "--data", str(tmp_path / "data"), "--submission",
-                     str(partial)]) == 2
+    assert (
+        cli.main(
+            ["tgs", "evaluate", "--data", str(tmp_path / "data"), "--submission", str(partial)]
+        )
+        == 2
+    )
     _one_line_error(capsys, partial, "no row")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random"])
-def test_a_damaged_snapshot_is_named_by_predict_and_train_resume(tiny_run, tmp_path, capsys,
-                                                                 damage):
+def test_a_damaged_snapshot_is_named_by_predict_and_train_resume(
+    tiny_run, tmp_path, capsys, damage
+):
     from segtutor import cli
 
     data, run = tiny_run
     run = _copy_run(run, tmp_path)
     snapshot = run / "fold0" / "snapshot_1.pt"
     content = snapshot.read_bytes()
-    snapshot.write_bytes({"truncated": content[: len(content) // 3], "empty": b"",
-                          "random": bytes(range(256)) * 16}[damage])
+    snapshot.write_bytes(
+        {"truncated": content[: len(content) // 3], "empty": b"", "random": bytes(range(256)) * 16}[
+            damage
+        ]
+    )
     sub = tmp_path / "s.csv"
-    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
-                     "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "predict",
+                "--data",
+                str(data),
+                "--run",
+                str(run),
+                "--out",
+                str(sub),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, snapshot, "damaged")
     assert not sub.exists()
-    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY,
-                     "--resume"]) == 2
+    assert (
+        cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY, "--resume"])
+        == 2
+    )
     _one_line_error(capsys, snapshot, "damaged")
 
 
@@ -258,12 +420,17 @@ def test_predict_applies_the_empty_image_threshold_chosen_at_training(tiny_run, 
     post_file = run / "postprocess.json"
     chosen = json.loads(post_file.read_text())
     assert 0 <= chosen["empty_threshold"] <= 1 and set(chosen["empty_scores"]) == {
-        "0", "0.3", "0.5", "0.7"}
+        "0",
+        "0.3",
+        "0.5",
+        "0.7",
+    }
     sub = tmp_path / "s.csv"
     n_test = len(tgs.split_ids(data, "test"))
     for empty, expected in [(1.0, "all"), (0.0, "threshold only")]:
-        post_file.write_text(json.dumps({**chosen, "threshold": 0.5, "min_size": 0,
-                                         "empty_threshold": empty}))
+        post_file.write_text(
+            json.dumps({**chosen, "threshold": 0.5, "min_size": 0, "empty_threshold": empty})
+        )
         summary = tgs.predict(data, run, sub, progress=False)
         assert summary["empty_threshold"] == empty
         masks = tgs.validate_submission(sub)
@@ -272,21 +439,52 @@ def test_predict_applies_the_empty_image_threshold_chosen_at_training(tiny_run, 
         if expected == "all":  # no salt probability reaches 1: every mask blanked
             assert n_empty == n_test
         else:  # the rule off: the masks are the thresholded probabilities
-            members = tgs.load_members(tgs.read_run_config(run)["options"],
-                                       tgs.snapshot_paths(run / "fold0"))
+            members = tgs.load_members(
+                tgs.read_run_config(run)["options"], tgs.snapshot_paths(run / "fold0")
+            )
             test = tgs.load_split(data, "test")
             probs, _ = tgs.predict_probs(members, tgs.to_model_size(test.images))
             assert n_empty == int(((probs > 0.5).flatten(1).sum(1) == 0).sum())
     # the command line's --empty-threshold overrides the chosen one; a file written before the
     # rule was searched gets the former fixed 0.5
-    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
-                     "--empty-threshold", "1", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "predict",
+                "--data",
+                str(data),
+                "--run",
+                str(run),
+                "--out",
+                str(sub),
+                "--empty-threshold",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "empty-image threshold 1.00" in capsys.readouterr().out
     post_file.write_text(json.dumps({"threshold": 0.5, "min_size": 0}))
     assert tgs.predict(data, run, sub, progress=False)["empty_threshold"] == 0.5
     post_file.write_text(json.dumps({"threshold": 0.5, "min_size": 0, "empty_threshold": 2}))
-    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out", str(sub),
-                     "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "predict",
+                "--data",
+                str(data),
+                "--run",
+                str(run),
+                "--out",
+                str(sub),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, post_file, "'empty_threshold'")
 
 
@@ -297,17 +495,33 @@ def test_a_snapshot_of_another_model_is_named(tiny_run, tmp_path, capsys):
     run = _copy_run(run, tmp_path)
     snapshot = run / "fold0" / "snapshot_1.pt"
     torch.save({"model": {"weight": torch.zeros(3)}}, snapshot)
-    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out",
-                     str(tmp_path / "s.csv"), "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "predict",
+                "--data",
+                str(data),
+                "--run",
+                str(run),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, snapshot, "does not hold the weights")
 
 
 @pytest.mark.parametrize(
     "config, message",
-    [([1, 2], "expected a JSON object, got a JSON list"),
-     ("unknown key", "unknown option(s) 'colour'"),
-     ("bad folds", "'trained_folds' must list fold numbers"),
-     ("bad lr", "lr must be a learning rate in (0, 1], got -1")],
+    [
+        ([1, 2], "expected a JSON object, got a JSON list"),
+        ("unknown key", "unknown option(s) 'colour'"),
+        ("bad folds", "'trained_folds' must list fold numbers"),
+        ("bad lr", "lr must be a learning rate in (0, 1], got -1"),
+    ],
 )
 def test_a_broken_run_config_is_named(tiny_run, tmp_path, capsys, config, message):
     from segtutor import cli
@@ -325,11 +539,27 @@ def test_a_broken_run_config_is_named(tiny_run, tmp_path, capsys, config, messag
         good["options"]["lr"] = -1
         config = good
     (run / "config.json").write_text(json.dumps(config))
-    assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out",
-                     str(tmp_path / "s.csv"), "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "predict",
+                "--data",
+                str(data),
+                "--run",
+                str(run),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, run / "config.json", message)
-    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY,
-                     "--resume"]) == 2
+    assert (
+        cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY, "--resume"])
+        == 2
+    )
     _one_line_error(capsys, run / "config.json", message)
 
 
@@ -345,15 +575,30 @@ def test_resume_refusal_says_what_differs(tiny_run, tmp_path, capsys):
     link = tmp_path / "data-link"
     link.symlink_to(data)
     for spelling in (link, data / ".." / data.name):
-        assert cli.main(["tgs", "train", "--data", str(spelling), "--out", str(run),
-                         *TRAIN_TINY, "--resume"]) == 2
+        assert (
+            cli.main(
+                [
+                    "tgs",
+                    "train",
+                    "--data",
+                    str(spelling),
+                    "--out",
+                    str(run),
+                    *TRAIN_TINY,
+                    "--resume",
+                ]
+            )
+            == 2
+        )
         err = _one_line_error(capsys, "holds other images")
         assert "trained on" not in err
     config["ids"] = config["ids"][::-1]
     config["data"] = str(tmp_path / "elsewhere")
     (run / "config.json").write_text(json.dumps(config))
-    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY,
-                     "--resume"]) == 2
+    assert (
+        cli.main(["tgs", "train", "--data", str(data), "--out", str(run), *TRAIN_TINY, "--resume"])
+        == 2
+    )
     _one_line_error(capsys, f"trained on {tmp_path / 'elsewhere'}, not {data.resolve()}")
 
 
@@ -363,8 +608,20 @@ def test_a_failed_train_leaves_no_run_folder(tiny_run, tmp_path, capsys, monkeyp
     data, _ = tiny_run
     (tmp_path / "not-a-layout").mkdir()
     out = tmp_path / "new" / "run"
-    assert cli.main(["tgs", "train", "--data", str(tmp_path / "not-a-layout"), "--out", str(out),
-                     *TRAIN_TINY]) == 2
+    assert (
+        cli.main(
+            [
+                "tgs",
+                "train",
+                "--data",
+                str(tmp_path / "not-a-layout"),
+                "--out",
+                str(out),
+                *TRAIN_TINY,
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "train.csv")
     assert not (tmp_path / "new").exists()
 
@@ -390,32 +647,41 @@ def test_training_that_diverges_is_a_one_line_error(tiny_run, tmp_path, capsys, 
     data, run = tiny_run
 
     def diverges(*args, **kwargs):
-        raise NonFiniteLossError("loss is nan at epoch 1, step 1 of the epoch; lower the "
-                                 "learning rate")
+        raise NonFiniteLossError(
+            "loss is nan at epoch 1, step 1 of the epoch; lower the learning rate"
+        )
 
     monkeypatch.setattr(recipe, "fit_fold", diverges)
-    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r1"),
-                     *TRAIN_TINY]) == 2
+    assert (
+        cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r1"), *TRAIN_TINY])
+        == 2
+    )
     _one_line_error(capsys, "fold 0: training diverged", "lower the learning rate")
     assert not (tmp_path / "r1").exists()
 
     # models whose predictions are NaN (a loss that stayed finite while the weights did not)
     snapshot = run / "fold0" / "snapshot_1.pt"
+
     def trained(opts, train_xy, val_xy, fold_dir, name="fold", **kwargs):
         fold_dir.mkdir(parents=True)
         return {"history": [], "snapshots": [snapshot]}
 
     monkeypatch.setattr(recipe, "fit_fold", trained)
-    monkeypatch.setattr(recipe, "predict_probs",
-                        lambda members, x, *a, **k: (torch.full((len(x), 101, 101), float("nan")),
-                                                     None))
-    assert cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r2"),
-                     *TRAIN_TINY]) == 2
+    monkeypatch.setattr(
+        recipe,
+        "predict_probs",
+        lambda members, x, *a, **k: (torch.full((len(x), 101, 101), float("nan")), None),
+    )
+    assert (
+        cli.main(["tgs", "train", "--data", str(data), "--out", str(tmp_path / "r2"), *TRAIN_TINY])
+        == 2
+    )
     _one_line_error(capsys, "fold 0", "NaN or infinite", "--lr")
 
 
-def test_predict_to_a_device_or_folder_is_refused_before_predicting(tiny_run, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_predict_to_a_device_or_folder_is_refused_before_predicting(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
     from pathlib import Path
 
     from segtutor import cli
@@ -429,8 +695,22 @@ def test_predict_to_a_device_or_folder_is_refused_before_predicting(tiny_run, tm
         os.mkfifo(tmp_path / "fifo")
         targets.append(tmp_path / "fifo")
     for target in targets:
-        assert cli.main(["tgs", "predict", "--data", str(data), "--run", str(run), "--out",
-                         str(target), "--no-progress"]) == 2
+        assert (
+            cli.main(
+                [
+                    "tgs",
+                    "predict",
+                    "--data",
+                    str(data),
+                    "--run",
+                    str(run),
+                    "--out",
+                    str(target),
+                    "--no-progress",
+                ]
+            )
+            == 2
+        )
         _one_line_error(capsys, target)
     assert (tmp_path / "fifo").exists() and not (tmp_path / "fifo").is_file()
 
@@ -446,13 +726,24 @@ def test_the_package_offers_every_public_name_of_its_modules():
 
     from segtutor.data import coverage_class, coverage_folds
 
-    for module_name in ("layout", "options", "postprocessing", "submission", "run", "inference",
-                        "recipe", "cache"):
+    for module_name in (
+        "layout",
+        "options",
+        "postprocessing",
+        "submission",
+        "run",
+        "inference",
+        "recipe",
+        "cache",
+    ):
         module = importlib.import_module(f"segtutor.tgs.{module_name}")
-        defined = [name for name, value in vars(module).items()
-                   if not name.startswith("_") and (inspect.isfunction(value)
-                                                    or inspect.isclass(value))
-                   and value.__module__ == module.__name__]
+        defined = [
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isfunction(value) or inspect.isclass(value))
+            and value.__module__ == module.__name__
+        ]
         if module_name == "options":  # the rules of the options are the command line's
             defined = ["TrainOptions"]
         for name in defined:

@@ -12,14 +12,24 @@ from segtutor import tgs
 from segtutor.tgs import cache, recipe
 
 # one fold of two, one epoch of stage 1 at a tiny width: seconds
-TINY = dict(folds=2, train_folds=[0], model="resunet34", width=0.125, stage1_epochs=1, cycles=0,
-            batch_size=8, progress=False, verbose=False)
+TINY = dict(
+    folds=2,
+    train_folds=[0],
+    model="resunet34",
+    width=0.125,
+    stage1_epochs=1,
+    cycles=0,
+    batch_size=8,
+    progress=False,
+    verbose=False,
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    return tgs.synth(tmp_path_factory.mktemp("cache") / "data", n=16, n_test=4, seed=0,
-                     progress=False)
+    return tgs.synth(
+        tmp_path_factory.mktemp("cache") / "data", n=16, n_test=4, seed=0, progress=False
+    )
 
 
 @pytest.fixture
@@ -36,8 +46,9 @@ def count_fits(monkeypatch):
     return trained
 
 
-def test_a_miss_trains_and_a_hit_on_a_copy_of_the_data_reuses_it(tiny_data, tmp_path, capsys,
-                                                                  count_fits):
+def test_a_miss_trains_and_a_hit_on_a_copy_of_the_data_reuses_it(
+    tiny_data, tmp_path, capsys, count_fits
+):
     root = tmp_path / "runs"
     run = tgs.cached_run(tgs.TrainOptions(**TINY), tiny_data, root=root, by="tgs/training")
     assert count_fits == ["fold0"]
@@ -53,8 +64,9 @@ def test_a_miss_trains_and_a_hit_on_a_copy_of_the_data_reuses_it(tiny_data, tmp_
 
     # the same set written elsewhere, options that only change what is shown: a hit
     copy = shutil.copytree(tiny_data, tmp_path / "elsewhere")
-    watched = tgs.TrainOptions(**{**TINY, "progress": True, "verbose": True,
-                                  "tensorboard": str(tmp_path / "tb")})
+    watched = tgs.TrainOptions(
+        **{**TINY, "progress": True, "verbose": True, "tensorboard": str(tmp_path / "tb")}
+    )
     again = tgs.cached_run(watched, copy, root=root, by="tgs/inference")
     assert again == run and count_fits == ["fold0"]  # nothing trained again
     assert capsys.readouterr().out == f"reusing the run trained by tgs/training in {run}\n"
@@ -62,8 +74,14 @@ def test_a_miss_trains_and_a_hit_on_a_copy_of_the_data_reuses_it(tiny_data, tmp_
 
 def test_the_key_follows_the_recipe_seed_folds_data_and_code(tiny_data, tmp_path, monkeypatch):
     key = tgs.recipe_key(tgs.TrainOptions(**TINY), tiny_data)
-    for change in ({"lr": 1e-2}, {"seed": 1}, {"train_folds": [1]}, {"stage1_epochs": 2},
-                   {"hypercolumn": False}, {"size_mode": "resize"}):
+    for change in (
+        {"lr": 1e-2},
+        {"seed": 1},
+        {"train_folds": [1]},
+        {"stage1_epochs": 2},
+        {"hypercolumn": False},
+        {"size_mode": "resize"},
+    ):
         assert tgs.recipe_key(tgs.TrainOptions(**{**TINY, **change}), tiny_data) != key, change
     for same in ({"progress": True}, {"verbose": True}, {"tensorboard": "tb"}, {"visdom": 8097}):
         assert tgs.recipe_key(tgs.TrainOptions(**{**TINY, **same}), tiny_data) == key, same
@@ -88,8 +106,9 @@ def test_the_key_resolves_the_defaults_of_the_mode(tiny_data, monkeypatch):
     assert tgs.recipe_key(tgs.TrainOptions(), tiny_data) != quick
 
 
-def test_an_interrupted_run_is_continued_and_keeps_its_finished_folds(tiny_data, tmp_path,
-                                                                     monkeypatch, count_fits):
+def test_an_interrupted_run_is_continued_and_keeps_its_finished_folds(
+    tiny_data, tmp_path, monkeypatch, count_fits
+):
     root = tmp_path / "runs"
     options = tgs.TrainOptions(**{**TINY, "train_folds": [0, 1]})
     real = recipe.fit_fold  # the counting wrapper
@@ -158,5 +177,4 @@ def test_bad_input_is_named(tmp_path, tiny_data):
     with pytest.raises(TypeError, match="by must be a str"):
         tgs.cached_run(tgs.TrainOptions(**TINY), tiny_data, root=tmp_path / "runs", by=3)
     with pytest.raises(ValueError, match="lr must be"):
-        tgs.cached_run(tgs.TrainOptions(**{**TINY, "lr": -1.0}), tiny_data,
-                       root=tmp_path / "runs")
+        tgs.cached_run(tgs.TrainOptions(**{**TINY, "lr": -1.0}), tiny_data, root=tmp_path / "runs")

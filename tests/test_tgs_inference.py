@@ -13,11 +13,23 @@ def test_model_outputs_reads_the_empty_image_head_only_where_there_is_one():
     from segtutor.models import build_model
 
     x = torch.randn(2, 1, 64, 64)
-    with_head = build_model("resunet34", num_classes=1, in_channels=1, classify=True,
-                            decoder_width=8, encoder_width=0.25).eval()
+    with_head = build_model(
+        "resunet34",
+        num_classes=1,
+        in_channels=1,
+        classify=True,
+        decoder_width=8,
+        encoder_width=0.25,
+    ).eval()
     # DeepLab has a segmentation head only: no empty-image logit to read
-    deeplab = build_model("deeplabv3", num_classes=1, in_channels=1, backbone="resnet18",
-                          encoder_width=0.25, head_width=16).eval()
+    deeplab = build_model(
+        "deeplabv3",
+        num_classes=1,
+        in_channels=1,
+        backbone="resnet18",
+        encoder_width=0.25,
+        head_width=16,
+    ).eval()
     with torch.no_grad():
         both = inference._model_outputs(with_head, x)
         assert torch.equal(both["out"], with_head(x)) and both["cls"].shape == (2, 1)

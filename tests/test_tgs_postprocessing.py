@@ -22,9 +22,9 @@ def _constructed_case() -> tuple[torch.Tensor, torch.Tensor]:
     probs = torch.full((4, 20, 20), 0.2)
     masks = torch.zeros(4, 20, 20)
     for i, (r, c, s) in enumerate([(3, 3, 8), (9, 6, 6)]):
-        probs[i, r - 1:r + s + 1, c - 1:c + s + 1] = 0.52
-        probs[i, r:r + s, c:c + s] = 0.57
-        masks[i, r:r + s, c:c + s] = 1
+        probs[i, r - 1 : r + s + 1, c - 1 : c + s + 1] = 0.52
+        probs[i, r : r + s, c : c + s] = 0.57
+        masks[i, r : r + s, c : c + s] = 1
     probs[2, 5:9, 5:9] = 0.52
     probs[3, 12:15, 2:6] = 0.52
     return probs, masks
@@ -53,6 +53,7 @@ def test_threshold_search_ties_go_to_the_threshold_nearest_one_half():
 
 def test_threshold_search_applies_postprocessing_before_scoring():
     probs, masks = _constructed_case()
+
     # a post-processing step that blanks images 2 and 3 (the empty ones) rescues t = 0.50
     def blank_empty(pred):
         pred = pred.clone()
@@ -82,23 +83,28 @@ def test_suppress_empty_blanks_only_images_called_empty():
 
 def test_postprocess_thresholds_removes_small_components_and_empty_images():
     probs = torch.zeros(3, 12, 12)
-    probs[:, 1:6, 1:6] = 0.9        # a 25-pixel component in every image
-    probs[:, 9, 9] = 0.8            # a 1-pixel speck
-    probs[:, 8:11, 1:3] = 0.4       # below the threshold
-    out = tgs.postprocess(probs, threshold=0.5, min_size=4,
-                          salt_prob=torch.tensor([0.9, 0.1, 0.7]), empty_threshold=0.5)
+    probs[:, 1:6, 1:6] = 0.9  # a 25-pixel component in every image
+    probs[:, 9, 9] = 0.8  # a 1-pixel speck
+    probs[:, 8:11, 1:3] = 0.4  # below the threshold
+    out = tgs.postprocess(
+        probs,
+        threshold=0.5,
+        min_size=4,
+        salt_prob=torch.tensor([0.9, 0.1, 0.7]),
+        empty_threshold=0.5,
+    )
     expected = torch.zeros(12, 12, dtype=torch.bool)
     expected[1:6, 1:6] = True
     assert torch.equal(out[0], expected) and torch.equal(out[2], expected)
-    assert not out[1].any()         # the classifier called image 1 empty
+    assert not out[1].any()  # the classifier called image 1 empty
     # min_size 0 keeps the speck
     assert tgs.postprocess(probs, 0.5, 0)[0, 9, 9]
 
 
 def test_postprocess_search_picks_min_size_that_removes_false_specks():
     probs, masks = _constructed_case()
-    probs[2, 18, 18] = 0.9          # isolated false-positive pixels on the two empty images,
-    probs[3, 0, 19] = 0.9           # which no threshold below 0.9 removes but min_size does
+    probs[2, 18, 18] = 0.9  # isolated false-positive pixels on the two empty images,
+    probs[3, 0, 19] = 0.9  # which no threshold below 0.9 removes but min_size does
     result = tgs.search_postprocess(probs, masks, thresholds=[0.5, 0.55, 0.6], min_sizes=[0, 5])
     assert result["min_size"] == 5 and result["threshold"] == pytest.approx(0.55)
     assert result["score"] == pytest.approx(1.0)
@@ -123,8 +129,9 @@ def test_search_turns_off_an_empty_image_head_that_would_blank_every_mask():
     probs, masks = _constructed_case()
     wrong_head = torch.full((4,), 0.1)
     assert tgs_map(tgs.postprocess(probs, 0.55, 0, wrong_head, 0.5), masks) == pytest.approx(0.5)
-    result = tgs.search_postprocess(probs, masks, wrong_head, thresholds=[0.5, 0.55, 0.6],
-                                    min_sizes=[0])
+    result = tgs.search_postprocess(
+        probs, masks, wrong_head, thresholds=[0.5, 0.55, 0.6], min_sizes=[0]
+    )
     assert result["empty_threshold"] == 0.0 and result["threshold"] == pytest.approx(0.55)
     assert result["score"] == pytest.approx(1.0)
     assert result["empty_scores"][0.5] == pytest.approx(0.5)
@@ -135,7 +142,7 @@ def test_search_keeps_an_empty_image_head_that_helps():
     # the blobs on the empty images survive every threshold below 0.55; a head that knows
     # which images are empty removes them at 0.5, and then any threshold in 0.5..0.55 is perfect
     probs, masks = _constructed_case()
-    probs[2:, 10:15, 10:15] = 0.9            # large false blobs: no threshold or min size helps
+    probs[2:, 10:15, 10:15] = 0.9  # large false blobs: no threshold or min size helps
     head = torch.tensor([0.9, 0.8, 0.4, 0.2])
     result = tgs.search_postprocess(probs, masks, head, thresholds=[0.5, 0.55], min_sizes=[0])
     assert result["empty_threshold"] == 0.5 and result["score"] == pytest.approx(1.0)

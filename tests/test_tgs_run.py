@@ -8,12 +8,23 @@ from segtutor import tgs
 
 
 def test_snapshots_come_in_cycle_order_and_other_files_are_ignored(tmp_path):
-    for name in ("snapshot_10.pt", "snapshot_9.pt", "snapshot_1.pt", "snapshot_x.pt",
-                 "snapshot_\u0662.pt", "snapshot_3.pt.tmp", "history.json", "snapshot_.pt"):
+    for name in (
+        "snapshot_10.pt",
+        "snapshot_9.pt",
+        "snapshot_1.pt",
+        "snapshot_x.pt",
+        "snapshot_\u0662.pt",
+        "snapshot_3.pt.tmp",
+        "history.json",
+        "snapshot_.pt",
+    ):
         (tmp_path / name).write_bytes(b"")
     # numbers, not text: a plain sorted() would put snapshot_10 before snapshot_9
     assert [p.name for p in tgs.snapshot_paths(tmp_path)] == [
-        "snapshot_1.pt", "snapshot_9.pt", "snapshot_10.pt"]
+        "snapshot_1.pt",
+        "snapshot_9.pt",
+        "snapshot_10.pt",
+    ]
     assert [p.name for p in tgs.snapshot_paths(str(tmp_path))][-1] == "snapshot_10.pt"
 
 

@@ -45,8 +45,10 @@ def test_submission_rows_use_the_kaggle_column_major_rle(tmp_path):
     "corruption, message",
     [
         (lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",1 2 3"), "line 3: malformed"),
-        (lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",10200 50"),
-         "line 3: malformed"),
+        (
+            lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",10200 50"),
+            "line 3: malformed",
+        ),
         (lambda rows: rows.__setitem__(2, rows[2].split(",")[0] + ",a b"), "line 3: malformed"),
         (lambda rows: rows.__setitem__(3, rows[3] + ",extra"), "line 4: 3 fields"),
         (lambda rows: rows.__setitem__(0, "id,mask"), "header"),
@@ -104,8 +106,8 @@ def _write_mask_png(path, mask) -> None:
 def test_evaluate_equals_tgs_map_on_hand_made_layout(tmp_path):
     truth = _random_masks(4, seed=3)
     pred = truth.clone()
-    pred[1] = ~pred[1]                 # a bad prediction
-    pred[2, :50] = False               # a partial one
+    pred[1] = ~pred[1]  # a bad prediction
+    pred[2, :50] = False  # a partial one
     ids = ["t0", "t1", "x0", "x1"]
     for i, image_id in enumerate(ids):
         split = "train" if image_id.startswith("t") else "test"

@@ -32,25 +32,54 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "layout": ("MODEL_SIZE", "TGS_SIZE", "TGSArrays", "TGSInputError", "from_model_size",
-               "load_split", "synth", "to_model_size"),
+    "layout": (
+        "MODEL_SIZE",
+        "TGS_SIZE",
+        "TGSArrays",
+        "TGSInputError",
+        "from_model_size",
+        "load_split",
+        "synth",
+        "to_model_size",
+    ),
     "options": ("TrainOptions",),
-    "postprocessing": ("ThresholdSearch", "default_empty_thresholds", "default_min_sizes",
-                       "default_thresholds", "postprocess", "remove_small", "search_postprocess",
-                       "search_threshold", "suppress_empty"),
-    "submission": ("SUBMISSION_HEADER", "evaluate_submission", "find_mask", "split_ids",
-                   "validate_submission", "write_submission"),
+    "postprocessing": (
+        "ThresholdSearch",
+        "default_empty_thresholds",
+        "default_min_sizes",
+        "default_thresholds",
+        "postprocess",
+        "remove_small",
+        "search_postprocess",
+        "search_threshold",
+        "suppress_empty",
+    ),
+    "submission": (
+        "SUBMISSION_HEADER",
+        "evaluate_submission",
+        "find_mask",
+        "split_ids",
+        "validate_submission",
+        "write_submission",
+    ),
     "run": ("read_run_config", "snapshot_paths"),
     "inference": ("build", "load_members", "predict", "predict_probs"),
     "recipe": ("WithEmptyImageHead", "fit_fold", "has_salt", "train"),
-    "cache": ("cached_run", "code_fingerprint", "data_fingerprint", "default_root",
-              "is_complete", "recipe_key"),
+    "cache": (
+        "cached_run",
+        "code_fingerprint",
+        "data_fingerprint",
+        "default_root",
+        "is_complete",
+        "recipe_key",
+    ),
 }
 # the workflow's names for two functions of the Kaggle layout module (the same objects)
 _ALIASES = {"make_folds": "coverage_folds", "coverage_classes": "coverage_class"}
 
-_HOME = {name: (f"{__name__}.{module}", name) for module, names in _EXPORTS.items()
-         for name in names}
+_HOME = {
+    name: (f"{__name__}.{module}", name) for module, names in _EXPORTS.items() for name in names
+}
 _HOME.update({name: ("segtutor.data.tgs", target) for name, target in _ALIASES.items()})
 
 
@@ -65,4 +94,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_HOME))
-

@@ -47,8 +47,17 @@ CACHE_ENV = "SEGTUTOR_RUN_CACHE"
 WATCH_OPTIONS = ("progress", "verbose", "tensorboard", "visdom")
 
 # the parts of the package whose code decides what a run learns
-_TRAINING_CODE = ("tgs", "train", "models", "losses", "losses.py", "data", "metrics.py",
-                  "postprocess.py", "config.py")
+_TRAINING_CODE = (
+    "tgs",
+    "train",
+    "models",
+    "losses",
+    "losses.py",
+    "data",
+    "metrics.py",
+    "postprocess.py",
+    "config.py",
+)
 
 # bump when the layout of a cached run folder changes
 _CACHE_FORMAT = 1
@@ -110,9 +119,15 @@ def recipe_key(options: TrainOptions | None, data_dir: str | os.PathLike) -> str
     """
     opts = (options or TrainOptions()).resolved()
     recipe = {k: v for k, v in asdict(opts).items() if k not in WATCH_OPTIONS}
-    text = json.dumps({"format": _CACHE_FORMAT, "recipe": recipe,
-                       "data": data_fingerprint(data_dir), "code": code_fingerprint()},
-                      sort_keys=True)
+    text = json.dumps(
+        {
+            "format": _CACHE_FORMAT,
+            "recipe": recipe,
+            "data": data_fingerprint(data_dir),
+            "code": code_fingerprint(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -124,8 +139,11 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
         cfg = read_run_config(run)
     except TGSInputError:
         return False
-    return ((run / "postprocess.json").is_file() and (run / "oof.pt").is_file()
-            and all((run / f"fold{k}" / "history.json").is_file() for k in cfg["trained_folds"]))
+    return (
+        (run / "postprocess.json").is_file()
+        and (run / "oof.pt").is_file()
+        and all((run / f"fold{k}" / "history.json").is_file() for k in cfg["trained_folds"])
+    )
 
 
 @contextlib.contextmanager
@@ -227,8 +245,11 @@ def _train_into(run: Path, data: Path, opts: TrainOptions, key: str, by: str) ->
             # trained on another path (the checkout moved): its folds cannot be resumed
             shutil.rmtree(run)
     resuming = any(run.glob("fold*/history.json"))
-    print(f"{'continuing' if resuming else 'training'} the run in {_shown(run)} "
-          f"(no finished run of this recipe and data yet)", flush=True)
+    print(
+        f"{'continuing' if resuming else 'training'} the run in {_shown(run)} "
+        f"(no finished run of this recipe and data yet)",
+        flush=True,
+    )
     run.mkdir(parents=True, exist_ok=True)
     try:
         if not pinned.is_dir():

@@ -51,8 +51,10 @@ def load_members(opts: TrainOptions, paths: Sequence[str | os.PathLike]) -> list
             model.load_state_dict(state.get("model", state))
         except (RuntimeError, TypeError, AttributeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise TGSInputError(f"snapshot {path} does not hold the weights of this run's model "
-                                f"({opts.model}, width {opts.width}): {first}") from None
+            raise TGSInputError(
+                f"snapshot {path} does not hold the weights of this run's model "
+                f"({opts.model}, width {opts.width}): {first}"
+            ) from None
         members.append(model.eval())
     return members
 
@@ -100,12 +102,16 @@ def predict_probs(
     transforms_ = ("identity", "hflip") if tta else ("identity",)
     probs = torch.zeros(images.shape[0], TGS_SIZE, TGS_SIZE)
     salt: Tensor | None = torch.zeros(images.shape[0])
-    starts = bar(range(0, images.shape[0], batch_size), show=progress, leave=False,
-                 desc=f"predict ({len(members)} models, tta={tta})")
+    starts = bar(
+        range(0, images.shape[0], batch_size),
+        show=progress,
+        leave=False,
+        desc=f"predict ({len(members)} models, tta={tta})",
+    )
     for model in members:
         model.to(device).eval()
     for start in starts:
-        x = images[start:start + batch_size].to(device)
+        x = images[start : start + batch_size].to(device)
         batch_probs, batch_salt = 0.0, 0.0
         for model in members:
             out = tta_predict(lambda t, m=model: _model_outputs(m, t), x, transforms_)
@@ -115,9 +121,9 @@ def predict_probs(
             else:
                 salt = None
         mean = batch_probs / len(members)
-        probs[start:start + x.shape[0]] = from_model_size(mean, size_mode).cpu()
+        probs[start : start + x.shape[0]] = from_model_size(mean, size_mode).cpu()
         if salt is not None:
-            salt[start:start + x.shape[0]] = (batch_salt / len(members)).cpu()
+            salt[start : start + x.shape[0]] = (batch_salt / len(members)).cpu()
     return probs, salt
 
 
@@ -165,15 +171,23 @@ def predict(
         chosen = _read_postprocess(run / "postprocess.json")
         threshold = chosen["threshold"] if threshold == "auto" else threshold
         min_size = chosen["min_size"] if min_size == "auto" else min_size
-        empty_threshold = (chosen["empty_threshold"] if empty_threshold == "auto"
-                           else empty_threshold)
+        empty_threshold = (
+            chosen["empty_threshold"] if empty_threshold == "auto" else empty_threshold
+        )
     arrays = load_split(data, split)
     members = load_members(opts, paths)
     x = to_model_size(arrays.images, opts.size_mode)
-    probs, salt = predict_probs(members, x, opts.size_mode, tta=tta, batch_size=batch_size,
-                                progress=progress)
+    probs, salt = predict_probs(
+        members, x, opts.size_mode, tta=tta, batch_size=batch_size, progress=progress
+    )
     masks = postprocess(probs, float(threshold), int(min_size), salt, empty_threshold)
     write_submission(out, arrays.ids, masks)
-    return {"n_images": len(arrays.ids), "n_models": len(members), "threshold": float(threshold),
-            "min_size": int(min_size), "empty_threshold": float(empty_threshold),
-            "n_empty": int((masks.flatten(1).sum(1) == 0).sum()), "path": str(out)}
+    return {
+        "n_images": len(arrays.ids),
+        "n_models": len(members),
+        "threshold": float(threshold),
+        "min_size": int(min_size),
+        "empty_threshold": float(empty_threshold),
+        "n_empty": int((masks.flatten(1).sum(1) == 0).sum()),
+        "path": str(out),
+    }

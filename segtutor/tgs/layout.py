@@ -49,8 +49,13 @@ class TGSArrays(NamedTuple):
     depths: Tensor
 
 
-def synth(out: str | os.PathLike, n: int = 4000, n_test: int | None = None, seed: int = 0,
-          progress: bool = True) -> Path:
+def synth(
+    out: str | os.PathLike,
+    n: int = 4000,
+    n_test: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
     """Write the synthetic TGS-like set (``n`` train, ``n_test`` test images) in Kaggle's layout.
 
     :func:`segtutor.data.write_tgs_layout` into a new or empty folder (an existing data set is

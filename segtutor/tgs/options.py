@@ -19,9 +19,9 @@ from typing import Any
 
 # the largest of each quantity that still means something; beyond it a run would overflow or
 # only fail much later (a model too wide to allocate)
-MAX_SEED = 2**32 - 1          # NumPy's legacy seeding range, accepted by every generator used
-MAX_WIDTH = 8.0               # channel multiplier; 1 = the published widths
-MAX_LR = 1.0                  # Adam's peak learning rate; 1e-3 is the recipe's
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding range, accepted by every generator used
+MAX_WIDTH = 8.0  # channel multiplier; 1 = the published widths
+MAX_LR = 1.0  # Adam's peak learning rate; 1e-3 is the recipe's
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ NON_NEGATIVE_INT = Number(int, 0, expected="an integer >= 0")
 SEED = Number(int, 0, MAX_SEED, expected=f"an integer in [0, {MAX_SEED}]")
 PORT = Number(int, 1, 65535, expected="a TCP port in [1, 65535]")
 WIDTH = Number(float, 0, MAX_WIDTH, open_low=True, expected=f"a number in (0, {MAX_WIDTH:g}]")
-LEARNING_RATE = Number(float, 0, MAX_LR, open_low=True,
-                       expected=f"a learning rate in (0, {MAX_LR:g}]")
+LEARNING_RATE = Number(
+    float, 0, MAX_LR, open_low=True, expected=f"a learning rate in (0, {MAX_LR:g}]"
+)
 WEIGHT = Number(float, 0, expected="a finite number >= 0")
 
 
@@ -77,8 +78,9 @@ def parse_fold_list(text: str) -> list[int]:
     try:
         folds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"expected fold numbers separated by commas, e.g. 0,1, got {text!r}"
-                         ) from None
+        raise ValueError(
+            f"expected fold numbers separated by commas, e.g. 0,1, got {text!r}"
+        ) from None
     if not folds or min(folds) < 0:
         raise ValueError(f"expected fold numbers >= 0, e.g. 0,1, got {text!r}")
     return folds
@@ -105,59 +107,133 @@ class TrainOptions:
     exist so that the ablation chapter can turn the techniques off one at a time.
     """
 
-    folds: int = field(default=5, metadata=_meta(
-        "number of cross-validation folds (stratified by salt coverage)", number=POSITIVE_INT,
-        metavar="K"))
+    folds: int = field(
+        default=5,
+        metadata=_meta(
+            "number of cross-validation folds (stratified by salt coverage)",
+            number=POSITIVE_INT,
+            metavar="K",
+        ),
+    )
     # quick: one long fold rather than K short ones; a CPU's minutes go further that way (a
     # fold of 3 epochs has not learned to find salt, and its masks are all blanked)
-    train_folds: list[int] | None = field(default=None, metadata=_meta(
-        "train only these folds, e.g. 0 or 0,2", parse=parse_fold_list,
-        resolve=([0], None), metavar="LIST"))
-    model: str = field(default="resunet34", metadata=_meta(
-        "resunet34: the recipe's ResNet34 U-Net (scSE, hypercolumn, deep supervision, "
-        "empty-image head); unet: the plain U-Net baseline", choices=("resunet34", "unet")))
-    width: float | None = field(default=None, metadata=_meta(
-        "channel multiplier of the model, 1 = the published widths (ResNet34 encoder and a "
-        "64-channel decoder; U-Net base 64)", number=WIDTH, resolve=(0.125, 1.0), metavar="W"))
-    pretrained: bool = field(default=False, metadata=_meta(
-        "start from ImageNet weights (must already be in torch's cache; nothing is "
-        "downloaded)"))
-    size_mode: str = field(default="pad", metadata=_meta(
-        "how 101x101 images become 128x128: reflect-pad or resize (inverted exactly on the "
-        "predictions)", choices=("pad", "resize")))
-    stage1_loss: str = field(default="bce", metadata=_meta(
-        "loss of stage 1", choices=("bce", "bce_dice")))
-    stage1_epochs: int | None = field(default=None, metadata=_meta(
-        "epochs of stage 1", number=NON_NEGATIVE_INT, resolve=(10, 30), metavar="E"))
-    lovasz: str = field(default="elu", metadata=_meta(
-        "stage-2 loss: the Lovasz hinge on relu(errors), or on elu(errors)+1",
-        choices=("hinge", "elu")))
-    cycles: int | None = field(default=None, metadata=_meta(
-        "cosine warm-restart cycles of stage 2, one snapshot each; 0 skips stage 2",
-        number=NON_NEGATIVE_INT, resolve=(2, 4), metavar="M"))
-    cycle_epochs: int | None = field(default=None, metadata=_meta(
-        "epochs per cycle", number=POSITIVE_INT, resolve=(3, 20), metavar="E"))
-    lr: float | None = field(default=None, metadata=_meta(
-        "peak learning rate of Adam", number=LEARNING_RATE, resolve=(3e-3, 1e-3), metavar="LR"))
-    batch_size: int | None = field(default=None, metadata=_meta(
-        "images per batch", number=POSITIVE_INT, resolve=(16, 32), metavar="B"))
-    n_images: int | None = field(default=None, metadata=_meta(
-        "use only the first N training images (for quick experiments)", number=POSITIVE_INT,
-        metavar="N"))
-    seed: int = field(default=0, metadata=_meta(
-        "random seed of folds, weights and batches", number=SEED))
-    amp: bool = field(default=True, metadata=_meta(
-        "on CUDA, train in float32 instead of automatic mixed precision"))
-    gpu_data: bool = field(default=True, metadata=_meta(
-        "on CUDA, load batches through a DataLoader instead of keeping the whole (small) data "
-        "set in GPU memory"))
-    tensorboard: str | None = field(default=None, metadata=_meta(
-        "write TensorBoard event files under DIR (view: tensorboard --logdir DIR)",
-        metavar="DIR"))
-    visdom: int | None = field(default=None, metadata=_meta(
-        "log live plots to a visdom server on 127.0.0.1:PORT (start one with 'python -m "
-        "visdom.server -port PORT -bind_local', single dashes); without a server the offline "
-        "log is written instead", number=PORT, metavar="PORT"))
+    train_folds: list[int] | None = field(
+        default=None,
+        metadata=_meta(
+            "train only these folds, e.g. 0 or 0,2",
+            parse=parse_fold_list,
+            resolve=([0], None),
+            metavar="LIST",
+        ),
+    )
+    model: str = field(
+        default="resunet34",
+        metadata=_meta(
+            "resunet34: the recipe's ResNet34 U-Net (scSE, hypercolumn, deep supervision, "
+            "empty-image head); unet: the plain U-Net baseline",
+            choices=("resunet34", "unet"),
+        ),
+    )
+    width: float | None = field(
+        default=None,
+        metadata=_meta(
+            "channel multiplier of the model, 1 = the published widths (ResNet34 encoder and a "
+            "64-channel decoder; U-Net base 64)",
+            number=WIDTH,
+            resolve=(0.125, 1.0),
+            metavar="W",
+        ),
+    )
+    pretrained: bool = field(
+        default=False,
+        metadata=_meta(
+            "start from ImageNet weights (must already be in torch's cache; nothing is downloaded)"
+        ),
+    )
+    size_mode: str = field(
+        default="pad",
+        metadata=_meta(
+            "how 101x101 images become 128x128: reflect-pad or resize (inverted exactly on the "
+            "predictions)",
+            choices=("pad", "resize"),
+        ),
+    )
+    stage1_loss: str = field(
+        default="bce", metadata=_meta("loss of stage 1", choices=("bce", "bce_dice"))
+    )
+    stage1_epochs: int | None = field(
+        default=None,
+        metadata=_meta("epochs of stage 1", number=NON_NEGATIVE_INT, resolve=(10, 30), metavar="E"),
+    )
+    lovasz: str = field(
+        default="elu",
+        metadata=_meta(
+            "stage-2 loss: the Lovasz hinge on relu(errors), or on elu(errors)+1",
+            choices=("hinge", "elu"),
+        ),
+    )
+    cycles: int | None = field(
+        default=None,
+        metadata=_meta(
+            "cosine warm-restart cycles of stage 2, one snapshot each; 0 skips stage 2",
+            number=NON_NEGATIVE_INT,
+            resolve=(2, 4),
+            metavar="M",
+        ),
+    )
+    cycle_epochs: int | None = field(
+        default=None,
+        metadata=_meta("epochs per cycle", number=POSITIVE_INT, resolve=(3, 20), metavar="E"),
+    )
+    lr: float | None = field(
+        default=None,
+        metadata=_meta(
+            "peak learning rate of Adam", number=LEARNING_RATE, resolve=(3e-3, 1e-3), metavar="LR"
+        ),
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata=_meta("images per batch", number=POSITIVE_INT, resolve=(16, 32), metavar="B"),
+    )
+    n_images: int | None = field(
+        default=None,
+        metadata=_meta(
+            "use only the first N training images (for quick experiments)",
+            number=POSITIVE_INT,
+            metavar="N",
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=_meta("random seed of folds, weights and batches", number=SEED)
+    )
+    amp: bool = field(
+        default=True,
+        metadata=_meta("on CUDA, train in float32 instead of automatic mixed precision"),
+    )
+    gpu_data: bool = field(
+        default=True,
+        metadata=_meta(
+            "on CUDA, load batches through a DataLoader instead of keeping the whole (small) data "
+            "set in GPU memory"
+        ),
+    )
+    tensorboard: str | None = field(
+        default=None,
+        metadata=_meta(
+            "write TensorBoard event files under DIR (view: tensorboard --logdir DIR)",
+            metavar="DIR",
+        ),
+    )
+    visdom: int | None = field(
+        default=None,
+        metadata=_meta(
+            "log live plots to a visdom server on 127.0.0.1:PORT (start one with 'python -m "
+            "visdom.server -port PORT -bind_local', single dashes); without a server the offline "
+            "log is written instead",
+            number=PORT,
+            metavar="PORT",
+        ),
+    )
     progress: bool = field(default=True, metadata=_meta("no progress bars"))
     verbose: bool = True
     scse: bool = True
@@ -204,8 +280,9 @@ class TrainOptions:
             if number is not None and value is not None and not number.accepts(value):
                 raise ValueError(f"{f.name} must be {number.expected}, got {value!r}")
             if choices is not None and value not in choices:
-                raise ValueError(f"{f.name} must be {' or '.join(map(repr, choices))}, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"{f.name} must be {' or '.join(map(repr, choices))}, got {value!r}"
+                )
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 (one fold is held out), got {self.folds}")
         if self.train_folds is not None:
@@ -222,12 +299,16 @@ class TrainOptions:
         channels and a 64-channel decoder for ``resunet34``, ``base_width=64`` for ``unet``.
         """
         width = 1.0 if self.width is None else float(self.width)
-        kwargs: dict[str, Any] = {"num_classes": 1, "in_channels": 1,
-                                  "pretrained": self.pretrained}
+        kwargs: dict[str, Any] = {"num_classes": 1, "in_channels": 1, "pretrained": self.pretrained}
         if self.model == "resunet34":
-            kwargs.update(encoder_width=width, decoder_width=max(4, round(64 * width)),
-                          attention=self.scse, hypercolumn=self.hypercolumn,
-                          deep_supervision=self.deep_supervision, classify=self.classify)
+            kwargs.update(
+                encoder_width=width,
+                decoder_width=max(4, round(64 * width)),
+                attention=self.scse,
+                hypercolumn=self.hypercolumn,
+                deep_supervision=self.deep_supervision,
+                classify=self.classify,
+            )
         elif self.model == "unet":
             kwargs.update(base_width=max(2, round(64 * width)))
         return kwargs

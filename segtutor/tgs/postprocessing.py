@@ -80,8 +80,11 @@ def search_threshold(
 
 def _check_probability(value: Any, name: str) -> None:
     # `prob > nan` is False everywhere: a NaN threshold would silently give empty masks
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
-            or not 0.0 <= float(value) <= 1.0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating))
+        or not 0.0 <= float(value) <= 1.0
+    ):
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
@@ -186,8 +189,11 @@ def search_postprocess(
     if salt_prob is None:
         empties = [0.0]
     else:
-        empties = (default_empty_thresholds() if empty_thresholds is None
-                   else [float(e) for e in empty_thresholds])
+        empties = (
+            default_empty_thresholds()
+            if empty_thresholds is None
+            else [float(e) for e in empty_thresholds]
+        )
     if not grid or not sizes or not empties:
         raise ValueError("thresholds, min_sizes and empty_thresholds must not be empty")
     for e in empties:
@@ -210,6 +216,11 @@ def search_postprocess(
     curves = {(e, s): curve(e, s) for e in empties for s in sizes}
     e_best, s_best = max(curves, key=lambda k: (curves[k].score, -k[1], -abs(k[0] - 0.5)))
     chosen = curves[(e_best, s_best)]
-    return {"threshold": chosen.threshold, "min_size": s_best, "empty_threshold": e_best,
-            "score": chosen.score, "table": {s: curves[(e_best, s)] for s in sizes},
-            "empty_scores": {e: max(curves[(e, s)].score for s in sizes) for e in empties}}
+    return {
+        "threshold": chosen.threshold,
+        "min_size": s_best,
+        "empty_threshold": e_best,
+        "score": chosen.score,
+        "table": {s: curves[(e_best, s)] for s in sizes},
+        "empty_scores": {e: max(curves[(e, s)].score for s in sizes) for e in empties},
+    }

@@ -62,10 +62,14 @@ class WithEmptyImageHead(torch.nn.Module):
     def __init__(self, loss: Callable[[Any, Tensor], Tensor], cls_weight: float = 0.05) -> None:
         super().__init__()
         if not callable(loss):
-            raise TypeError(f"loss must be a criterion loss(output, masks), got "
-                            f"{type(loss).__name__}")
-        if isinstance(cls_weight, bool) or not isinstance(cls_weight, (int, float)) \
-                or not cls_weight >= 0:
+            raise TypeError(
+                f"loss must be a criterion loss(output, masks), got {type(loss).__name__}"
+            )
+        if (
+            isinstance(cls_weight, bool)
+            or not isinstance(cls_weight, (int, float))
+            or not cls_weight >= 0
+        ):
             raise ValueError(f"cls_weight must be a number >= 0, got {cls_weight!r}")
         self.loss, self.cls_weight = loss, float(cls_weight)
         self.handled_outputs = (*getattr(loss, "handled_outputs", ("out",)), "cls")
@@ -75,7 +79,8 @@ class WithEmptyImageHead(torch.nn.Module):
         cls_logit = split_output(output)[1].get("cls")
         if cls_logit is not None and self.cls_weight:
             total = total + self.cls_weight * F.binary_cross_entropy_with_logits(
-                cls_logit.reshape(-1).float(), has_salt(masks))
+                cls_logit.reshape(-1).float(), has_salt(masks)
+            )
         return total
 
 
@@ -86,14 +91,29 @@ def _criterion(loss: Callable[[Tensor, Tensor], Tensor], opts: TrainOptions) -> 
     return WithEmptyImageHead(criterion, opts.cls_weight) if opts.classify else criterion
 
 
-def _make_trainer(model: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor],
-                  optimizer: torch.optim.Optimizer, train_loader: Any, opts: TrainOptions,
-                  **kwargs: Any) -> Trainer:
+def _make_trainer(
+    model: torch.nn.Module,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    train_loader: Any,
+    opts: TrainOptions,
+    **kwargs: Any,
+) -> Trainer:
     """The one place a trainer of the recipe is created (both stages)."""
-    return Trainer(model, _criterion(loss, opts), optimizer, train_loader, num_classes=1,
-                   amp="auto" if opts.amp else False, monitor="val_tgs_map", mode="max",
-                   progress=opts.progress, verbose=opts.verbose, scheduler_interval="step",
-                   **kwargs)
+    return Trainer(
+        model,
+        _criterion(loss, opts),
+        optimizer,
+        train_loader,
+        num_classes=1,
+        amp="auto" if opts.amp else False,
+        monitor="val_tgs_map",
+        mode="max",
+        progress=opts.progress,
+        verbose=opts.verbose,
+        scheduler_interval="step",
+        **kwargs,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,15 +140,21 @@ def _make_logger(opts: TrainOptions, name: str, run_dir: Path) -> Any:
     if opts.tensorboard:
         loggers.append(monitor.TensorBoardLogger(Path(opts.tensorboard) / name))
     if opts.visdom:
-        loggers.append(monitor.VisdomLogger(env=name.replace("/", "_"), port=opts.visdom,
-                                            log_file=run_dir / "visdom" / f"{name}.jsonl"))
+        loggers.append(
+            monitor.VisdomLogger(
+                env=name.replace("/", "_"),
+                port=opts.visdom,
+                log_file=run_dir / "visdom" / f"{name}.jsonl",
+            )
+        )
     if not loggers:
         return None
     return loggers[0] if len(loggers) == 1 else monitor.MultiLogger(loggers)
 
 
-def _augment_fn(device: torch.device, seed: int
-                ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+def _augment_fn(
+    device: torch.device, seed: int
+) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """Batch augmentation of the recipe on ``device``: random left-right flips (salt on the left
     looks like salt on the right; up-down is *not* symmetric in a seismic section) and lighting."""
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -151,29 +177,61 @@ def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, se
     device = config.device()
     if device.type != "cuda" or opts.gpu_data:
         augment = _augment_fn(device, seed) if (shuffle and opts.augment) else None
-        return DeviceLoader(images, masks, opts.batch_size, shuffle=shuffle, seed=seed,
-                            device=device, augment=augment)
-    transform = (make_augmentation(hflip=0.5, brightness=0.1, contrast=0.1)
-                 if (shuffle and opts.augment) else None)
-    return make_loader(InMemoryDataset(images, masks, transform=transform), opts.batch_size,
-                       shuffle=shuffle, seed=seed, num_workers=2)
+        return DeviceLoader(
+            images,
+            masks,
+            opts.batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            device=device,
+            augment=augment,
+        )
+    transform = (
+        make_augmentation(hflip=0.5, brightness=0.1, contrast=0.1)
+        if (shuffle and opts.augment)
+        else None
+    )
+    return make_loader(
+        InMemoryDataset(images, masks, transform=transform),
+        opts.batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        num_workers=2,
+    )
 
 
-def _fit_stage(model: torch.nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
-               loaders: tuple[Any, Any], opts: TrainOptions, epochs: int, cycle_epochs: int,
-               min_lr_factor: float, logger_name: str, run_dir: Path,
-               callbacks: tuple[Any, ...] = ()) -> tuple[Trainer, list[dict[str, Any]]]:
+def _fit_stage(
+    model: torch.nn.Module,
+    criterion: Callable[[Tensor, Tensor], Tensor],
+    loaders: tuple[Any, Any],
+    opts: TrainOptions,
+    epochs: int,
+    cycle_epochs: int,
+    min_lr_factor: float,
+    logger_name: str,
+    run_dir: Path,
+    callbacks: tuple[Any, ...] = (),
+) -> tuple[Trainer, list[dict[str, Any]]]:
     """One loss stage: Adam at ``opts.lr`` under cosine annealing with warm restarts (one cycle
     of ``cycle_epochs``, down to ``min_lr_factor * lr``), ``epochs`` epochs. Each stage logs
     under its own name, since both count their epochs from 1."""
     train_loader, val_loader = loaders
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
-    scheduler = schedules.cosine_warm_restarts(optimizer, cycle_epochs * len(train_loader),
-                                               min_lr=opts.lr * min_lr_factor)
+    scheduler = schedules.cosine_warm_restarts(
+        optimizer, cycle_epochs * len(train_loader), min_lr=opts.lr * min_lr_factor
+    )
     logger = _make_logger(opts, logger_name, run_dir)
-    trainer = _make_trainer(model, criterion, optimizer, train_loader, opts,
-                            val_loader=val_loader, scheduler=scheduler, logger=logger,
-                            callbacks=callbacks)
+    trainer = _make_trainer(
+        model,
+        criterion,
+        optimizer,
+        train_loader,
+        opts,
+        val_loader=val_loader,
+        scheduler=scheduler,
+        logger=logger,
+        callbacks=callbacks,
+    )
     rows = trainer.fit(epochs)
     if logger is not None:
         logger.close()
@@ -210,31 +268,58 @@ def fit_fold(
     model = build(opts)
     if init_state is not None:
         model.load_state_dict(init_state)
-    loaders = (_loader(*train_xy, opts, shuffle=True, seed=opts.seed),
-               _loader(*val_xy, opts, shuffle=False, seed=opts.seed))
+    loaders = (
+        _loader(*train_xy, opts, shuffle=True, seed=opts.seed),
+        _loader(*val_xy, opts, shuffle=False, seed=opts.seed),
+    )
     history: list[dict[str, Any]] = []
     if opts.stage1_epochs:
         # one cosine cycle over the whole stage: plain cosine annealing
-        trainer, rows = _fit_stage(model, _stage1_criterion(opts.stage1_loss), loaders, opts,
-                                   opts.stage1_epochs, opts.stage1_epochs, 0.05,
-                                   f"{name}/stage1", fold_dir.parent)
+        trainer, rows = _fit_stage(
+            model,
+            _stage1_criterion(opts.stage1_loss),
+            loaders,
+            opts,
+            opts.stage1_epochs,
+            opts.stage1_epochs,
+            0.05,
+            f"{name}/stage1",
+            fold_dir.parent,
+        )
         history += [dict(row, stage=1) for row in rows]
         if opts.cycles:
             # the model before its Lovasz stage, which the ablation chapter scores; not named
             # snapshot_<j>.pt, so prediction does not average it in
-            checkpoint.atomic_save({"model": {k: v.detach().cpu() for k, v in checkpoint.unwrap(
-                trainer.module).state_dict().items()}}, fold_dir / "stage1.pt")
+            checkpoint.atomic_save(
+                {
+                    "model": {
+                        k: v.detach().cpu()
+                        for k, v in checkpoint.unwrap(trainer.module).state_dict().items()
+                    }
+                },
+                fold_dir / "stage1.pt",
+            )
     if opts.cycles:
         saver = schedules.SnapshotSaver(opts.cycle_epochs, directory=fold_dir)
-        trainer, rows = _fit_stage(model, _stage2_criterion(opts.lovasz), loaders, opts,
-                                   opts.cycles * opts.cycle_epochs, opts.cycle_epochs, 0.01,
-                                   f"{name}/stage2", fold_dir.parent, callbacks=(saver,))
+        trainer, rows = _fit_stage(
+            model,
+            _stage2_criterion(opts.lovasz),
+            loaders,
+            opts,
+            opts.cycles * opts.cycle_epochs,
+            opts.cycle_epochs,
+            0.01,
+            f"{name}/stage2",
+            fold_dir.parent,
+            callbacks=(saver,),
+        )
         offset = len(history)
         history += [dict(row, stage=2, epoch=row["epoch"] + offset) for row in rows]
         snapshots = list(saver.paths)
     else:
-        state = {k: v.detach().cpu()
-                 for k, v in checkpoint.unwrap(trainer.module).state_dict().items()}
+        state = {
+            k: v.detach().cpu() for k, v in checkpoint.unwrap(trainer.module).state_dict().items()
+        }
         snapshots = [checkpoint.atomic_save({"model": state}, fold_dir / "snapshot_1.pt")]
     return {"history": history, "snapshots": snapshots, "model": checkpoint.unwrap(trainer.module)}
 
@@ -278,8 +363,10 @@ def train(
     if not resume and run.is_dir() and any(run.iterdir()):
         # training into it would leave an earlier run's snapshots beside the new ones, and
         # predict would average both
-        raise TGSInputError(f"run folder {run} is not empty; choose a new --out, or add --resume "
-                            "to continue the run it holds")
+        raise TGSInputError(
+            f"run folder {run} is not empty; choose a new --out, or add --resume "
+            "to continue the run it holds"
+        )
     if data is not None:
         data = _require_dir(Path(data), "data folder")
     # the topmost folder this call creates: removed again if the call fails before any fold
@@ -312,15 +399,21 @@ def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> No
     x = to_model_size(images, opts.size_mode)
     y = to_model_size(masks, opts.size_mode, mask=True)
     todo = list(range(opts.folds)) if opts.train_folds is None else list(opts.train_folds)
-    cfg = {"options": asdict(opts), "data": str(data.resolve()), "ids": ids,
-           "folds": folds.tolist(), "trained_folds": todo}
+    cfg = {
+        "options": asdict(opts),
+        "data": str(data.resolve()),
+        "ids": ids,
+        "folds": folds.tolist(),
+        "trained_folds": todo,
+    }
     finished: list[int] = []
     if resume and (run / "config.json").is_file():
         earlier = read_run_config(run)
         earlier["options"] = asdict(earlier["options"])
         _check_same_run(earlier, cfg)
-        finished = [k for k in earlier["trained_folds"]
-                    if (run / f"fold{k}" / "history.json").is_file()]
+        finished = [
+            k for k in earlier["trained_folds"] if (run / f"fold{k}" / "history.json").is_file()
+        ]
         todo = sorted(set(todo) | set(finished))
         cfg["trained_folds"] = todo
     _write_json(run / "config.json", cfg)
@@ -334,40 +427,58 @@ def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> No
         if k in finished:
             snapshots = snapshot_paths(run / f"fold{k}")
             if opts.verbose:
-                print(f"fold {k}: finished by an earlier call, reusing its {len(snapshots)} "
-                      "snapshot(s)")
+                print(
+                    f"fold {k}: finished by an earlier call, reusing its {len(snapshots)} "
+                    "snapshot(s)"
+                )
         else:
             try:
-                result = fit_fold(opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}",
-                                  name=f"fold{k}")
+                result = fit_fold(
+                    opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}", name=f"fold{k}"
+                )
             except NonFiniteLossError as err:
                 raise TGSInputError(f"fold {k}: training diverged: {err}") from None
             # written last: its presence marks the fold as finished for --resume
             _write_json(run / f"fold{k}" / "history.json", result["history"])
             snapshots = result["snapshots"]
         members = load_members(opts, snapshots)
-        probs, salt = predict_probs(members, x[va], opts.size_mode, tta=True,
-                                    progress=opts.progress)
+        probs, salt = predict_probs(
+            members, x[va], opts.size_mode, tta=True, progress=opts.progress
+        )
         if not torch.isfinite(probs).all():
-            raise TGSInputError(f"fold {k}: the models in {run / f'fold{k}'} predict NaN or "
-                                "infinite probabilities (the training diverged): lower the "
-                                "learning rate (--lr) and train again in a new --out")
+            raise TGSInputError(
+                f"fold {k}: the models in {run / f'fold{k}'} predict NaN or "
+                "infinite probabilities (the training diverged): lower the "
+                "learning rate (--lr) and train again in a new --out"
+            )
         oof[va] = probs
         seen |= va
         if salt is None:
             has_head = False
         else:
             oof_salt[va] = salt
-    checkpoint.atomic_save({"ids": [i for i, s in zip(ids, seen.tolist()) if s],
-                            "probs": oof[seen].half(), "masks": masks[seen].bool(),
-                            "salt_prob": oof_salt[seen] if has_head else None}, run / "oof.pt")
+    checkpoint.atomic_save(
+        {
+            "ids": [i for i, s in zip(ids, seen.tolist()) if s],
+            "probs": oof[seen].half(),
+            "masks": masks[seen].bool(),
+            "salt_prob": oof_salt[seen] if has_head else None,
+        },
+        run / "oof.pt",
+    )
     chosen = search_postprocess(oof[seen], masks[seen], oof_salt[seen] if has_head else None)
-    _write_json(run / "postprocess.json", {
-        "threshold": chosen["threshold"], "min_size": chosen["min_size"],
-        "empty_threshold": chosen["empty_threshold"],
-        "empty_scores": {f"{e:g}": v for e, v in chosen["empty_scores"].items()},
-        "oof_tgs_map": chosen["score"],
-        "oof_tgs_map_at_0.5": search_threshold(oof[seen], masks[seen], [0.5]).score,
-        "table": {str(s): {"thresholds": r.thresholds, "scores": r.scores}
-                  for s, r in chosen["table"].items()},
-    })
+    _write_json(
+        run / "postprocess.json",
+        {
+            "threshold": chosen["threshold"],
+            "min_size": chosen["min_size"],
+            "empty_threshold": chosen["empty_threshold"],
+            "empty_scores": {f"{e:g}": v for e, v in chosen["empty_scores"].items()},
+            "oof_tgs_map": chosen["score"],
+            "oof_tgs_map_at_0.5": search_threshold(oof[seen], masks[seen], [0.5]).score,
+            "table": {
+                str(s): {"thresholds": r.thresholds, "scores": r.scores}
+                for s, r in chosen["table"].items()
+            },
+        },
+    )

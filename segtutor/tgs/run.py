@@ -35,8 +35,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise TGSInputError(f"{path} is missing: is this a run folder written by "
-                            "'segtutor tgs train'?")
+        raise TGSInputError(
+            f"{path} is missing: is this a run folder written by 'segtutor tgs train'?"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -60,8 +61,10 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise TGSInputError(f"{path}: expected a JSON object, got a JSON {type(cfg).__name__}")
     for key, kind in _CONFIG_KEYS.items():
         if not isinstance(cfg.get(key), kind):
-            raise TGSInputError(f"{path}: {key!r} is missing or not a JSON "
-                                f"{'object' if kind is dict else kind.__name__}")
+            raise TGSInputError(
+                f"{path}: {key!r} is missing or not a JSON "
+                f"{'object' if kind is dict else kind.__name__}"
+            )
     known = {f.name for f in fields(TrainOptions)}
     unknown = sorted(set(cfg["options"]) - known)
     if unknown:
@@ -72,10 +75,13 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     except (TypeError, ValueError) as err:
         raise TGSInputError(f"{path}: {err}") from None
     trained = cfg["trained_folds"]
-    if not trained or not all(isinstance(k, int) and not isinstance(k, bool)
-                              and 0 <= k < opts.folds for k in trained):
-        raise TGSInputError(f"{path}: 'trained_folds' must list fold numbers in "
-                            f"0..{opts.folds - 1}, got {trained!r}")
+    if not trained or not all(
+        isinstance(k, int) and not isinstance(k, bool) and 0 <= k < opts.folds for k in trained
+    ):
+        raise TGSInputError(
+            f"{path}: 'trained_folds' must list fold numbers in "
+            f"0..{opts.folds - 1}, got {trained!r}"
+        )
     return {**cfg, "options": opts}
 
 
@@ -87,12 +93,20 @@ def _read_postprocess(path: Path) -> dict[str, Any]:
     threshold = chosen.get("threshold") if isinstance(chosen, dict) else None
     min_size = chosen.get("min_size") if isinstance(chosen, dict) else None
     empty = chosen.get("empty_threshold", 0.5) if isinstance(chosen, dict) else None
-    if (any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
-            for v in (threshold, empty))
-            or isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0):
-        raise TGSInputError(f"{path}: expected an object with 'threshold' and 'empty_threshold' "
-                            "in [0, 1] and 'min_size' >= 0; train again, or give --threshold, "
-                            "--min-size and --empty-threshold")
+    if (
+        any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
+            for v in (threshold, empty)
+        )
+        or isinstance(min_size, bool)
+        or not isinstance(min_size, int)
+        or min_size < 0
+    ):
+        raise TGSInputError(
+            f"{path}: expected an object with 'threshold' and 'empty_threshold' "
+            "in [0, 1] and 'min_size' >= 0; train again, or give --threshold, "
+            "--min-size and --empty-threshold"
+        )
     return {**chosen, "empty_threshold": empty}
 
 
@@ -108,20 +122,30 @@ def _check_same_run(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> None:
     ``--seed`` is named as such), the images in the folder, the fold assignment.
     """
     if Path(earlier["data"]).resolve() != Path(now["data"]).resolve():
-        raise TGSInputError(f"--resume: the run folder was trained on {earlier['data']}, not "
-                            f"{now['data']}; use the same --data or a new --out")
-    changed = sorted(k for k, v in now["options"].items()
-                     if k not in _RUN_CONTROL and earlier["options"].get(k) != v)
+        raise TGSInputError(
+            f"--resume: the run folder was trained on {earlier['data']}, not "
+            f"{now['data']}; use the same --data or a new --out"
+        )
+    changed = sorted(
+        k
+        for k, v in now["options"].items()
+        if k not in _RUN_CONTROL and earlier["options"].get(k) != v
+    )
     if changed:
-        raise TGSInputError("--resume: the recipe differs from the earlier call in "
-                            f"{', '.join(changed)}; use the same options or a new --out")
+        raise TGSInputError(
+            "--resume: the recipe differs from the earlier call in "
+            f"{', '.join(changed)}; use the same options or a new --out"
+        )
     if earlier["ids"] != now["ids"]:
-        raise TGSInputError(f"--resume: the data folder {now['data']} holds other images than "
-                            f"when the run was trained ({len(earlier['ids'])} image ids then, "
-                            f"{len(now['ids'])} now, or in another order); use a new --out")
+        raise TGSInputError(
+            f"--resume: the data folder {now['data']} holds other images than "
+            f"when the run was trained ({len(earlier['ids'])} image ids then, "
+            f"{len(now['ids'])} now, or in another order); use a new --out"
+        )
     if earlier["folds"] != now["folds"]:
-        raise TGSInputError("--resume: the fold assignment differs from the earlier call; "
-                            "use a new --out")
+        raise TGSInputError(
+            "--resume: the fold assignment differs from the earlier call; use a new --out"
+        )
 
 
 def snapshot_paths(fold_dir: str | os.PathLike) -> list[Path]:
@@ -131,7 +155,7 @@ def snapshot_paths(fold_dir: str | os.PathLike) -> list[Path]:
     fold_dir = Path(fold_dir)
     numbered = []
     for path in fold_dir.glob("snapshot_*.pt"):
-        number = path.stem[len("snapshot_"):]
+        number = path.stem[len("snapshot_") :]
         if number.isascii() and number.isdecimal():
             numbered.append((int(number), path))
     if not numbered:

@@ -165,7 +165,8 @@ def _check_complete(root: Path, submission: str | os.PathLike, ids: Iterable[str
             raise TGSInputError(
                 f"{submission}: {len(missing)} of the {len(expected)} {split} ids have no row "
                 f"(e.g. {', '.join(repr(i) for i in missing[:3])}); a submission must predict "
-                "every image of its split")
+                "every image of its split"
+            )
 
 
 def evaluate_submission(data_dir: str | os.PathLike, submission: str | os.PathLike) -> float:
@@ -196,8 +197,10 @@ def evaluate_submission(data_dir: str | os.PathLike, submission: str | os.PathLi
         except (OSError, ValueError) as err:
             raise TGSInputError(f"cannot read mask {path}: {err}") from None
         if truth.shape != pred.shape:
-            raise TGSInputError(f"mask {path} is {truth.shape[0]}x{truth.shape[1]}; the "
-                                f"submission's masks are {pred.shape[0]}x{pred.shape[1]}")
+            raise TGSInputError(
+                f"mask {path} is {truth.shape[0]}x{truth.shape[1]}; the "
+                f"submission's masks are {pred.shape[0]}x{pred.shape[1]}"
+            )
         preds.append(pred.astype(bool))
         truths.append(truth)
     return tgs_map(torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(truths)))
