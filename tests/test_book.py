@@ -145,3 +145,34 @@ def test_formulas_render_with_the_network_off(book_build, tmp_path):
         if "mjx-container" not in text or re.search(r"\\\(|\$\$", text):
             raw.append(str(page.relative_to(BUILD)))
     assert not raw, f"pages whose formulas stay raw TeX with the network off: {raw}"
+
+
+# Chapters that train a model: each records at least one claim that its trained result beats the
+# trivial baseline on the same split (segtutor.metrics.constant_prediction_scores or
+# empty_prediction_map), so a budget that stops learning fails the build.
+TRAINING_CHAPTERS = [
+    "book/architectures/fcn",
+    "book/architectures/unet_segnet",
+    "book/architectures/unetpp",
+    "book/architectures/deeplab",
+    "book/architectures/pspnet",
+    "book/architectures/comparison",
+    "book/training/losses",
+    "book/training/training_monitoring",
+]
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", TRAINING_CHAPTERS)
+def test_training_chapter_claims_to_beat_its_baseline(book_build, chapter):
+    import json
+
+    found = json.loads((BUILD / "claims.json").read_text())
+    mine = [c for c in found if c["chapter"] == f"{chapter}.md"]
+    against_baseline = [
+        c for c in mine if re.search(r"baseline|background|floor|empty", c["claim"], re.I)
+    ]
+    assert against_baseline, (
+        f"{chapter} trains a model but records no claim against its trivial baseline "
+        f"(claims: {[c['claim'] for c in mine]})"
+    )
