@@ -169,16 +169,19 @@ def draw_blocks(
         )  # over the label it ends at
     levels = [-math.log2(max(n.stride, 1)) for n in nodes]
     ax.set_xlim(-0.8, 1.2 * (len(nodes) - 1) + 0.8)
-    # an arc3 curve with rad r between points d apart rises about r * d / 2 above them; the arcs
-    # start on the top edge of their boxes (half a box height above the level)
-    rise = max(
-        [
-            0.125 * abs(boxes[b][0] - boxes[a][0]) + boxes[a][1] + boxes[a][3] / 2 - max(levels)
-            for a, b in skips
-        ]
-        + [0.0]
-    )
-    ax.set_ylim(min(levels) - 0.9, max(levels) + 0.9 + rise)
+    bottom, top = min(levels) - 0.9, max(levels) + 0.9
+    # An arc3 curve with rad r between points d apart rises r * d / 2 above them, bent in *display*
+    # space: its rise in data units depends on the y scale, which the limits set. For an arc that
+    # starts at y0 (a box's top edge) and rises k = rise_px / axes height of the axes, the top
+    # limit t must satisfy t - pad = y0 + k * (t - bottom), so t = (y0 + pad - k * bottom) / (1 - k).
+    frame = ax.get_window_extent()
+    px_per_x = frame.width / (ax.get_xlim()[1] - ax.get_xlim()[0])
+    for a, b in skips:
+        y0 = max(boxes[a][1] + boxes[a][3] / 2, boxes[b][1] + boxes[b][3] / 2)
+        k = 0.125 * abs(boxes[b][0] - boxes[a][0]) * px_per_x / frame.height
+        if k < 0.9:
+            top = max(top, (y0 + 0.3 - k * bottom) / (1 - k))
+    ax.set_ylim(bottom, top)
     ticks = sorted(set(levels))
     ax.set_yticks(ticks, [f"1/{2 ** int(-t)}" for t in ticks])
     ax.set_ylabel("resolution")
