@@ -113,14 +113,19 @@ def test_draw_blocks_keeps_every_skip_arc_inside_the_axes() -> None:
     taps = ["inc"] + [f"downs.{i}" for i in range(4)] + [f"ups.{i}" for i in range(4)] + ["head"]
     nodes = trace_shapes(model, torch.zeros(1, 3, 64, 64), taps)
     # arc3 bends in display space, so the figure's shape matters: wide and flat, and narrower
-    for figsize, skips in (((12, 4.2), [(3, 5), (2, 6), (1, 7), (0, 8)]),
-                           ((13, 3.5), [(0, 9)]), ((8, 4), [(0, 9), (1, 7)])):
+    for figsize, skips in (
+        ((12, 4.2), [(3, 5), (2, 6), (1, 7), (0, 8)]),
+        ((13, 3.5), [(0, 9)]),
+        ((8, 4), [(0, 9), (1, 7)]),
+    ):
         fig, ax = plt.subplots(figsize=figsize)
         draw_blocks(nodes, skips=skips, ax=ax, title="a title above the arcs")
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
         top = ax.get_window_extent(renderer).y1
-        arcs = [p for p in ax.patches if isinstance(p, FancyArrowPatch) and p.get_linestyle() == "--"]
+        arcs = [
+            p for p in ax.patches if isinstance(p, FancyArrowPatch) and p.get_linestyle() == "--"
+        ]
         assert len(arcs) == len(skips)
         assert max(p.get_window_extent(renderer).y1 for p in arcs) <= top - 2, figsize
         plt.close(fig)

@@ -172,8 +172,8 @@ def draw_blocks(
     bottom, top = min(levels) - 0.9, max(levels) + 0.9
     # An arc3 curve with rad r between points d apart rises r * d / 2 above them, bent in *display*
     # space: its rise in data units depends on the y scale, which the limits set. For an arc that
-    # starts at y0 (a box's top edge) and rises k = rise_px / axes height of the axes, the top
-    # limit t must satisfy t - pad = y0 + k * (t - bottom), so t = (y0 + pad - k * bottom) / (1 - k).
+    # starts at y0 (a box's top edge) and rises k = rise_px / the axes' height in pixels, the top
+    # limit t must satisfy t - pad = y0 + k * (t - bottom): t = (y0 + pad - k * bottom) / (1 - k).
     frame = ax.get_window_extent()
     px_per_x = frame.width / (ax.get_xlim()[1] - ax.get_xlim()[0])
     for a, b in skips:
