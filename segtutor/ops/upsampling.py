@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from segtutor.ops._checks import positive_int
+from segtutor.progress import bar
 
 __all__ = ["make_upsampler", "phase_pattern", "train_upsampler"]
 
@@ -90,7 +90,7 @@ def train_upsampler(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     losses = []
-    for _ in tqdm(range(steps), disable=not progress, desc=f"training {type(model).__name__}"):
+    for _ in bar(range(steps), show=progress, desc=f"training {type(model).__name__}"):
         idx = torch.randint(len(low), (min(batch_size, len(low)),), generator=generator)
         idx = idx.to(low.device)
         loss = F.mse_loss(model(low[idx]), high[idx])
