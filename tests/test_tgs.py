@@ -227,6 +227,16 @@ def test_resume_keeps_finished_folds_and_trains_the_others(tmp_path, capsys, mon
     oof = torch.load(run / "oof.pt", weights_only=True)
     folds = torch.tensor(config["folds"])
     assert len(oof["ids"]) == int((folds <= 1).sum())  # out-of-fold predictions of both folds
+    # the stored predictions reproduce the stored choice exactly (the book asserts this)
+    post = json.loads((run / "postprocess.json").read_text())
+    masks = tgs.postprocess(
+        oof["probs"].float(),
+        post["threshold"],
+        post["min_size"],
+        oof["salt_prob"],
+        post["empty_threshold"],
+    )
+    assert tgs_map(masks, oof["masks"]) == pytest.approx(post["oof_tgs_map"], abs=1e-12)
     # a changed recipe cannot be mixed into the same run
     capsys.readouterr()
     changed = [a if a != "8" else "4" for a in common]  # --batch-size 4

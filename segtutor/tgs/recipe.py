@@ -457,16 +457,21 @@ def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> No
             has_head = False
         else:
             oof_salt[va] = salt
+    # oof.pt keeps half precision (a quarter of the disk); the search runs on exactly those
+    # values, so that oof.pt reproduces the stored choice and score to the last digit
+    # (thresholding float32 and float16 copies of a probability can disagree near the threshold).
+    oof_seen = oof[seen].half()
     checkpoint.atomic_save(
         {
             "ids": [i for i, s in zip(ids, seen.tolist()) if s],
-            "probs": oof[seen].half(),
+            "probs": oof_seen,
             "masks": masks[seen].bool(),
             "salt_prob": oof_salt[seen] if has_head else None,
         },
         run / "oof.pt",
     )
-    chosen = search_postprocess(oof[seen], masks[seen], oof_salt[seen] if has_head else None)
+    oof_seen = oof_seen.float()
+    chosen = search_postprocess(oof_seen, masks[seen], oof_salt[seen] if has_head else None)
     _write_json(
         run / "postprocess.json",
         {
@@ -475,7 +480,7 @@ def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> No
             "empty_threshold": chosen["empty_threshold"],
             "empty_scores": {f"{e:g}": v for e, v in chosen["empty_scores"].items()},
             "oof_tgs_map": chosen["score"],
-            "oof_tgs_map_at_0.5": search_threshold(oof[seen], masks[seen], [0.5]).score,
+            "oof_tgs_map_at_0.5": search_threshold(oof_seen, masks[seen], [0.5]).score,
             "table": {
                 str(s): {"thresholds": r.thresholds, "scores": r.scores}
                 for s, r in chosen["table"].items()
