@@ -300,6 +300,36 @@ def test_unet_bilinear_decoder_builds_and_runs() -> None:
         assert model(torch.randn(1, 3, 50, 70)).shape == (1, 2, 50, 70)
 
 
+def test_unet_dropout_zeroes_whole_decoder_channels_in_training_only() -> None:
+    torch.manual_seed(0)
+    plain = build_model("unet", num_classes=3, base_width=4, depth=2)
+    dropped = build_model("unet", num_classes=3, base_width=4, depth=2, dropout=0.5)
+    # the rate adds no parameters: the plain model's weights load as they are
+    dropped.load_state_dict(plain.state_dict())
+    seen = []
+    dropped.drop.register_forward_hook(lambda mod, inp, out: seen.append((inp[0], out)))
+    x = torch.randn(2, 3, 16, 16)
+    dropped.train()(x)
+    assert len(seen) == 2  # one dropout per decoder block
+    for before, after in seen:
+        # Dropout2d: each [H, W] map is either all zero or the input scaled by 1 / (1 - p)
+        zeroed = after.flatten(2).abs().amax(dim=2) == 0
+        assert 0 < zeroed.sum() < zeroed.numel()
+        kept = ~zeroed
+        torch.testing.assert_close(after[kept], before[kept] * 2.0)
+    # in eval mode dropout is the identity (the training pass moved the batch-norm statistics,
+    # so both models restart from the same weights)
+    dropped.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(dropped.eval()(x), plain.eval()(x))
+
+
+@pytest.mark.parametrize("rate, error", [(1.0, ValueError), (-0.1, ValueError), (True, TypeError)])
+def test_unet_rejects_bad_dropout(rate, error) -> None:
+    with pytest.raises(error, match="dropout"):
+        build_model("unet", base_width=4, dropout=rate)
+
+
 def test_unet_has_no_pretrained_weights() -> None:
     with pytest.raises(ValueError, match="resunet34"):
         build_model("unet", pretrained=True)

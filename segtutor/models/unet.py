@@ -27,6 +27,10 @@ class UNet(nn.Module):
             logits are cropped back). ``False`` reproduces the paper's valid convolutions: the
             output is smaller than the input (572 -> 388 in the paper's Fig. 1) and the skip
             connections are centre-cropped.
+        dropout: probability of a ``nn.Dropout2d`` after every decoder block (0 = none, the
+            paper's U-Net). Whole feature maps are zeroed, which regularises convolutional
+            features better than independent pixels do (Tompson et al., CVPR 2015); the paper
+            itself only drops out at the end of the contracting path.
     """
 
     def __init__(
@@ -37,8 +41,13 @@ class UNet(nn.Module):
         depth: int = 4,
         upsample: str = "transpose",
         padding: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
         if not isinstance(base_width, int) or base_width < 1:
@@ -65,6 +74,8 @@ class UNet(nn.Module):
             )
             for i in reversed(range(depth))
         )
+        # no parameters, so a checkpoint loads whatever the rate
+        self.drop = nn.Dropout2d(float(dropout)) if dropout else nn.Identity()
         self.head = SegHead(widths[0], num_classes)
         init_weights(self)
 
@@ -77,13 +88,14 @@ class UNet(nn.Module):
             skips.append(down(skips[-1]))
         y = skips.pop()
         for up in self.ups:
-            y = up(y, skips.pop())
+            y = self.drop(up(y, skips.pop()))
         y = self.head(y)
         return crop_to(y, size) if size is not None else y
 
 
 def unet(num_classes: int = 1, in_channels: int = 3, pretrained: bool = False, **options) -> UNet:
-    """Build a :class:`UNet`; ``options``: ``base_width``, ``depth``, ``upsample``, ``padding``.
+    """Build a :class:`UNet`; ``options``: ``base_width``, ``depth``, ``upsample``, ``padding``,
+    ``dropout``.
 
     U-Net has no ImageNet encoder in the paper, so ``pretrained=True`` is an error here (use
     ``resunet34`` for a U-Net with a pretrained ResNet34 encoder).
