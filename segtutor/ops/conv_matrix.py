@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from segtutor.ops._checks import pair, positive_int
+from segtutor.checks import pair, positive_int
 
 __all__ = [
     "conv2d_matrix",

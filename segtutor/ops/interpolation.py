@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from segtutor.ops._checks import pair, positive_int
+from segtutor.checks import pair, positive_int
 
 __all__ = ["bilinear_interpolate", "linear_interpolate_1d", "source_coordinates"]
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from segtutor.checks import pair, positive_int
 from segtutor.models.outputs import main_output
-from segtutor.ops._checks import pair, positive_int
 
 __all__ = [
     "effective_kernel_size",

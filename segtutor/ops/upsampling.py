@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segtutor.ops._checks import positive_int
+from segtutor.checks import positive_int
 from segtutor.progress import bar
 
 __all__ = ["make_upsampler", "phase_pattern", "train_upsampler"]
