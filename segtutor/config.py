@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import textwrap
 from typing import TypeVar
 
 import numpy as np
@@ -94,15 +95,42 @@ def device_name(dev: torch.device | None = None) -> str:
     return str(dev)
 
 
-def describe(work: str | None = None) -> str:
-    """One line for the top of a chapter: the device and the mode, plus what quick mode does.
+def describe(work: str | None = None, *, width: int = 88) -> str:
+    """The lines for the top of a chapter: the device and the mode, plus what the chapter computes.
+
+    The text is wrapped at ``width`` characters (default 88, the width of the book's code
+    cells) so that it reads without horizontal scrolling. Newlines in ``work`` are kept; a
+    wrapped line continues indented by two spaces, or by its own indentation if it has one,
+    so a continuation never looks like a new statement.
 
     >>> describe("3 epochs on 200 images")  # doctest: +SKIP
     'device cpu (2 threads), quick mode: 3 epochs on 200 images'
     """
+    if work is not None and not isinstance(work, str):
+        raise TypeError(f"work must be a str or None, got {type(work).__name__}")
+    if not isinstance(width, int) or isinstance(width, bool) or width < 20:
+        raise ValueError(f"width must be an int >= 20 (characters), got {width!r}")
     mode = "quick mode" if is_quick() else "full mode"
     line = f"device {device_name()}, {mode}"
-    return f"{line}: {work}" if work else line
+    text = f"{line}: {work}" if work else line
+    return "\n".join(_wrap_line(part, width) for part in text.split("\n"))
+
+
+def _wrap_line(line: str, width: int) -> str:
+    """Wrap one line of :func:`describe`'s text, with a hanging indent for what overflows."""
+    body = line.lstrip(" ")
+    indent = line[: len(line) - len(body)]
+    if not body:
+        return line
+    # words (numbers, "x"-sizes, hyphenated names) are never split: a long word overflows
+    return textwrap.fill(
+        body,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent or "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def seed_offset() -> int:

@@ -44,9 +44,14 @@ def first_line(chapter: str, quick: bool, monkeypatch: pytest.MonkeyPatch) -> st
                     break
     finally:
         torch.set_num_threads(threads)  # a top cell may choose its threads
-    lines = [line for line in out.getvalue().splitlines() if line.startswith("device ")]
-    assert len(lines) == 1, f"{chapter}: expected one 'device ...' line, got {out.getvalue()!r}"
-    return lines[0]
+    printed = out.getvalue().splitlines()
+    starts = [k for k, line in enumerate(printed) if line.startswith("device ")]
+    assert len(starts) == 1, f"{chapter}: expected one 'device ...' line, got {out.getvalue()!r}"
+    # describe() wraps at 88 columns: its indented continuation lines belong to the workload
+    k = starts[0] + 1
+    while k < len(printed) and printed[k].startswith(" "):
+        k += 1
+    return " ".join(line.strip() for line in printed[starts[0] : k])
 
 
 def test_chapters_are_found():
