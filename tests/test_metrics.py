@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segtutor import metrics as M
+from segtutor.metrics import binary as binary_metrics
 
 sk_metrics = pytest.importorskip("sklearn.metrics", reason="sklearn is the independent reference")
 
@@ -306,8 +307,8 @@ def test_cpu_bit_counting_matches_torch_ops():
     for w in (1, 7, 8, 13, 101):  # rows whose length is not a multiple of 8 get padding bits
         a = torch.rand(9, 3, w, generator=g) < 0.5
         b = torch.rand(9, 3, w, generator=g) < 0.5
-        ours = M._intersection_union(a, b)
-        ref = M._intersection_union_torch(a.reshape(9, -1), b.reshape(9, -1))
+        ours = binary_metrics._intersection_union(a, b)
+        ref = binary_metrics._intersection_union_torch(a.reshape(9, -1), b.reshape(9, -1))
         assert all(torch.equal(x, y) for x, y in zip(ours, ref))
 
 
