@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -161,7 +162,6 @@ def build_chapter(chapter: str, quick: bool | None) -> int:
     Uses the book's configuration (minus the logo, whose path is relative to the root) and writes
     into /tmp, so it neither touches nor depends on the other chapters or _build/.
     """
-    import tempfile
 
     import yaml
 
@@ -212,14 +212,48 @@ def build_chapter(chapter: str, quick: bool | None) -> int:
     return code
 
 
+def run_full_chapter(chapter: str, figures: Path | None = None) -> int:
+    """Execute one chapter in full mode as a script of its code cells and write its full-size
+    record ``book/results/full/<chapter>.json`` (:mod:`segtutor.results`).
+
+    A script, not a notebook: the GPU machines this is meant for have no jupyter-book or kernel.
+    The record is what the quick-mode page shows beside its own result; commit it.
+    """
+    path = Path(chapter) if Path(chapter).is_absolute() else ROOT / chapter
+    rel = path.resolve().relative_to(ROOT).as_posix()
+    if figures is None:
+        figures = Path(tempfile.gettempdir()) / f"segtutor-full-{Path(rel).stem}"
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "run_chapter_script.py"),
+        rel,
+        "--full",
+        "--figures",
+        str(figures),
+    ]
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=ROOT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="force quick mode (SEGTUTOR_QUICK=1)")
     mode.add_argument("--full", action="store_true", help="force full mode (SEGTUTOR_QUICK=0)")
-    parser.add_argument("--chapter", help="build only this chapter (e.g. book/intro.md), into /tmp")
+    parser.add_argument(
+        "--chapter",
+        help="build only this chapter (e.g. book/intro.md), into /tmp; with --full, run it as a "
+        "script of its code cells and write its full-size record (no jupyter-book needed)",
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        help="with --full --chapter: save the chapter's figures here (default /tmp/...)",
+    )
     args = parser.parse_args()
     quick = True if args.quick else (False if args.full else None)
+    if args.chapter and args.full:
+        sys.exit(run_full_chapter(args.chapter, args.figures))
     sys.exit(build_chapter(args.chapter, quick) if args.chapter else build(quick))
 
 

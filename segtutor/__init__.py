@@ -27,6 +27,7 @@ _SUBMODULES = {
     "tgs",
     "claims",
     "progress",
+    "results",
 }
 
 

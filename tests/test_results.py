@@ -1,0 +1,214 @@
+"""segtutor.results: the full-size record of a chapter, its writer, its reader and the script
+runner that writes it on a machine without Jupyter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segtutor import claims, results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHAPTER = """# Demo
+
+Prose that does not count for the record's freshness.
+
+```{code-cell} ipython3
+from myst_nb import glue
+from segtutor import config
+from segtutor.claims import claim
+
+epochs = config.pick(2, 5)
+glue("demo_epochs", epochs, display=False)
+glue("demo_text", "not a number", display=False)
+from IPython.display import Markdown, display
+
+display(Markdown("shown as text"))
+```
+
+```{code-cell} ipython3
+---
+tags: [hide-input]
+---
+import matplotlib.pyplot as plt
+from segtutor import results
+
+results.record_curve("demo_loss", [1.0, 0.5, float("nan")])
+claim("five beats two", epochs > 2, demo_big=epochs, demo_small=2)
+plt.plot([1, 2])
+plt.show()
+```
+"""
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Path:
+    (tmp_path / "book" / "demo").mkdir(parents=True)
+    (tmp_path / "book" / "demo" / "page.md").write_text(CHAPTER)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _closed():
+    yield
+    results.stop()
+
+
+def test_record_path_names_the_chapter_and_rejects_other_paths(tmp_path):
+    assert results.record_path("book/tgs/training.md", tmp_path) == (
+        tmp_path / "book" / "results" / "full" / "tgs-training.json"
+    )
+    for bad in ("tgs/training.md", "book/tgs/training.ipynb", "book/../x.md"):
+        with pytest.raises(ValueError, match="chapter must be a path under book/"):
+            results.record_path(bad)
+    with pytest.raises(TypeError, match="chapter"):
+        results.record_path(Path("book/x.md"))  # type: ignore[arg-type]
+
+
+def test_code_cells_drop_options_and_keep_code():
+    cells = results.code_cells(CHAPTER)
+    assert len(cells) == 2
+    assert cells[0].startswith("from myst_nb import glue")
+    assert cells[1].startswith("import matplotlib.pyplot")  # the --- options block is gone
+
+
+def test_nothing_is_recorded_in_quick_mode(book, monkeypatch):
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    assert results.start("book/demo/page.md", root=book) is False
+    results.record_value("x", 1.0)
+    assert results.current() is None
+    assert not (book / "book" / "results").exists()
+
+
+def test_writer_records_numbers_as_they_arrive(book, monkeypatch):
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    assert results.start("book/demo/page.md", {"epochs": 5, "lr": 1e-3}, root=book)
+    path = results.record_path("book/demo/page.md", book)
+    first = json.loads(path.read_text())  # valid from the start, before any value
+    assert set(first) == {
+        "chapter",
+        "device",
+        "torch",
+        "commit",
+        "date",
+        "wall_s",
+        "recipe",
+        "values",
+        "curves",
+    }
+    assert first["recipe"]["epochs"] == 5 and "chapter_code" in first["recipe"]
+    assert first["torch"] == torch.__version__
+    results.record_value("a", torch.tensor(0.25))
+    results.record_value("b", np.float32(0.5))
+    results.record_value("text", "skipped")
+    results.record_value("tensor", torch.ones(3))  # not one number: skipped
+    results.record_value("nan", float("nan"))
+    claims.claim("a is positive", True, c=3)  # claims feed the record too
+    on_disk = json.loads(path.read_text())
+    assert on_disk["values"] == {"a": 0.25, "b": 0.5, "c": 3.0}
+    results.record_curve("loss", [1, 0.5, float("nan")])
+    with pytest.raises(TypeError, match="sequence of numbers"):
+        results.record_curve("bad", "123")
+    assert results.stop() == path
+    assert json.loads(path.read_text())["curves"] == {"loss": [1.0, 0.5, None]}
+
+
+def test_reader_says_missing_current_and_stale(book, monkeypatch):
+    chapter = "book/demo/page.md"
+    missing = results.full_size(chapter, root=book)
+    assert missing.record is None and missing.stale is None
+    assert f"scripts/build_book.py --full --chapter {chapter}" in missing.message
+    assert missing.table().empty
+
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    results.start(chapter, {"epochs": 5}, root=book)
+    results.record_value("score", 0.75)
+    results.stop()
+    found = results.full_size(chapter, {"epochs": 5}, root=book)
+    assert found.stale is None and found.message.startswith("At full size:")
+    assert found.table().loc["score", "value"] == 0.75
+
+    assert "epochs 5 -> 6" in results.full_size(chapter, {"epochs": 6}, root=book).stale
+    page = book / chapter
+    page.write_text(page.read_text().replace("Prose that", "Other prose that"))
+    assert results.full_size(chapter, {"epochs": 5}, root=book).stale is None
+    page.write_text(page.read_text().replace("config.pick(2, 5)", "config.pick(2, 6)"))
+    assert "the chapter's code" in results.full_size(chapter, {"epochs": 5}, root=book).stale
+
+
+def test_script_runner_executes_a_chapter_and_writes_its_record(book, tmp_path):
+    figures = tmp_path / "figures"
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "run_chapter_script.py"),
+        "book/demo/page.md",
+        "--full",
+        "--root",
+        str(book),
+        "--figures",
+        str(figures),
+    ]
+    # an IPython that cannot be imported, as on a machine without Jupyter: the runner's stub
+    # display() prints instead
+    fake = tmp_path / "no_ipython" / "IPython"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no IPython here')\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SEGTUTOR_DEVICE": "cpu",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(fake.parent),
+    }
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "claim holds: five beats two" in proc.stdout
+    assert "shown as text" in proc.stdout
+    record = json.loads(results.record_path("book/demo/page.md", book).read_text())
+    assert record["values"] == {"demo_epochs": 5.0, "demo_big": 5.0, "demo_small": 2.0}
+    assert record["curves"] == {"demo_loss": [1.0, 0.5, None]}
+    assert record["device"].startswith("cpu")
+    assert sorted(p.name for p in figures.iterdir()) == ["figure_01.png"]
+    assert results.full_size("book/demo/page.md", root=book).stale is None
+
+
+def test_script_runner_names_the_failing_cell(book):
+    page = book / "book" / "demo" / "page.md"
+    page.write_text(page.read_text().replace("plt.plot([1, 2])", "1 / 0"))
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "run_chapter_script.py"),
+        "book/demo/page.md",
+        "--quick",
+        "--root",
+        str(book),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "book/demo/page.md: cell 2 of 2 failed" in proc.stderr
+    assert "ZeroDivisionError" in proc.stderr
+    assert not (book / "book" / "results").exists()  # quick mode writes no record
+
+
+def test_build_book_full_chapter_runs_the_script_runner(monkeypatch, tmp_path):
+    from scripts import build_book
+
+    calls = []
+    monkeypatch.setattr(build_book.subprocess, "call", lambda cmd, cwd: calls.append(cmd) or 0)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["build_book.py", "--full", "--chapter", "book/tgs/training.md", "--figures", "/x"],
+    )
+    with pytest.raises(SystemExit) as done:
+        build_book.main()
+    assert done.value.code == 0
+    (cmd,) = calls
+    assert cmd[1].endswith("scripts/run_chapter_script.py")
+    assert cmd[2:] == ["book/tgs/training.md", "--full", "--figures", "/x"]
