@@ -186,13 +186,13 @@ def test_auto_uses_exact_on_small_images():
 
 def test_chunked_exact_equals_cached_exact(monkeypatch):
     """The memory-bounded path (rows recomputed by blocks) gives the same Q as the cached matrix."""
-    from segtutor import crf
+    from segtutor.crf import kernels
 
     img = photo(12)
     probs = coarse_probs(photo_labels(img), 3, 4, 0.5, seed=0).double()
     cached = dense_crf(img, probs, method="exact")
-    monkeypatch.setattr(crf, "_EXACT_CACHE_BYTES", 0)
-    monkeypatch.setattr(crf, "_CHUNK_BYTES", 50 * 144 * 4)  # blocks of 50 rows of 144 pixels
+    monkeypatch.setattr(kernels, "_EXACT_CACHE_BYTES", 0)
+    monkeypatch.setattr(kernels, "_CHUNK_BYTES", 50 * 144 * 4)  # blocks of 50 rows of 144 pixels
     chunked = dense_crf(img, probs, method="exact")
     torch.testing.assert_close(chunked, cached, rtol=0, atol=1e-10)
 
@@ -225,7 +225,8 @@ def test_fast_agrees_with_exact_on_two_regions():
 
 def test_fast_messages_approximate_the_exact_gaussian_sum():
     """The lattice filter (normalised, self excluded) is within a few percent of the exact sum."""
-    from segtutor.crf import _ExactKernel, _LatticeKernel
+    from segtutor.crf.kernels import _ExactKernel
+    from segtutor.crf.lattice import _LatticeKernel
 
     img = torch.from_numpy(photo(32)).double()
     ys, xs = torch.meshgrid(
