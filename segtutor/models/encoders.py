@@ -15,6 +15,12 @@ ImageNet weights. ``pretrained=True`` loads torchvision's ImageNet weights from 
 (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``) and never
 downloads; when the file is missing the error names it and the folder to put it in. Pretrained
 encoders expect ImageNet-normalised input (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225).
+:func:`load_encoder_weights` loads a backbone the project trained itself (a state dict saved
+with ``torch.save``) through the same code as the ImageNet weights.
+
+``stem_pool=False`` drops a ResNet's stem max pool: on small inputs (101 px TGS tiles) the stride-2
+conv and the stride-2 pool together take 101 px to 26 px before the first block; without the pool
+``layer1`` works at 51 px and every later map is twice as large (reductions 2, 2, 4, 8, 16).
 """
 
 from __future__ import annotations
@@ -117,7 +123,8 @@ class Encoder(nn.Module):
     """Multi-scale features of a torchvision backbone.
 
     ``forward(x [B, in_channels, H, W]) -> list`` of 5 maps ``[B, channels[i], H / r_i, W / r_i]``
-    with ``r = reductions`` (2, 4, 8, 16, 32; capped at ``output_stride`` for ResNets).
+    with ``r = reductions`` (2, 4, 8, 16, 32; capped at ``output_stride`` for ResNets; 2, 2, 4,
+    8, 16 for a ResNet with ``stem_pool=False``).
 
     VGG: the maps after each of the 5 max-pools (FCN's pool1..pool5); the layers are kept in a
     flat ``features`` ``nn.Sequential`` with torchvision's indices. ResNet: ``relu(bn1(conv1))``
@@ -131,6 +138,7 @@ class Encoder(nn.Module):
         pretrained: bool = False,
         output_stride: int = 32,
         width: float = 1.0,
+        stem_pool: bool = True,
     ) -> None:
         super().__init__()
         if name not in ENCODER_NAMES:
@@ -139,6 +147,8 @@ class Encoder(nn.Module):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
         if not (isinstance(width, (int, float)) and 0 < width <= 4):
             raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+        if not isinstance(stem_pool, bool):
+            raise TypeError(f"stem_pool must be a bool, got {type(stem_pool).__name__}")
         if pretrained and width != 1:
             raise ValueError(
                 f"pretrained weights exist only for width=1; got width={width} with pretrained=True"
@@ -150,11 +160,18 @@ class Encoder(nn.Module):
         if self.kind == "vgg":
             if output_stride != 32:
                 raise ValueError(f"{name} supports output_stride=32 only, got {output_stride}")
+            if not stem_pool:
+                raise ValueError(f"stem_pool=False applies to ResNets only, got {name}")
             self._build_vgg(batch_norm=name.endswith("_bn"), width=width)
         else:
             self._build_resnet(name, width, output_stride)
+            if not stem_pool:
+                # no parameters, so state dicts with and without the pool are interchangeable
+                self.maxpool = nn.Identity()
+        self.stem_pool = stem_pool
         self.output_stride = output_stride
-        self.reductions = [min(r, output_stride) for r in (2, 4, 8, 16, 32)]
+        strides = (2, 4, 8, 16, 32) if stem_pool else (2, 2, 4, 8, 16)
+        self.reductions = [min(r, output_stride) for r in strides]
         if pretrained:
             self.load_imagenet()
 
@@ -232,11 +249,25 @@ class Encoder(nn.Module):
         if self.width != 1:
             raise ValueError(f"pretrained weights exist only for width=1, got width={self.width}")
         full = load_imagenet_state_dict(self.name)
+        self.load_backbone(full)
+        return full
+
+    def load_backbone(self, full: dict[str, torch.Tensor]) -> None:
+        """Load the state dict of a classification network with this encoder's layout (the
+        torchvision names): the classifier keys (``fc.``, ``classifier.``) are dropped, RGB
+        first-layer filters are adapted to ``in_channels``, every other key must match
+        (``strict``). A mismatch of shapes (another ``width``) raises ``ValueError``."""
         state = {k: v for k, v in full.items() if not k.startswith(("fc.", "classifier."))}
         first = "features.0.weight" if self.kind == "vgg" else "conv1.weight"
-        state[first] = _adapt_rgb_weight(state[first], self.in_channels)
-        self.load_state_dict(state, strict=True)
-        return full
+        if first in state and state[first].shape[1] == 3:
+            state[first] = _adapt_rgb_weight(state[first], self.in_channels)
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"the weights do not fit this {self.name} encoder (width {self.width:g}, "
+                f"{self.in_channels} input channels): {err}"
+            ) from err
 
     # -- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -267,6 +298,29 @@ class Encoder(nn.Module):
             self.layer3,
             self.layer4,
         ]
+
+
+def load_encoder_weights(encoder: Encoder, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load backbone weights the project trained itself into ``encoder`` and return the file's
+    state dict.
+
+    ``path`` holds a state dict saved with ``torch.save`` in torchvision's names (the encoder's
+    own keys, plus optionally a classifier under ``fc.``/``classifier.``, which is skipped); it
+    is read with ``weights_only=True`` and loaded by :meth:`Encoder.load_backbone`, the code that
+    loads the ImageNet weights. Raises ``FileNotFoundError`` naming ``path`` when it is missing.
+    """
+    if not isinstance(encoder, Encoder):
+        raise TypeError(f"encoder must be an Encoder, got {type(encoder).__name__}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no encoder weights at {os.fspath(path)!r}: train and save them first "
+            "(torch.save(state_dict, path)) or check the path"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{os.fspath(path)!r} holds a {type(state).__name__}, not a state dict")
+    encoder.load_backbone(state)
+    return state
 
 
 DILATED_BACKBONES = ("resnet18", "resnet34", "resnet50")
