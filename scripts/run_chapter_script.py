@@ -21,12 +21,13 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _install_stubs(figures: Path | None) -> None:
+def _install_stubs(figures: Path | None) -> Callable[..., None]:
     """``myst_nb.glue`` -> the results recorder; IPython.display -> print, if IPython is absent;
     ``plt.show`` -> save and close the figures."""
     from segtutor import results
@@ -85,6 +86,7 @@ def _install_stubs(figures: Path | None) -> None:
         plt.close("all")
 
     plt.show = show
+    return show
 
 
 def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT) -> int:
@@ -101,11 +103,14 @@ def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT
     if not path.is_file():
         print(f"no such chapter: {path}", file=sys.stderr)
         return 2
-    _install_stubs(figures)
+    flush_figures = _install_stubs(figures)
     cells = results.code_cells(path.read_text(encoding="utf-8"))
     if full:
         results.start(chapter, root=root)
-    namespace: dict[str, object] = {"__name__": "__main__"}
+    from IPython.display import display  # the stub when IPython is missing
+
+    # Jupyter puts display() in every notebook's namespace; chapters rely on it
+    namespace: dict[str, object] = {"__name__": "__main__", "display": display}
     t_start = time.perf_counter()
     code = 0
     for k, cell in enumerate(cells, 1):
@@ -121,6 +126,7 @@ def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT
             print(f"\n{chapter}: cell {k} of {len(cells)} failed", file=sys.stderr)
             code = 1
             break
+        flush_figures()  # Jupyter's inline backend shows the figures a cell leaves open
         print(f"[cell {k}/{len(cells)}: {time.perf_counter() - t0:.1f} s]", flush=True)
     record = results.stop()
     mode = "full" if full else "quick"

@@ -25,11 +25,12 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from . import results
+
+if TYPE_CHECKING:  # only for hints: a machine without Jupyter can still record claims
+    import nbformat
 
 CLAIM_MIME = "application/vnd.segtutor.claim+json"
 

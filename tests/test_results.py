@@ -48,6 +48,22 @@ plt.show()
 """
 
 
+BLOCK_JUPYTER = """
+import importlib.abc, sys
+
+BLOCKED = {"IPython", "nbformat", "myst_nb", "jupytext", "ipykernel", "jupyter_book", "visdom",
+           "tensorboardX", "ipywidgets"}
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not installed on this machine")
+        return None
+
+sys.meta_path.insert(0, Block())
+"""
+
+
 @pytest.fixture
 def book(tmp_path: Path) -> Path:
     (tmp_path / "book" / "demo").mkdir(parents=True)
@@ -155,16 +171,15 @@ def test_script_runner_executes_a_chapter_and_writes_its_record(book, tmp_path):
         "--figures",
         str(figures),
     ]
-    # an IPython that cannot be imported, as on a machine without Jupyter: the runner's stub
-    # display() prints instead
-    fake = tmp_path / "no_ipython" / "IPython"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('no IPython here')\n")
+    # the GPU machine has PyTorch but none of Jupyter's packages: block them all
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_JUPYTER)
     env = {
         "PATH": "/usr/bin:/bin",
         "SEGTUTOR_DEVICE": "cpu",
         "MPLBACKEND": "Agg",
-        "PYTHONPATH": str(fake.parent),
+        "PYTHONPATH": str(site),
     }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
