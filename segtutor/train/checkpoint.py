@@ -79,6 +79,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def loader_generator_state(loader: Any) -> dict[str, torch.Tensor]:
+    """``{"loader_generator": state}`` of a data loader's shuffling ``torch.Generator`` (so that
+    a resumed run sees the same batches), or ``{}`` when the loader has none."""
+    gen = getattr(loader, "generator", None)
+    return {"loader_generator": gen.get_state()} if isinstance(gen, torch.Generator) else {}
+
+
+def restore_loader_generator(loader: Any, state: dict[str, Any]) -> None:
+    """Put back the shuffling generator state saved by :func:`loader_generator_state`; nothing
+    when the loader has no generator or the checkpoint holds none."""
+    gen = getattr(loader, "generator", None)
+    if isinstance(gen, torch.Generator) and "loader_generator" in state:
+        gen.set_state(state["loader_generator"].cpu())
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,

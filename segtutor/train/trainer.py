@@ -25,30 +25,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from segtutor import config
+from segtutor import checks, config
 from segtutor.data.loaders import DeviceLoader
 from segtutor.losses import WithAuxiliary, output_criterion
 from segtutor.models.outputs import main_output, output_keys
-from segtutor.monitor.images import log_prediction_images
 from segtutor.train import checkpoint as ckpt
 from segtutor.train import distributed as dist_utils
 from segtutor.train import loop
+from segtutor.train.bookkeeping import (
+    Callback,
+    check_trainer_arguments,
+    epoch_summary,
+    improved,
+    log_epoch_images,
+    log_epoch_scalars,
+    step_epoch_scheduler,
+)
 from segtutor.train.loop import NonFiniteLossError
 
-# DeviceLoader and NonFiniteLossError were defined here first: still importable from here
+# Callback, DeviceLoader and NonFiniteLossError were defined here first: still importable
 __all__ = ["Callback", "DeviceLoader", "NonFiniteLossError", "Trainer"]
 
 Batch = Any
-
-
-class Callback:
-    """Hooks called by :class:`Trainer`; override what you need."""
-
-    def on_fit_start(self, trainer: Trainer) -> None: ...
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None: ...
-
-    def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
 class Trainer:
@@ -126,7 +124,7 @@ class Trainer:
         threshold: float = 0.0,
         ignore_index: int = 255,
     ) -> None:
-        _check_arguments(
+        check_trainer_arguments(
             model, criterion, optimizer, num_classes, scheduler_interval, early_stopping, log_every
         )
         self.device = torch.device(device) if device is not None else config.device()
@@ -172,8 +170,7 @@ class Trainer:
             monitor = "val_mean_iou" if val_loader is not None else "train_loss"
         if mode is None:
             mode = "min" if "loss" in monitor else "max"
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        checks.one_of("mode", mode, ("min", "max"))
         self.monitor, self.mode = monitor, mode
         self.early_stopping, self.min_delta = early_stopping, float(min_delta)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -331,19 +328,6 @@ class Trainer:
             progress=self.progress,
         )
 
-    @torch.no_grad()
-    def _forward_eval(
-        self, batch: Batch, limit: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(images, main logits in float32, masks)`` of the first ``limit`` items of a batch,
-        the model in eval mode."""
-        x, y = loop.to_device(batch, self.device, self.channels_last)
-        x, y = x[:limit], (None if y is None else y[:limit])
-        self.model.eval()
-        with loop.amp_context(self.device, self.amp_dtype):
-            logits = main_output(self.model(x))
-        return x, logits.float(), y
-
     def fit(self, epochs: int, resume: str | Path | None = None) -> list[dict[str, float]]:
         """Train until ``epochs`` epochs are completed (counting those of a resumed run).
 
@@ -351,8 +335,7 @@ class Trainer:
         a validation loader, "val_loss", "val_mean_iou", "val_pixel_accuracy", ... (binary tasks
         also "val_tgs_map"). ``resume`` is a checkpoint path written by this class.
         """
-        if not _positive_int(epochs):
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        checks.positive_int("epochs", epochs)
         if resume is not None:
             self.load_checkpoint(resume)
         for cb in self.callbacks:
@@ -391,50 +374,26 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _print(self, row: Mapping[str, float], epochs: int) -> None:
-        if not (self.verbose and self.is_main):
-            return
-        parts = [f"epoch {row['epoch']}/{epochs}"]
-        # one short line: the losses, the headline metrics and the monitored one (all in history)
-        shown = ("train_loss", "val_loss", "val_mean_iou", "val_tgs_map", self.monitor)
-        for key in dict.fromkeys(shown):
-            if key in row:
-                parts.append(f"{key} {row[key]:.4f}")
-        parts.append(f"lr {row['lr']:.2e}")
-        parts.append(f"{row['time']:.1f} s")
-        tqdm.write("  ".join(parts))  # prints without breaking an open progress bar
+        if self.verbose and self.is_main:  # tqdm.write: no broken progress bar
+            tqdm.write(epoch_summary(row, epochs, self.monitor))
 
     def _plot(self, row: Mapping[str, float]) -> None:
         if self.logger is None:
             return
-        epoch = int(row["epoch"])
-        self.logger.log_scalars(
-            {k: v for k, v in row.items() if k not in ("epoch",)}, step=epoch, prefix="epoch/"
-        )
-        if self.log_histograms:
-            for name, p in self.module.named_parameters():
-                self.logger.log_histogram(f"weights/{name}", p.detach().float().cpu(), epoch)
+        log_epoch_scalars(self.logger, row, self.module if self.log_histograms else None)
         if self.log_images and self.val_loader is not None:
-            x, logits, y = self._forward_eval(next(iter(self.val_loader)), limit=4)
-            probs = None
-            if self.binary:
-                probs = (logits[:, 0] if logits.ndim == 4 else logits).sigmoid()
-            log_prediction_images(
+            log_epoch_images(
                 self.logger,
-                x,
-                y,
-                self.predict_labels(logits).cpu(),
-                epoch,
-                2 if self.binary else self.num_classes,
-                probs=probs,
+                self.model,
+                next(iter(self.val_loader)),
+                int(row["epoch"]),
+                num_classes=self.num_classes,
+                device=self.device,
+                threshold=self.threshold,
                 ignore_index=self.ignore_index,
+                amp_dtype=self.amp_dtype,
+                channels_last=self.channels_last,
             )
-
-    def _improved(self, value: float) -> bool:
-        if self.best_value is None:
-            return True
-        if self.mode == "max":
-            return value > self.best_value + self.min_delta
-        return value < self.best_value - self.min_delta
 
     def _update_best(self, row: Mapping[str, float]) -> bool:
         if self.monitor not in row:
@@ -442,7 +401,7 @@ class Trainer:
                 f"monitor={self.monitor!r} is not in the epoch summary; choose one of {sorted(row)}"
             )
         value = float(row[self.monitor])
-        if math.isfinite(value) and self._improved(value):
+        if math.isfinite(value) and improved(value, self.best_value, self.mode, self.min_delta):
             self.best_value, self.best_epoch, self.bad_epochs = value, int(row["epoch"]), 0
             return True
         self.bad_epochs += 1
@@ -464,28 +423,20 @@ class Trainer:
             self.save_checkpoint(self.checkpoint_dir / "best.pt")
 
     def _update_schedule(self, row: Mapping[str, float]) -> None:
-        if self.scheduler is None or self.scheduler_interval != "epoch":
-            return
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(row[self.monitor])
-        else:
-            self.scheduler.step()
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            step_epoch_scheduler(self.scheduler, row, self.monitor)
 
     # ------------------------------------------------------------------ checkpoints
     def state_extra(self) -> dict[str, Any]:
         """Trainer state beyond model/optimizer/scheduler: counters, history, best metric, and
         the shuffling generator of the train loader (so a resumed run sees the same batches)."""
-        extra: dict[str, Any] = {
+        return {
             "global_step": self.global_step,
             "history": [dict(r) for r in self.history],
             "best_value": self.best_value,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
-        }
-        gen = getattr(self.train_loader, "generator", None)
-        if isinstance(gen, torch.Generator):
-            extra["loader_generator"] = gen.get_state()
-        return extra
+        } | ckpt.loader_generator_state(self.train_loader)
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Atomically write everything needed to continue this run (rank 0 only)."""
@@ -524,48 +475,10 @@ class Trainer:
         if weights_only_model:
             return state
         self.epoch = int(state["epoch"])
-        self.global_step = int(state.get("global_step", 0))
+        self.global_step, self.bad_epochs = (
+            int(state.get(k, 0)) for k in ("global_step", "bad_epochs")
+        )
         self.history = [dict(r) for r in state.get("history", [])]
-        self.best_value = state.get("best_value")
-        self.best_epoch = state.get("best_epoch")
-        self.bad_epochs = int(state.get("bad_epochs", 0))
-        gen = getattr(self.train_loader, "generator", None)
-        if isinstance(gen, torch.Generator) and "loader_generator" in state:
-            gen.set_state(state["loader_generator"].cpu())
+        self.best_value, self.best_epoch = state.get("best_value"), state.get("best_epoch")
+        ckpt.restore_loader_generator(self.train_loader, state)
         return state
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _check_arguments(
-    model: Any,
-    criterion: Any,
-    optimizer: Any,
-    num_classes: Any,
-    scheduler_interval: Any,
-    early_stopping: Any,
-    log_every: Any,
-) -> None:
-    """The Trainer's argument checks: TypeError/ValueError naming the argument."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not callable(criterion):
-        raise TypeError("criterion must be callable: criterion(output, target) -> loss")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-        )
-    if not _positive_int(num_classes):
-        raise ValueError(f"num_classes must be an int >= 1 (1 = binary), got {num_classes!r}")
-    if scheduler_interval not in ("epoch", "step"):
-        raise ValueError(
-            f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
-        )
-    if early_stopping is not None and not _positive_int(early_stopping):
-        raise ValueError(
-            f"early_stopping must be a positive int (patience) or None, got {early_stopping!r}"
-        )
-    if not _positive_int(log_every):
-        raise ValueError(f"log_every must be a positive int, got {log_every!r}")
