@@ -27,6 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _print_display(*objs: object, raw: bool = False, **kwargs: object) -> None:
+    """What a notebook would show, as text: a MIME bundle's text/plain, a table, Markdown's
+    source."""
+    for obj in objs:
+        if isinstance(obj, dict) and "text/plain" in obj:
+            print(obj["text/plain"])
+        elif callable(getattr(obj, "to_string", None)):  # a DataFrame or a Styler
+            print(obj.to_string())
+        elif isinstance(getattr(obj, "data", None), str):  # Markdown, HTML
+            print(obj.data)
+        else:
+            print(repr(obj))
+
+
 def _install_stubs(figures: Path | None) -> Callable[..., None]:
     """``myst_nb.glue`` -> the results recorder; IPython.display -> print, if IPython is absent;
     ``plt.show`` -> save and close the figures."""
@@ -41,7 +55,10 @@ def _install_stubs(figures: Path | None) -> Callable[..., None]:
     sys.modules["myst_nb"] = stub
 
     try:
-        import IPython.display  # noqa: F401
+        import IPython.display
+
+        # IPython without a kernel prints a claim's whole MIME bundle; print what a page shows
+        IPython.display.display = _print_display
     except ImportError:
         shown = types.ModuleType("IPython.display")
 
@@ -49,21 +66,7 @@ def _install_stubs(figures: Path | None) -> Callable[..., None]:
             def __init__(self, data: object = "", *args: object, **kwargs: object) -> None:
                 self.data = data
 
-            def __repr__(self) -> str:
-                return str(self.data)
-
-        def display(*objs: object, raw: bool = False, **kwargs: object) -> None:
-            for obj in objs:
-                if isinstance(obj, dict) and "text/plain" in obj:
-                    print(obj["text/plain"])
-                elif hasattr(obj, "to_string"):  # a DataFrame or a Styler's data
-                    print(obj.to_string())
-                elif hasattr(obj, "data") and hasattr(obj.data, "to_string"):
-                    print(obj.data.to_string())
-                else:
-                    print(repr(obj))
-
-        shown.display = display  # type: ignore[attr-defined]
+        shown.display = _print_display  # type: ignore[attr-defined]
         for name in ("Markdown", "HTML", "Image", "Latex", "SVG"):
             setattr(shown, name, _Text)
         # only the submodule: `from IPython.display import display` finds it in sys.modules,
@@ -107,10 +110,8 @@ def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT
     cells = results.code_cells(path.read_text(encoding="utf-8"))
     if full:
         results.start(chapter, root=root)
-    from IPython.display import display  # the stub when IPython is missing
-
     # Jupyter puts display() in every notebook's namespace; chapters rely on it
-    namespace: dict[str, object] = {"__name__": "__main__", "display": display}
+    namespace: dict[str, object] = {"__name__": "__main__", "display": _print_display}
     t_start = time.perf_counter()
     code = 0
     for k, cell in enumerate(cells, 1):
