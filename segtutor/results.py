@@ -48,6 +48,7 @@ __all__ = [
     "record_curve",
     "record_path",
     "record_value",
+    "show",
     "start",
     "stop",
 ]
@@ -353,3 +354,28 @@ def plot_curves(found: FullSize, names: Sequence[str] | None = None, ax: Any = N
     ax.legend(fontsize=8)
     ax.set_title(f"full size, {found.record['device']}", fontsize=9)
     return ax
+
+
+def show(
+    chapter: str,
+    recipe: Mapping[str, Any] | None = None,
+    names: Sequence[str] | None = None,
+) -> FullSize:
+    """For the end of a quick page: the line of :func:`full_size`, its table of values (all, or
+    ``names``) and its curves, when a record exists. Returns what :func:`full_size` found."""
+    found = full_size(chapter, recipe)
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:  # plain Python
+        print(found.message)
+        if found.record is not None:
+            print(found.table(names).to_string())
+        return found
+    display(Markdown(found.message))
+    if found.record is not None:
+        display(found.table(names).style.format("{:.4g}"))
+        if plot_curves(found) is not None:
+            import matplotlib.pyplot as plt
+
+            plt.show()
+    return found

@@ -227,3 +227,26 @@ def test_build_book_full_chapter_runs_the_script_runner(monkeypatch, tmp_path):
     (cmd,) = calls
     assert cmd[1].endswith("scripts/run_chapter_script.py")
     assert cmd[2:] == ["book/tgs/training.md", "--full", "--figures", "/x"]
+
+
+def test_show_prints_the_line_and_the_table(book, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ipython(name, *args, **kwargs):
+        if name.startswith("IPython"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(results, "REPO_ROOT", book)
+    monkeypatch.setattr(builtins, "__import__", no_ipython)
+    results.show("book/demo/page.md")
+    assert "No full-size run recorded yet" in capsys.readouterr().out
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    results.start("book/demo/page.md")
+    results.record_value("score", 0.5)
+    results.stop()
+    found = results.show("book/demo/page.md", names=["score"])
+    out = capsys.readouterr().out
+    assert found.record is not None and "At full size:" in out and "0.5" in out
