@@ -22,6 +22,8 @@ import importlib
 
 from torch import nn
 
+from segtutor import checks
+
 from .blocks import (
     ASPP,
     PPM,
@@ -70,10 +72,8 @@ def build_model(
     """
     if not isinstance(name, str) or name.lower() not in _REGISTRY:
         raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    num_classes = checks.positive_int("num_classes", num_classes)
+    in_channels = checks.positive_int("in_channels", in_channels)
     module_name, fn_name = _REGISTRY[name.lower()]
     builder = getattr(importlib.import_module(f"{__name__}.{module_name}"), fn_name)
     return builder(

@@ -28,16 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segtutor import checks
 from segtutor.data.transforms import resize_to  # the one resize, for logits too
 
 from .outputs import aux_output  # the output convention, built here by the models
 
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 class ConvBNReLU(nn.Sequential):
@@ -56,8 +52,8 @@ class ConvBNReLU(nn.Sequential):
         dilation: int = 1,
         padding: int | None = None,
     ) -> None:
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
+        checks.positive_int("in_channels", in_channels)
+        checks.positive_int("out_channels", out_channels)
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         super().__init__(
@@ -105,7 +101,7 @@ class SeparableConv2d(nn.Sequential):
             ("stride", stride),
             ("dilation", dilation),
         ):
-            _check_positive_int(name, value)
+            checks.positive_int(name, value)
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         super().__init__()
@@ -150,7 +146,7 @@ class SCSE(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16, mode: str = "add") -> None:
         super().__init__()
-        _check_positive_int("channels", channels)
+        checks.positive_int("channels", channels)
         if mode not in ("add", "max"):
             raise ValueError(f"mode must be 'add' or 'max', got {mode!r}")
         hidden = max(channels // reduction, 1)
@@ -357,7 +353,7 @@ class SegHead(nn.Sequential):
         mid_channels: int | None = None,
         dropout: float = 0.0,
     ) -> None:
-        _check_positive_int("num_classes", num_classes)
+        checks.positive_int("num_classes", num_classes)
         layers: list[nn.Module] = []
         if mid_channels:
             layers += [ConvBNReLU(in_channels, mid_channels, 3)]
@@ -383,7 +379,7 @@ def pad_to_multiple(
     Returns the padded tensor and the original ``(H, W)``, for :func:`crop_to`. Padding at the
     bottom/right keeps pixel (0, 0) where it was, so cropping back is a plain slice.
     """
-    _check_positive_int("multiple", multiple)
+    checks.positive_int("multiple", multiple)
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:

@@ -7,6 +7,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from segtutor import checks
+
 from .blocks import (
     ASPP,
     ConvBNReLU,
@@ -127,14 +129,8 @@ def scale_rates(
     the paper's rates put all taps but the centre into the zero padding, and the 3x3 branches
     become 1x1 convolutions; pass the result as ``rates=`` (at output stride 16).
     """
-    if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
-        raise ValueError(f"feature_size must be a positive int, got {feature_size!r}")
-    if (
-        isinstance(reference_size, bool)
-        or not isinstance(reference_size, int)
-        or reference_size < 1
-    ):
-        raise ValueError(f"reference_size must be a positive int, got {reference_size!r}")
+    feature_size = checks.positive_int("feature_size", feature_size)
+    reference_size = checks.positive_int("reference_size", reference_size)
     scaled: list[int] = []
     for rate in rates:
         r = max(1, round(rate * feature_size / reference_size))

@@ -34,6 +34,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from segtutor import checks
+
 ENCODER_NAMES = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50")
 
 # torchvision's VGG16 configuration: channels of each 3x3 conv, "M" = 2x2 max pool
@@ -145,8 +147,7 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder name must be one of {ENCODER_NAMES}, got {name!r}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-        if not (isinstance(width, (int, float)) and 0 < width <= 4):
-            raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+        checks.number("width", width, maximum=4, above=0)  # a channel multiplier
         if not isinstance(stem_pool, bool):
             raise TypeError(f"stem_pool must be a bool, got {type(stem_pool).__name__}")
         if pretrained and width != 1:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segtutor import checks
+
 from .blocks import bilinear_kernel, crop_to, pad_to_multiple, resize_to
 from .encoders import Encoder
 
@@ -76,8 +78,7 @@ class FCN8s(nn.Module):
         self.variant = variant
         if upsample not in ("learned", "bilinear"):
             raise ValueError(f"upsample must be 'learned' or 'bilinear', got {upsample!r}")
-        if not isinstance(fc_width, int) or fc_width < 1:
-            raise ValueError(f"fc_width must be a positive int, got {fc_width!r}")
+        fc_width = checks.positive_int("fc_width", fc_width)
         self.encoder = Encoder(
             "vgg16_bn" if batch_norm else "vgg16", in_channels, pretrained=False, width=width
         )

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from segtutor import checks
+
 from .outputs import main_output
 
 
@@ -99,10 +101,10 @@ def summary(
     restored afterwards; its parameter gradients are cleared. Use a batch of at least 2: the
     global-pooling branches of ASPP/PPM cannot batch-normalise one image in train mode.
     """
-    if len(input_size) != 4 or not all(isinstance(s, int) and s > 0 for s in input_size):
+    if len(input_size) != 4:
         raise ValueError(f"input_size must be (B, C, H, W) positive ints, got {input_size!r}")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    input_size = tuple(checks.positive_int(f"input_size[{i}]", s) for i, s in enumerate(input_size))
+    checks.positive_int("repeats", repeats)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     x = torch.randn(*input_size, device=device)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segtutor import checks
+
 from .blocks import DoubleConv, SegHead, aux_output, crop_to, init_weights, pad_to_multiple
 
 
@@ -44,10 +46,8 @@ class UNetPlusPlus(nn.Module):
         prune_level: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
-        if not isinstance(base_width, int) or base_width < 1:
-            raise ValueError(f"base_width must be a positive int, got {base_width!r}")
+        depth = checks.positive_int("depth", depth)
+        base_width = checks.positive_int("base_width", base_width)
         self.depth = depth
         self.output_stride = 2**depth
         self.deep_supervision = deep_supervision
@@ -71,10 +71,7 @@ class UNetPlusPlus(nn.Module):
         """Choose the inference sub-network: ``None`` (full) or ``1..depth`` (needs deep
         supervision, because only then does ``X[0][level]`` have a trained head)."""
         if level is not None:
-            if not isinstance(level, int) or not 1 <= level <= self.depth:
-                raise ValueError(
-                    f"prune_level must be None or an int in 1..{self.depth}, got {level!r}"
-                )
+            level = checks.integer("prune_level", level, 1, self.depth)  # or None: the full net
             if not self.deep_supervision:
                 raise ValueError(
                     "prune_level needs deep_supervision=True (the pruned "
