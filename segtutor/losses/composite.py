@@ -16,6 +16,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segtutor import checks
 from segtutor.models.outputs import aux_outputs, main_output
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -60,13 +61,7 @@ class WithAuxiliary(nn.Module):
         _check_loss(loss, "loss")
         if aux_loss is not None:
             _check_loss(aux_loss, "aux_loss")
-        if (
-            isinstance(aux_weight, bool)
-            or not isinstance(aux_weight, (int, float))
-            or not aux_weight >= 0
-        ):
-            raise ValueError(f"aux_weight must be a number >= 0, got {aux_weight!r}")
-        self.loss, self.aux_weight = loss, float(aux_weight)
+        self.loss, self.aux_weight = loss, checks.number("aux_weight", aux_weight, minimum=0.0)
         self.aux_loss = loss if aux_loss is None else aux_loss
 
     def forward(self, output: Tensor | Mapping[str, Any], target: Tensor) -> Tensor:

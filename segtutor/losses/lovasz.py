@@ -145,19 +145,28 @@ def _activation(name: str) -> str:
     return name
 
 
-def _hinge_rows(
-    logits: Tensor, labels: Tensor, per_image: bool, ignore: int | None, activation: str
-) -> tuple[Tensor, Tensor, Tensor | None, str]:
-    """The hinge's inputs as rows ``[R, N]`` (one row an image with ``per_image``, else one row):
-    logits, 0/1 labels, the mask of counted pixels (None without ``ignore``), the activation.
-    A batch without pixels comes back as ``[B, H, W]``, not split into rows."""
+def _hinge(
+    logits: Tensor,
+    labels: Tensor,
+    per_image: bool,
+    ignore: int | None,
+    activation: str,
+    symmetric: bool,
+) -> Tensor:
+    """The Lovász hinge of both public forms: the inputs as rows ``[R, N]`` (one row an image
+    with ``per_image``, else one row), with ``symmetric`` the flipped problem (background as
+    the class) stacked as extra rows so that one sort call serves both."""
     act = _activation(activation)
     z, y, valid = _binary_inputs(logits, labels, ignore)
     if z.numel() == 0:
-        return z, y, None, act
+        return _no_pixels(z)
     rows = z.shape[0] if per_image else 1
+    z, y = z.reshape(rows, -1), y.reshape(rows, -1)
     valid = valid.reshape(rows, -1) if ignore is not None else None
-    return z.reshape(rows, -1), y.reshape(rows, -1), valid, act
+    if symmetric:
+        z, y = torch.cat([z, -z]), torch.cat([y, 1 - y])
+        valid = torch.cat([valid, valid]) if valid is not None else None
+    return _lovasz_rows(z, y, 1.0, valid, act).mean()
 
 
 def lovasz_hinge(
@@ -176,10 +185,7 @@ def lovasz_hinge(
     otherwise one Jaccard loss over the whole batch. ``ignore``: a label value left out.
     A batch without pixels (``B = 0``) gives 0 on the logits' graph, like every loss here.
     """
-    z, y, valid, act = _hinge_rows(logits, labels, per_image, ignore, activation)
-    if z.numel() == 0:
-        return _no_pixels(z)
-    return _lovasz_rows(z, y, 1.0, valid, act).mean()
+    return _hinge(logits, labels, per_image, ignore, activation, symmetric=False)
 
 
 def symmetric_lovasz_hinge(
@@ -191,12 +197,7 @@ def symmetric_lovasz_hinge(
 ) -> Tensor:
     """Mean of the Lovász hinge for the foreground and for the background (logits and labels
     flipped), so that the IoU of the empty class is optimised too (useful for empty masks)."""
-    z, y, valid, act = _hinge_rows(logits, labels, per_image, ignore, activation)
-    if z.numel() == 0:
-        return _no_pixels(z)
-    # the two problems share one sort call: stack them as extra rows
-    v2 = torch.cat([valid, valid]) if valid is not None else None
-    return _lovasz_rows(torch.cat([z, -z]), torch.cat([y, 1 - y]), 1.0, v2, act).mean()
+    return _hinge(logits, labels, per_image, ignore, activation, symmetric=True)
 
 
 def lovasz_softmax(

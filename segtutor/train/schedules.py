@@ -31,19 +31,14 @@ import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
+from segtutor import checks
 from segtutor.train.checkpoint import atomic_save, unwrap
 from segtutor.train.trainer import Callback, Trainer
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def step_lr(optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> sched.StepLR:
     """``lr_t = lr_0 * gamma ** (t // step_size)``."""
-    _positive_int(step_size, "step_size")
+    checks.positive_int("step_size", step_size)
     return sched.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
@@ -54,9 +49,8 @@ def poly_lr(
 
     ``min_lr`` after the end.
     """
-    _positive_int(total_steps, "total_steps")
-    if power <= 0:
-        raise ValueError(f"power must be positive, got {power!r}")
+    checks.positive_int("total_steps", total_steps)
+    checks.positive_float("power", power)
 
     def factor_for(base: float) -> Callable[[int], float]:
         floor = min_lr / base if base > 0 else 0.0
@@ -76,7 +70,7 @@ def one_cycle(
     """Start at ``max_lr / div_factor``, rise (cosine) to ``max_lr`` over ``pct_start`` of the
     steps, then fall (cosine) to ``max_lr / div_factor / final_div_factor``. Momentum moves the
     other way."""
-    _positive_int(total_steps, "total_steps")
+    checks.positive_int("total_steps", total_steps)
     return sched.OneCycleLR(
         optimizer,
         max_lr=max_lr,
@@ -92,8 +86,8 @@ def cosine_warm_restarts(
 ) -> sched.CosineAnnealingWarmRestarts:
     """SGDR: cosine from the optimizer's LR down to ``min_lr`` over ``cycle_steps``, then restart;
     each cycle is ``cycle_mult`` times longer than the one before."""
-    _positive_int(cycle_steps, "cycle_steps")
-    _positive_int(cycle_mult, "cycle_mult")
+    checks.positive_int("cycle_steps", cycle_steps)
+    checks.positive_int("cycle_mult", cycle_mult)
     return sched.CosineAnnealingWarmRestarts(
         optimizer, T_0=cycle_steps, T_mult=cycle_mult, eta_min=min_lr
     )
@@ -118,7 +112,7 @@ def fit_cosine(
     (``num_classes`` is required; ``aux_weight``, ``device``, ``progress`` ...). Returns the
     trainer and its history (one dict per epoch, ``"lr"`` = the rate at the epoch's start).
     """
-    _positive_int(epochs, "epochs")
+    checks.positive_int("epochs", epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = sched.CosineAnnealingLR(optimizer, T_max=epochs * len(train_loader))
     trainer = Trainer(
@@ -141,8 +135,8 @@ def cycle_ends(
 
     ``cycle_ends(2, 2, total=14) == [2, 6, 14]``. Give ``total`` (ends up to it) or ``cycles``.
     """
-    _positive_int(cycle_len, "cycle_len")
-    _positive_int(cycle_mult, "cycle_mult")
+    checks.positive_int("cycle_len", cycle_len)
+    checks.positive_int("cycle_mult", cycle_mult)
     if (total is None) == (cycles is None):
         raise ValueError("give exactly one of total= or cycles=")
     ends, end, length = [], 0, cycle_len
@@ -161,7 +155,7 @@ def lr_sequence(
 
     ``make_scheduler`` receives a throw-away SGD optimizer whose LR is ``lr``.
     """
-    _positive_int(steps, "steps")
+    checks.positive_int("steps", steps)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr, momentum=0.9)
     scheduler = make_scheduler(opt)
     lrs = []
@@ -190,8 +184,8 @@ class SnapshotSaver(Callback):
         directory: str | Path | None = None,
         last: int | None = None,
     ) -> None:
-        self.cycle_epochs = _positive_int(cycle_epochs, "cycle_epochs")
-        self.cycle_mult = _positive_int(cycle_mult, "cycle_mult")
+        self.cycle_epochs = checks.positive_int("cycle_epochs", cycle_epochs)
+        self.cycle_mult = checks.positive_int("cycle_mult", cycle_mult)
         self.directory = Path(directory) if directory is not None else None
         self.last = last
         self.snapshots: list[dict[str, torch.Tensor]] = []
@@ -288,11 +282,8 @@ def lr_range_test(
     """
     if not (0 < start_lr < end_lr):
         raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr!r}, {end_lr!r}")
-    _positive_int(num_steps, "num_steps")
-    if num_steps < 3:
-        raise ValueError("num_steps must be at least 3")
-    if not (0 <= beta < 1):
-        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+    checks.positive_int("num_steps", num_steps, minimum=3)
+    checks.number("beta", beta, 0.0, below=1.0)
     loader = trainer.train_loader if loader is None else loader
     if loader is None:
         raise ValueError("lr_range_test needs a loader (the trainer has no train_loader)")
