@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from segtutor import config
+from segtutor import checks, config
 
 
 def seed_worker(worker_id: int) -> None:
@@ -49,12 +49,9 @@ def make_loader(
 
     Batches are ``(images [B, C, H, W], masks [B, H, W])``.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
-        raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    batch_size = checks.positive_int("batch_size", batch_size)
+    num_workers = checks.non_negative_int("num_workers", num_workers)
+    seed = checks.integer("seed", seed)
     on_cuda = _on_cuda(dataset)
     if on_cuda and num_workers > 0:
         raise ValueError(
@@ -118,8 +115,7 @@ class DeviceLoader:
                 "images must be [N, C, H, W] and masks [N, H, W] with the same N, H, "
                 f"W; got {tuple(images.shape)} and {tuple(masks.shape)}"
             )
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        checks.positive_int("batch_size", batch_size)
         self.device = torch.device(device) if device is not None else config.device()
         self.images = images.to(self.device)
         self.masks = masks.to(self.device)

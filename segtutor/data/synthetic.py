@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from segtutor import checks
 from segtutor.data.constants import TGS_SIZE
 
 IGNORE_INDEX = 255
@@ -77,10 +78,8 @@ class Shapes:
 
 
 def _check_n_seed(n: int, seed: int) -> None:
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    checks.non_negative_int("n", n)
+    checks.integer("seed", seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,12 +391,9 @@ def make_shapes(
         ``[n, size, size]`` and ``class_names``.
     """
     _check_n_seed(n, seed)
-    if not isinstance(num_classes, (int, np.integer)) or not 2 <= num_classes <= 255:
-        raise ValueError(f"num_classes must be an int in [2, 255], got {num_classes!r}")
-    if not isinstance(size, (int, np.integer)) or size < 8:
-        raise ValueError(f"size must be an int >= 8, got {size!r}")
-    if not 0.0 <= float(ignore_border) <= 1.0:
-        raise ValueError(f"ignore_border must lie in [0, 1], got {ignore_border!r}")
+    checks.integer("num_classes", num_classes, 2, 255)  # labels fit uint8, 255 = ignore
+    checks.positive_int("size", size, minimum=8)
+    checks.probability("ignore_border", ignore_border)
     families = [_SHAPE_FAMILIES[(c - 1) % len(_SHAPE_FAMILIES)] for c in range(1, num_classes)]
     names = ["background"] + [
         f if (c - 1) < len(_SHAPE_FAMILIES) else f"{f}{(c - 1) // len(_SHAPE_FAMILIES) + 1}"

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from segtutor import checks
 from segtutor.data.constants import TGS_SIZE
 from segtutor.data.datasets import PairTransform, apply_pair_transform
 from segtutor.data.rle import rle_decode, rle_encode
@@ -82,10 +83,8 @@ def coverage_folds(
     each class (to within one image) and the folds' sizes differ by at most one.
     Fold ``f``'s validation set is ``folds == f``.
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-        raise ValueError(f"k must be an int >= 2, got {k!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    checks.positive_int("k", k, minimum=2)
+    checks.integer("seed", seed)
     classes = coverage_class(masks_or_coverage).numpy()
     if len(classes) < k:
         raise ValueError(f"cannot split {len(classes)} images into k={k} folds")
@@ -335,8 +334,7 @@ def write_tgs_layout(
         ``root`` as a ``Path``.
     """
     for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        checks.non_negative_int(name, value)
     if n_train + n_test == 0:
         raise ValueError("n_train + n_test must be positive")
     root = Path(root)
