@@ -77,6 +77,21 @@ def non_negative_int(name: str, value: object) -> int:
     return integer(name, value, 0)
 
 
+def _number_wording(
+    minimum: float | None, maximum: float | None, above: float | None, below: float | None
+) -> str:
+    """ "a number in [0, 1]", "a number > 0", "a finite number"... for the bounds given."""
+    low = f"[{minimum:g}" if minimum is not None else f"({above:g}" if above is not None else None
+    high = f"{maximum:g}]" if maximum is not None else f"{below:g})" if below is not None else None
+    if low and high:
+        return f"a number in {low}, {high}"
+    if low:
+        return f"a number {'>=' if minimum is not None else '>'} {low[1:]}"
+    if high:
+        return f"a number {'<=' if maximum is not None else '<'} {high[:-1]}"
+    return "a finite number"
+
+
 def number(
     name: str,
     value: object,
@@ -91,16 +106,7 @@ def number(
 
     Accepts ints, floats and NumPy numbers, never ``bool``, NaN or infinity.
     """
-    bounds = []
-    if minimum is not None:
-        bounds.append(f">= {minimum}")
-    if above is not None:
-        bounds.append(f"> {above}")
-    if maximum is not None:
-        bounds.append(f"<= {maximum}")
-    if below is not None:
-        bounds.append(f"< {below}")
-    wording = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
+    wording = _number_wording(minimum, maximum, above, below)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"{name} must be {wording}, got {value!r}")
     value = float(value)

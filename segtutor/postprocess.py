@@ -15,6 +15,8 @@ import torch
 from scipy import ndimage as ndi
 from skimage import morphology, segmentation
 
+from segtutor import checks
+
 
 def _to_numpy(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
@@ -47,8 +49,7 @@ def remove_small_objects(mask, min_size: int, connectivity: int = 1):
     array = _to_numpy(mask, "mask")
     if array.ndim not in (2, 3):
         raise ValueError(f"mask must have shape [H, W] or [N, H, W], got {tuple(array.shape)}")
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
-        raise ValueError(f"min_size must be an int >= 0 (pixels), got {min_size!r}")
+    checks.non_negative_int("min_size", min_size)  # pixels
     if connectivity not in (1, 2):
         raise ValueError(
             f"connectivity must be 1 (4-neighbourhood) or 2 (8-neighbourhood), got {connectivity!r}"
@@ -103,10 +104,9 @@ def split_instances(
         raise TypeError(f"prob_map must hold float probabilities in [0, 1], got dtype {prob.dtype}")
     if prob.size and (np.nanmin(prob) < 0 or np.nanmax(prob) > 1 or np.isnan(prob).any()):
         raise ValueError("prob_map must lie in [0, 1] (apply a sigmoid to logits first)")
-    if not 0.0 <= float(threshold) < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
-    if min_peak_height <= 0:
-        raise ValueError(f"min_peak_height must be > 0 pixels, got {min_peak_height!r}")
+    threshold = checks.number("threshold", threshold, 0.0, below=1.0)
+    checks.positive_float("min_peak_height", min_peak_height)  # pixels of distance
+    checks.non_negative_int("min_size", min_size)  # pixels
     foreground = prob > threshold
     distance = ndi.distance_transform_edt(foreground)
     peaks = morphology.h_maxima(distance, min_peak_height).astype(bool) & foreground

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from segtutor import checks
 from segtutor.metrics import tgs_map
 from segtutor.postprocess import remove_small_objects
 
@@ -57,14 +57,7 @@ def search_threshold(
     """
     if metric is None:
         metric = tgs_map
-    probs = torch.as_tensor(probs)
-    masks = torch.as_tensor(masks)
-    if probs.dim() != 3 or probs.shape != masks.shape:
-        raise ValueError(
-            f"probs and masks must both be [N, H, W] of the same shape, got "
-            f"{tuple(probs.shape)} and {tuple(masks.shape)}"
-        )
-    grid = default_thresholds() if thresholds is None else [float(t) for t in thresholds]
+    probs, masks, grid = _search_inputs(probs, masks, thresholds)
     if not grid:
         raise ValueError("thresholds must not be empty")
     truth = masks > 0.5
@@ -78,14 +71,24 @@ def search_threshold(
     return ThresholdSearch(grid[best], scores[best], grid, scores)
 
 
+def _search_inputs(
+    probs: Tensor, masks: Tensor, thresholds: Sequence[float] | None
+) -> tuple[Tensor, Tensor, list[float]]:
+    """``probs`` and ``masks`` as tensors ``[N, H, W]`` of one shape, and the threshold grid
+    (default :func:`default_thresholds`)."""
+    probs, masks = torch.as_tensor(probs), torch.as_tensor(masks)
+    if probs.dim() != 3 or probs.shape != masks.shape:
+        raise ValueError(
+            f"probs and masks must both be [N, H, W] of the same shape, got "
+            f"{tuple(probs.shape)} and {tuple(masks.shape)}"
+        )
+    grid = default_thresholds() if thresholds is None else [float(t) for t in thresholds]
+    return probs, masks, grid
+
+
 def _check_probability(value: Any, name: str) -> None:
     # `prob > nan` is False everywhere: a NaN threshold would silently give empty masks
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.floating))
-        or not 0.0 <= float(value) <= 1.0
-    ):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    checks.probability(name, value)
 
 
 def suppress_empty(masks: Tensor, salt_prob: Tensor | None, empty_threshold: float = 0.5) -> Tensor:
@@ -116,9 +119,7 @@ def remove_small(masks: Tensor, min_size: int) -> Tensor:
 
     ``masks`` is ``[N, H, W]`` bool; delegates to :func:`segtutor.postprocess.remove_small_objects`.
     """
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
-        raise ValueError(f"min_size must be an int >= 0 (pixels), got {min_size!r}")
-    if min_size == 0:
+    if checks.non_negative_int("min_size", min_size) == 0:  # pixels
         return masks
     return remove_small_objects(masks.bool(), int(min_size))
 
@@ -177,14 +178,7 @@ def search_postprocess(
     the smaller min size, then to the empty threshold nearest 0.5, then (within a curve) to the
     threshold nearest 0.5.
     """
-    probs = torch.as_tensor(probs)
-    masks = torch.as_tensor(masks)
-    if probs.dim() != 3 or probs.shape != masks.shape:
-        raise ValueError(
-            f"probs and masks must both be [N, H, W] of the same shape, got "
-            f"{tuple(probs.shape)} and {tuple(masks.shape)}"
-        )
-    grid = default_thresholds() if thresholds is None else [float(t) for t in thresholds]
+    probs, masks, grid = _search_inputs(probs, masks, thresholds)
     sizes = default_min_sizes() if min_sizes is None else [int(s) for s in min_sizes]
     if salt_prob is None:
         empties = [0.0]
