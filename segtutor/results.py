@@ -363,7 +363,13 @@ def show(
 ) -> FullSize:
     """For the end of a quick page: the line of :func:`full_size`, its table of values (all, or
     ``names``) and its curves, when a record exists. Returns what :func:`full_size` found."""
-    found = full_size(chapter, recipe)
+    if _active is not None and _active.data["chapter"] == _check_chapter(chapter):
+        # this run is the full-size run: what it would show is what it is writing
+        found = FullSize(
+            chapter, current(), None, f"This run writes the full-size record: {_active.path}."
+        )
+    else:
+        found = full_size(chapter, recipe)
     try:
         from IPython.display import Markdown, display
     except ImportError:  # plain Python

@@ -250,3 +250,13 @@ def test_show_prints_the_line_and_the_table(book, monkeypatch, capsys):
     found = results.show("book/demo/page.md", names=["score"])
     out = capsys.readouterr().out
     assert found.record is not None and "At full size:" in out and "0.5" in out
+
+
+def test_show_during_the_full_run_points_at_the_record_being_written(book, monkeypatch, capsys):
+    monkeypatch.setattr(results, "REPO_ROOT", book)
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    results.start("book/demo/page.md")
+    results.record_value("score", 0.5)
+    found = results.show("book/demo/page.md")
+    assert found.message.startswith("This run writes the full-size record")
+    assert found.record["values"] == {"score": 0.5}
