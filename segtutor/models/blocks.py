@@ -23,6 +23,7 @@ PSPNet, the ResNet34 U-Net). Shapes use ``[B, C, H, W]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,9 @@ from torch import nn
 from segtutor import checks
 from segtutor.data.transforms import resize_to  # the one resize, for logits too
 
+from .encoders import dilated_resnet
 from .outputs import aux_output  # the output convention, built here by the models
+from .renamed import RenamedHeads
 
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
 
@@ -446,3 +449,31 @@ def aux_head_output(
     if aux_head is not None and training:
         aux = logits_to_input(aux_head(feature), padded_size, size)
     return aux_output(out, aux, training)
+
+
+class DilatedResNetModel(RenamedHeads, nn.Module):
+    """The frame that DeepLab v3/v3+ and PSPNet share: a dilated ResNet encoder
+    (:func:`segtutor.models.encoders.dilated_resnet`, ``encoder_width`` its channel multiplier)
+    whose last map feeds a context module (ASPP, PPM) and a segmentation head, and an optional
+    auxiliary head on ``layer3`` that runs in training only (:func:`aux_head_output`).
+
+    Subclasses build their modules after calling this ``__init__`` and write their own
+    ``forward`` (the chapters show it).
+    """
+
+    # the segmentation head was called `classifier` (old checkpoints still load)
+    renamed_heads: ClassVar[dict[str, str]] = {"classifier": "segmentation_head"}
+
+    def __init__(
+        self,
+        backbone: str,
+        in_channels: int,
+        pretrained: bool,
+        output_stride: int,
+        encoder_width: float,
+    ) -> None:
+        super().__init__()
+        self.encoder = dilated_resnet(
+            backbone, in_channels, pretrained, output_stride, encoder_width
+        )
+        self.output_stride = output_stride

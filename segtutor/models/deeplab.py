@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import nn
 
@@ -12,6 +10,7 @@ from segtutor import checks
 from .blocks import (
     ASPP,
     ConvBNReLU,
+    DilatedResNetModel,
     SegHead,
     aux_head,
     aux_head_output,
@@ -19,11 +18,9 @@ from .blocks import (
     pad_to_multiple,
     resize_to,
 )
-from .encoders import dilated_resnet
-from .renamed import RenamedHeads
 
 
-class DeepLabV3(RenamedHeads, nn.Module):
+class DeepLabV3(DilatedResNetModel):
     """DeepLab v3: a ResNet whose last stride(s) became dilation (output stride 16 or 8), ASPP
     on its last map, a 3x3 conv-BN-ReLU and a 1x1 classifier (together ``segmentation_head``),
     logits upsampled bilinearly.
@@ -47,9 +44,6 @@ class DeepLabV3(RenamedHeads, nn.Module):
             CPU experiments).
     """
 
-    # the segmentation head was called `classifier` (old checkpoints still load)
-    renamed_heads: ClassVar[dict[str, str]] = {"classifier": "segmentation_head"}
-
     def __init__(
         self,
         num_classes: int = 21,
@@ -64,11 +58,7 @@ class DeepLabV3(RenamedHeads, nn.Module):
         low_level_width: int | None = None,
         encoder_width: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.encoder = dilated_resnet(
-            backbone, in_channels, pretrained, output_stride, encoder_width
-        )
-        self.output_stride = output_stride
+        super().__init__(backbone, in_channels, pretrained, output_stride, encoder_width)
         c = self.encoder.channels
         scale = 16 // output_stride
         self.aspp = ASPP(c[4], head_width, rates=tuple(r * scale for r in rates))

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
-from torch import nn
 
 from .blocks import (
     PPM,
+    DilatedResNetModel,
     SegHead,
     aux_head,
     aux_head_output,
     logits_to_input,
     pad_to_multiple,
 )
-from .encoders import dilated_resnet
-from .renamed import RenamedHeads
 
 
-class PSPNet(RenamedHeads, nn.Module):
+class PSPNet(DilatedResNetModel):
     """PSPNet: a ResNet dilated to output stride 8, the pyramid pooling module (global context
     at 1x1, 2x2, 3x3 and 6x6 bins concatenated with the local features), a 3x3 conv-BN-ReLU,
     dropout and a 1x1 classifier (together ``segmentation_head``); logits upsampled bilinearly.
@@ -39,9 +35,6 @@ class PSPNet(RenamedHeads, nn.Module):
             CPU experiments).
     """
 
-    # the segmentation head was called `classifier` (old checkpoints still load)
-    renamed_heads: ClassVar[dict[str, str]] = {"classifier": "segmentation_head"}
-
     def __init__(
         self,
         num_classes: int = 21,
@@ -54,11 +47,7 @@ class PSPNet(RenamedHeads, nn.Module):
         aux: bool = True,
         encoder_width: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.encoder = dilated_resnet(
-            backbone, in_channels, pretrained, output_stride, encoder_width
-        )
-        self.output_stride = output_stride
+        super().__init__(backbone, in_channels, pretrained, output_stride, encoder_width)
         c = self.encoder.channels
         self.ppm = PPM(c[4], bins=bins)
         self.segmentation_head = SegHead(
