@@ -39,6 +39,29 @@ from .renamed import RenamedHeads
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
 
 
+def _conv_padding(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int,
+    dilation: int,
+    padding: int | None,
+) -> int:
+    """Check a convolution's sizes (positive ints) and return its padding: ``padding`` itself,
+    or when None the 'same' padding ``dilation * (kernel_size - 1) // 2`` (odd kernels)."""
+    for name, value in (
+        ("in_channels", in_channels),
+        ("out_channels", out_channels),
+        ("kernel_size", kernel_size),
+        ("stride", stride),
+        ("dilation", dilation),
+    ):
+        checks.positive_int(name, value)
+    if padding is None:
+        return dilation * (kernel_size - 1) // 2
+    return checks.non_negative_int("padding", padding)
+
+
 class ConvBNReLU(nn.Sequential):
     """``Conv2d(bias=False) -> BatchNorm2d -> ReLU``; 'same' padding by default.
 
@@ -55,10 +78,7 @@ class ConvBNReLU(nn.Sequential):
         dilation: int = 1,
         padding: int | None = None,
     ) -> None:
-        checks.positive_int("in_channels", in_channels)
-        checks.positive_int("out_channels", out_channels)
-        if padding is None:
-            padding = dilation * (kernel_size - 1) // 2
+        padding = _conv_padding(in_channels, out_channels, kernel_size, stride, dilation, padding)
         super().__init__(
             nn.Conv2d(
                 in_channels,
@@ -97,16 +117,7 @@ class SeparableConv2d(nn.Sequential):
         padding: int | None = None,
         bias: bool = False,
     ) -> None:
-        for name, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("kernel_size", kernel_size),
-            ("stride", stride),
-            ("dilation", dilation),
-        ):
-            checks.positive_int(name, value)
-        if padding is None:
-            padding = dilation * (kernel_size - 1) // 2
+        padding = _conv_padding(in_channels, out_channels, kernel_size, stride, dilation, padding)
         super().__init__()
         self.depthwise = nn.Conv2d(
             in_channels,
