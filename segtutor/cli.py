@@ -81,8 +81,8 @@ def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _auto_or(number: Number) -> Callable[[str], Any]:
-    """``"auto"`` or a value that follows ``number``'s rule."""
-    return _argument_type(lambda text: "auto" if text == "auto" else number.parse(text))
+    """A parse function: ``"auto"`` or a value that follows ``number``'s rule."""
+    return lambda text: "auto" if text == "auto" else number.parse(text)
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, options: type) -> None:
@@ -111,14 +111,30 @@ def add_dataclass_options(parser: argparse.ArgumentParser, options: type) -> Non
                 help=text,
             )
             continue
-        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text}
+        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default}
         for key in ("metavar", "choices"):
             if key in meta:
                 kwargs[key] = meta[key]
         parse = meta["number"].parse if "number" in meta else meta.get("parse")
-        if parse is not None:
-            kwargs["type"] = _argument_type(parse)
-        parser.add_argument(f"--{flag}", **kwargs)
+        _value(parser, f"--{flag}", text, parse, **kwargs)
+
+
+def _value(
+    p: argparse.ArgumentParser,
+    flag: str,
+    help: str,
+    parse: Callable[[str], Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """An option that takes a value; ``parse`` (text -> value, ValueError when bad) checks it."""
+    if parse is not None:
+        kwargs["type"] = _argument_type(parse)
+    p.add_argument(flag, help=help, **kwargs)
+
+
+def _path(p: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:
+    """A required option naming a file or folder."""
+    p.add_argument(flag, required=True, type=Path, metavar=metavar, help=help)
 
 
 def _add_quick(p: argparse.ArgumentParser) -> None:
@@ -128,12 +144,6 @@ def _add_quick(p: argparse.ArgumentParser) -> None:
         help="quick mode: the small sizes meant for a CPU (sets SEGTUTOR_QUICK=1); without it "
         "the mode follows SEGTUTOR_QUICK, which defaults to quick exactly when there is no "
         "CUDA GPU",
-    )
-
-
-def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data", required=True, type=Path, metavar="DIR", help="data in Kaggle's layout"
     )
 
 
@@ -150,51 +160,39 @@ def _step(sub: Any, name: str, run: Callable[[argparse.Namespace], int]) -> argp
 
 def _synth_parser(sub: Any) -> None:
     p = _step(sub, "synth", _cmd_synth)
-    p.add_argument(
-        "--out",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="folder to write (created if missing; must be empty if it exists)",
-    )
-    p.add_argument(
+    _path(p, "--out", "DIR", "folder to write (created if missing; must be empty if it exists)")
+    _value(
+        p,
         "--n",
-        type=_argument_type(IMAGE_COUNT.parse),
+        "number of training images (the real competition has 4000)",
+        IMAGE_COUNT.parse,
         default=4000,
         metavar="N",
-        help="number of training images (the real competition has 4000)",
     )
-    p.add_argument(
+    _value(
+        p,
         "--n-test",
-        type=_argument_type(TEST_IMAGE_COUNT.parse),
+        "number of test images; default: a quarter of --n",
+        TEST_IMAGE_COUNT.parse,
         default=None,
         metavar="N",
-        help="number of test images; default: a quarter of --n",
     )
-    p.add_argument(
-        "--seed",
-        type=_argument_type(SEED.parse),
-        default=0,
-        help="random seed: the same seed writes the same files",
-    )
+    _value(p, "--seed", "random seed: the same seed writes the same files", SEED.parse, default=0)
 
 
 def _train_parser(sub: Any) -> None:
     p = _step(sub, "train", _cmd_train)
-    p.add_argument(
+    _value(
+        p,
         "--data",
+        "data in Kaggle's layout (the real download or 'segtutor tgs synth' "
+        "output); default: write a synthetic set to RUN/data first",
         type=Path,
         default=None,
         metavar="DIR",
-        help="data in Kaggle's layout (the real download or 'segtutor tgs synth' "
-        "output); default: write a synthetic set to RUN/data first",
     )
-    p.add_argument(
-        "--out",
-        required=True,
-        type=Path,
-        metavar="RUN",
-        help="run folder for the configuration, snapshots and out-of-fold predictions",
+    _path(
+        p, "--out", "RUN", "run folder for the configuration, snapshots and out-of-fold predictions"
     )
     add_dataclass_options(p, TrainOptions)
     p.add_argument(
@@ -209,39 +207,38 @@ def _train_parser(sub: Any) -> None:
 
 def _predict_parser(sub: Any) -> None:
     p = _step(sub, "predict", _cmd_predict)
-    _add_data(p)
-    p.add_argument(
-        "--run", required=True, type=Path, metavar="RUN", help="run folder of 'segtutor tgs train'"
-    )
-    p.add_argument(
-        "--out", required=True, type=Path, metavar="FILE", help="the submission file to write"
-    )
+    _path(p, "--data", "DIR", "data in Kaggle's layout")
+    _path(p, "--run", "RUN", "run folder of 'segtutor tgs train'")
+    _path(p, "--out", "FILE", "the submission file to write")
     p.add_argument(
         "--split", choices=("test", "train"), default="test", help="which images to predict"
     )
-    p.add_argument(
+    _value(
+        p,
         "--threshold",
-        type=_auto_or(PROBABILITY),
+        "probability threshold, or 'auto': the best on the out-of-fold predictions",
+        _auto_or(PROBABILITY),
         default="auto",
         metavar="T",
-        help="probability threshold, or 'auto': the best on the out-of-fold predictions",
     )
-    p.add_argument(
+    _value(
+        p,
         "--min-size",
-        type=_auto_or(PIXELS),
+        "drop predicted components smaller than this (at 101x101), or "
+        "'auto': chosen on the out-of-fold predictions",
+        _auto_or(PIXELS),
         default="auto",
         metavar="PIXELS",
-        help="drop predicted components smaller than this (at 101x101), or 'auto': "
-        "chosen on the out-of-fold predictions",
     )
-    p.add_argument(
+    _value(
+        p,
         "--empty-threshold",
-        type=_auto_or(PROBABILITY),
+        "blank the mask when the classifier head's salt probability "
+        "is below P (only for models with that head; 0: never), or 'auto': chosen on the "
+        "out-of-fold predictions",
+        _auto_or(PROBABILITY),
         default="auto",
         metavar="P",
-        help="blank the mask when the classifier head's salt probability is below P "
-        "(only for models with that head; 0: never), or 'auto': chosen on the "
-        "out-of-fold predictions",
     )
     p.add_argument(
         "--no-tta", action="store_true", help="no horizontal-flip test-time augmentation"
@@ -252,27 +249,15 @@ def _predict_parser(sub: Any) -> None:
         default="all",
         help="average every snapshot of a fold, or use only its last",
     )
-    p.add_argument(
-        "--batch-size",
-        type=_argument_type(POSITIVE_INT.parse),
-        default=64,
-        metavar="B",
-        help="images per batch",
-    )
+    _value(p, "--batch-size", "images per batch", POSITIVE_INT.parse, default=64, metavar="B")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_quick(p)
 
 
 def _evaluate_parser(sub: Any) -> None:
     p = _step(sub, "evaluate", _cmd_evaluate)
-    _add_data(p)
-    p.add_argument(
-        "--submission",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="a submission.csv (id,rle_mask)",
-    )
+    _path(p, "--data", "DIR", "data in Kaggle's layout")
+    _path(p, "--submission", "FILE", "a submission.csv (id,rle_mask)")
 
 
 def build_parser() -> argparse.ArgumentParser:
