@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segtutor import checks
+
 from .blocks import DoubleConv, SegHead, UpBlock, crop_to, init_weights, pad_to_multiple
 
 
@@ -44,14 +46,9 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
-        if not isinstance(base_width, int) or base_width < 1:
-            raise ValueError(f"base_width must be a positive int, got {base_width!r}")
+        dropout = checks.number("dropout", dropout, 0.0, below=1.0)
+        depth = checks.positive_int("depth", depth)
+        base_width = checks.positive_int("base_width", base_width)
         pad = 1 if padding else 0
         self.padding = bool(padding)
         self.depth = depth
