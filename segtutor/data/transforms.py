@@ -31,6 +31,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
+from segtutor import checks
 from segtutor.data.constants import MODEL_SIZE, TGS_SIZE
 
 IGNORE_INDEX = 255
@@ -169,11 +170,9 @@ def make_augmentation(
     Inputs: an image ``tv_tensors.Image`` ``[C, H, W]`` float in [0, 1] and a ``tv_tensors.Mask``
     ``[H, W]`` (the datasets in :mod:`segtutor.data.datasets` wrap them).
     """
-    for name, p in (("hflip", hflip), ("vflip", vflip)):
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-    if float(degrees) < 0:
-        raise ValueError(f"degrees must be >= 0, got {degrees!r}")
+    checks.probability("hflip", hflip)
+    checks.probability("vflip", vflip)
+    checks.number("degrees", degrees, minimum=0.0)
     steps: list[v2.Transform] = []
     if dihedral:
         steps.append(RandomDihedral())

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segtutor import checks
+
 from ._inputs import _binary_inputs, _is_binary, _multiclass_inputs, _no_pixels
 
 
@@ -55,8 +57,7 @@ def dice_loss(
     sums run over the whole batch. ``smooth`` keeps empty masks finite (an empty target
     predicted empty scores 1).
     """
-    if smooth < 0:
-        raise ValueError(f"smooth must be >= 0, got {smooth}")
+    checks.number("smooth", smooth, minimum=0.0)
     inter, pred_mass, true_mass = overlap_stats(logits, target, ignore_index, per_image, squared)
     if logits.numel() == 0:  # the mean over no images would be NaN
         return _no_pixels(inter)
@@ -79,8 +80,8 @@ def tversky_loss(
     ``alpha = beta = 0.5`` is Dice (Dice's smoothing ``s`` corresponds to ``s / 2`` here);
     ``beta > alpha`` penalises missed foreground more than false alarms.
     """
-    if alpha < 0 or beta < 0 or smooth < 0:
-        raise ValueError(f"alpha, beta, smooth must be >= 0, got {alpha}, {beta}, {smooth}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("smooth", smooth)):
+        checks.number(name, value, minimum=0.0)
     inter, pred_mass, true_mass = overlap_stats(logits, target, ignore_index, per_image)
     if logits.numel() == 0:  # the mean over no images would be NaN
         return _no_pixels(inter)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segtutor import checks
+
 from ._inputs import _binary_inputs, _check_reduction, _is_binary, _multiclass_inputs, _reduce
 
 
@@ -88,8 +90,7 @@ def focal_loss(
     give the cross-entropy. Mean over counted pixels.
     """
     _check_reduction(reduction)
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    checks.number("gamma", gamma, minimum=0.0)
     if _is_binary(logits):
         logits, y, valid = _binary_inputs(logits, target, ignore_index)
         log_pt = -F.binary_cross_entropy_with_logits(logits, y, reduction="none")
