@@ -904,3 +904,30 @@ def test_resume_with_another_learning_rate_says_which_one_it_keeps(tmp_path):
     with pytest.warns(UserWarning, match="learning rate 0.2, the checkpoint's run used 0.05"):
         tr.fit(2, resume=tmp_path / "last.pt")
     assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_train_one_epoch_reads_no_step_loss_on_the_host(monkeypatch):
+    # issue 18: on a GPU, float(loss) at every step makes the host wait for the device; the
+    # losses are read once, at the end of the epoch
+    from segtutor.train import train_one_epoch
+
+    x, y = threshold_task(32)
+    model = tiny_net(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reads: list[int] = []
+    real_float = torch.Tensor.__float__
+
+    def counting_float(self):
+        reads.append(1)
+        return real_float(self)
+
+    criterion = nn.BCEWithLogitsLoss()
+
+    def loss_fn(out, target):
+        return criterion(out[:, 0], target.float())
+
+    monkeypatch.setattr(torch.Tensor, "__float__", counting_float)
+    mean = train_one_epoch(model, loss_fn, opt, loader(x, y), "cpu")
+    monkeypatch.undo()
+    assert reads == []  # four steps, no read of a loss
+    assert math.isfinite(mean)

@@ -21,7 +21,6 @@ wrapped in :class:`segtutor.losses.WithAuxiliary` reads such a dict. Binary task
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -171,14 +170,22 @@ def train_step(
     return loss.detach()
 
 
-def _finite(step: int, loss: Tensor, epoch: int) -> float:
-    value = float(loss)
-    if not math.isfinite(value):
+def _epoch_mean(losses: list[Tensor], epoch: int) -> float:
+    """The mean of an epoch's step losses, read from the device once, at the end of the epoch.
+
+    Raises :class:`NonFiniteLossError` naming the first step whose loss is NaN or infinite.
+    """
+    # one transfer for the whole epoch; the float64 sum of the float32 values is the sum the
+    # per-step reading used to make
+    values = torch.stack([loss.float() for loss in losses]).cpu().double()
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        step = int(bad[0, 0])
         raise NonFiniteLossError(
-            f"loss is {value} at epoch {epoch}, step {step} of the epoch; lower the learning "
-            "rate, check the inputs for NaN/inf, or clip gradients"
+            f"loss is {values[step].tolist()} at epoch {epoch}, step {step} of the epoch; lower "
+            "the learning rate, check the inputs for NaN/inf, or clip gradients"
         )
-    return value
+    return values.sum().tolist()
 
 
 def train_one_epoch(
@@ -209,16 +216,18 @@ def train_one_epoch(
         progress: a progress bar showing the loss every ``log_every`` steps.
         on_step: called with each step's detached loss.
 
-    Raises :class:`NonFiniteLossError` naming the step whose loss is NaN or infinite. Under
-    torch.distributed the mean is over every rank's batches.
+    Raises :class:`NonFiniteLossError` naming the step whose loss is NaN or infinite, at the end
+    of the epoch: the losses stay on the device until then, so no step waits for the host to read
+    its loss. Under torch.distributed the mean is over every rank's batches.
     """
     device = torch.device(device)
     model.train()
     dist_utils.set_epoch(loader, epoch)
     show = enabled(progress)
     steps = progress_bar(loader, progress, desc=f"epoch {epoch} train")
-    total, count = 0.0, 0
-    pending: tuple[int, Tensor] | None = None
+    # the step losses stay on the device until the epoch ends: reading one per step would make
+    # the host wait for the GPU at every step (a progress bar still reads one now and then)
+    losses: list[Tensor] = []
     for i, batch in enumerate(steps):
         loss = train_step(
             model,
@@ -232,24 +241,16 @@ def train_one_epoch(
             grad_clip=grad_clip,
             channels_last=channels_last,
         )
-        # the previous step's loss is read now: its kernels have finished, so reading it does
-        # not stall the GPU queue, and the error still names the step where it happened
-        if pending is not None:
-            total += _finite(*pending, epoch)
-            count += 1
-        pending = (i, loss)
+        losses.append(loss)
         if on_step is not None:
             on_step(loss)
         if show and (i + 1) % log_every == 0:
             steps.set_postfix(
                 loss=f"{float(loss):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
             )
-    if pending is not None:
-        total += _finite(*pending, epoch)
-        count += 1
-    if count == 0:
+    if not losses:
         raise ValueError("the training loader produced no batches")
-    return dist_utils.reduce_mean(total, count, device)
+    return dist_utils.reduce_mean(_epoch_mean(losses, epoch), len(losses), device)
 
 
 def check_shapes(logits: Tensor, target: Tensor, num_classes: int) -> None:
