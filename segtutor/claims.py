@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +86,9 @@ def claim(sentence: str, holds: bool, **values: Any) -> bool:
     shown = ", ".join(f"{name} = {value:.4g}" for name, value in numbers_.items())
     verdict = "claim holds" if ok else "claim does NOT hold"
     record = {"claim": sentence, "values": numbers_, "holds": ok}
-    _show({CLAIM_MIME: record, "text/plain": f"{verdict}: {sentence} ({shown})"})
+    # wrapped at the width of the book's code cells, so the page needs no horizontal scrolling
+    line = textwrap.fill(f"{verdict}: {sentence} ({shown})", width=88, subsequent_indent="  ")
+    _show({CLAIM_MIME: record, "text/plain": line})
     return ok
 
 

@@ -71,3 +71,21 @@ def test_claim_values_are_plain_numbers_and_nan_never_holds(capsys):
         claims.claim("t", True)
     with pytest.raises(ValueError, match="sentence"):
         claims.claim(" ", True, x=1.0)
+
+
+def test_a_long_claim_line_is_wrapped_at_88_columns(capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ipython(name, *args, **kwargs):
+        if name.startswith(("IPython", "myst_nb")):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ipython)
+    sentence = "the full pipeline beats the U-Net baseline " * 4
+    claims.claim(sentence.strip(), True, pipeline_score=0.61, baseline_score=0.55)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 88 for line in lines)
+    assert " ".join(line.strip() for line in lines).startswith("claim holds: the full pipeline")
