@@ -159,6 +159,7 @@ TRAINING_CHAPTERS = [
     "book/architectures/comparison",
     "book/training/losses",
     "book/training/training_monitoring",
+    "book/training/overfitting",
     "book/tgs/training",
     "book/tgs/inference",
     "book/tgs/ablation",
