@@ -156,6 +156,7 @@ TRAINING_CHAPTERS = [
     "book/architectures/unetpp",
     "book/architectures/deeplab",
     "book/architectures/pspnet",
+    "book/architectures/pretraining",
     "book/architectures/comparison",
     "book/training/losses",
     "book/training/training_monitoring",
