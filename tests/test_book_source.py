@@ -15,6 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MAX_COLUMNS = 88
 
+
 def toc_chapters(node: object) -> list[str]:
     """Every ``root``/``file`` entry of a parsed _toc.yml, as ``book/.../name.md``, in order."""
     found: list[str] = []
