@@ -189,6 +189,7 @@ def build_chapter(chapter: str, quick: bool | None) -> int:
     shutil.copy2(path, alone)
     if (ROOT / "_assets").is_dir():  # the site's own MathJax (scripts/book_assets.py)
         (alone.parent / "_assets").symlink_to(ROOT / "_assets")
+    (alone.parent / "_css").symlink_to(ROOT / "_css")  # the site's style sheet
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [
         str(exe),

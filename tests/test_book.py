@@ -111,6 +111,20 @@ CDN = re.compile(r"""<script[^>]+src=["']https?://[^"']*(mathjax|jupyter-widgets
 
 
 @pytest.mark.book
+def test_every_chapter_page_wraps_long_output_lines(book_build):
+    """Outputs wider than the page (package source listings are formatted at 100 columns) wrap
+    instead of scrolling sideways: the site's style sheet says so and every chapter loads it."""
+    css = (BUILD / "html" / "_static" / "segtutor.css").read_text()
+    assert re.search(r"div\.cell_output pre\s*\{[^}]*white-space:\s*pre-wrap", css)
+    pages = sorted((BUILD / "html" / "book").rglob("*.html"))
+    assert pages
+    missing = [
+        str(p.relative_to(BUILD)) for p in pages if "_static/segtutor.css" not in p.read_text()
+    ]
+    assert not missing, f"pages without the site's style sheet: {missing}"
+
+
+@pytest.mark.book
 def test_no_page_loads_math_or_widgets_from_a_cdn(book_build):
     """Formulas and widgets come from the site itself, so a downloaded copy works offline."""
     pages = sorted((BUILD / "html").rglob("*.html"))
