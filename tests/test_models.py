@@ -155,6 +155,59 @@ def test_hypercolumn_matches_interpolate_and_cat() -> None:
     torch.testing.assert_close(blocks.Hypercolumn()(feats), expected)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_hypercolumn_fusion_equals_1x1_conv_bn_relu_on_the_concatenation(mode: str) -> None:
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 2, 12, 12), torch.randn(2, 3, 6, 6), torch.randn(2, 4, 3, 3)]
+    fusion = blocks.HypercolumnFusion([2, 3, 4], 5, mode=mode)
+    with torch.no_grad():
+        fusion.bn.weight.uniform_(0.5, 1.5)
+        fusion.bn.bias.uniform_(-0.5, 0.5)
+    # the reference builds the full-size concatenation with PyTorch's own ops
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    stacked = torch.cat(
+        [feats[0]] + [F.interpolate(f, size=(12, 12), mode=mode, **kwargs) for f in feats[1:]],
+        1,
+    )
+    ref = F.conv2d(stacked, fusion.weight)
+    for training in (True, False):  # batch statistics, then the running ones
+        fusion.train(training)
+        bn = F.batch_norm(
+            ref,
+            fusion.bn.running_mean.clone(),
+            fusion.bn.running_var.clone(),
+            fusion.bn.weight,
+            fusion.bn.bias,
+            training=training,
+        )
+        torch.testing.assert_close(fusion(feats), F.relu(bn), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="features"):
+        fusion(feats[:2])
+    with pytest.raises(ValueError, match="in_channels"):
+        blocks.HypercolumnFusion([2, 0], 5)
+
+
+def test_resunet34_hypercolumn_fuses_every_decoder_scale() -> None:
+    from segtutor.models.resunet import ResUNet34
+
+    model = ResUNet34(in_channels=1, encoder_width=0.125, decoder_width=8).eval()
+    seen = []
+    hook = model.hypercolumn.register_forward_hook(
+        lambda m, i, o: seen.append(([f.shape[1:] for f in i[0]], o.shape[1:]))
+    )
+    with torch.no_grad():
+        model(torch.randn(1, 1, 64, 64))
+    hook.remove()
+    # decoder levels 1/1 .. 1/16 of widths 8, 8, 8, 16, 32 in, one 8-channel full-size map out
+    assert seen == [
+        (
+            [(8, 64, 64), (8, 32, 32), (8, 16, 16), (16, 8, 8), (32, 4, 4)],
+            (8, 64, 64),
+        )
+    ]
+    assert model.hypercolumn.weight.shape == (8, 72, 1, 1)
+
+
 def test_bilinear_kernel_transposed_conv_equals_bilinear_interpolation() -> None:
     x = torch.randn(1, 2, 6, 6)
     up = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1, bias=False)

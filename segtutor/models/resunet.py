@@ -12,7 +12,7 @@ from torch import nn
 from .blocks import (
     ConvBNReLU,
     DoubleConv,
-    Hypercolumn,
+    HypercolumnFusion,
     SegHead,
     UpBlock,
     aux_output,
@@ -31,9 +31,10 @@ class ResUNet34(RenamedHeads, nn.Module):
     Encoder maps at 1/2 (stem), 1/4, 1/8, 1/16, 1/32; a DoubleConv centre; five decoder
     :class:`~segtutor.models.blocks.UpBlock` steps (bilinear upsampling, skip concatenation,
     DoubleConv, scSE of Roy et al., MICCAI 2018) back to full resolution. With
-    ``hypercolumn=True`` the decoder maps of every scale are upsampled and concatenated before
-    the classifier (Hariharan et al., CVPR 2015), so the final pixel sees coarse and fine
-    features at once.
+    ``hypercolumn=True`` the decoder maps of every scale are upsampled, concatenated and fused by
+    a 1x1 conv-BN-ReLU before the classifier (Hariharan et al., CVPR 2015), so the final pixel
+    sees coarse and fine features at once; :class:`~segtutor.models.blocks.HypercolumnFusion`
+    computes that without building the full-size concatenation.
 
     ``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits (padded inside to a multiple of
     32, cropped back: a 101x101 TGS image works directly) from ``segmentation_head``; the
@@ -88,10 +89,10 @@ class ResUNet34(RenamedHeads, nn.Module):
                 UpBlock(d[1], 0, d[0], "bilinear", attention),  # -> 1/1, no skip at full size
             ]
         )
-        self.hypercolumn = Hypercolumn() if hypercolumn else None
-        fused = sum(d) if hypercolumn else d[0]
+        # a 1x1 fusion of every scale, computed scale by scale (no full-size concatenation)
+        self.hypercolumn = HypercolumnFusion(d, w) if hypercolumn else None
         self.segmentation_head = nn.Sequential(
-            ConvBNReLU(fused, w), nn.Dropout2d(dropout), nn.Conv2d(w, num_classes, 1)
+            ConvBNReLU(w, w), nn.Dropout2d(dropout), nn.Conv2d(w, num_classes, 1)
         )
         # deep supervision heads on the decoder levels 1/2 .. 1/16
         self.aux_heads = (
