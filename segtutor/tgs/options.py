@@ -163,7 +163,7 @@ class TrainOptions:
     )
     stage1_epochs: int | None = field(
         default=None,
-        metadata=_meta("epochs of stage 1", number=NON_NEGATIVE_INT, resolve=(10, 30), metavar="E"),
+        metadata=_meta("epochs of stage 1", number=NON_NEGATIVE_INT, resolve=(16, 30), metavar="E"),
     )
     lovasz: str = field(
         default="elu",
@@ -183,7 +183,7 @@ class TrainOptions:
     )
     cycle_epochs: int | None = field(
         default=None,
-        metadata=_meta("epochs per cycle", number=POSITIVE_INT, resolve=(3, 20), metavar="E"),
+        metadata=_meta("epochs per cycle", number=POSITIVE_INT, resolve=(4, 20), metavar="E"),
     )
     lr: float | None = field(
         default=None,
