@@ -939,3 +939,26 @@ def test_separable_conv_rejects_bad_arguments() -> None:
         blocks.SeparableConv2d(4, 4, dilation=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kernel_size"):
         blocks.SeparableConv2d(4, 4, kernel_size=True)  # type: ignore[arg-type]
+
+
+def test_default_conv_init_gives_pytorchs_uniform_bound_and_leaves_batch_norm_alone():
+    """After ``default_conv_init`` every convolution's weights lie within PyTorch's documented
+    bound 1/sqrt(fan_in) (fan_in = in_channels / groups * kH * kW; for a transposed convolution
+    torch counts the weight's dim 1, out_channels / groups, as fan_in), where He init had
+    exceeded it; batch norm keeps the values it had."""
+    from segtutor.models import default_conv_init
+
+    torch.manual_seed(0)
+    net = build_model("segnet", num_classes=3, width=0.125)
+    net.add_module("up", nn.ConvTranspose2d(8, 4, 2, stride=2))
+    convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    bounds = [1 / (m.weight[0].numel()) ** 0.5 for m in convs]  # weight[0]: [dim1, kH, kW]
+    # He init (fan_out) is wider than the uniform bound on most layers
+    assert sum(m.weight.abs().max().item() > b for m, b in zip(convs, bounds)) > len(convs) // 2
+    bn = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)][0]
+    bn.weight.data.fill_(2.0)
+    assert default_conv_init(net) is net
+    for m, b in zip(convs, bounds):
+        assert m.weight.abs().max().item() <= b + 1e-7
+        assert m.weight.abs().max().item() > 0.5 * b  # a uniform draw fills the interval
+    assert torch.all(bn.weight == 2.0)

@@ -35,6 +35,7 @@ from .blocks import (
     SegHead,
     UpBlock,
     crop_to,
+    default_conv_init,
     pad_to_multiple,
 )
 
@@ -110,5 +111,6 @@ __all__ = [
     "conv_bn_params",
     "count_parameters",
     "crop_to",
+    "default_conv_init",
     "pad_to_multiple",
 ]
