@@ -185,6 +185,10 @@ def test_hypercolumn_fusion_equals_1x1_conv_bn_relu_on_the_concatenation(mode: s
         fusion(feats[:2])
     with pytest.raises(ValueError, match="in_channels"):
         blocks.HypercolumnFusion([2, 0], 5)
+    with pytest.raises(ValueError, match="out_channels"):
+        blocks.HypercolumnFusion([2, 3], 0)
+    with pytest.raises(ValueError, match="mode"):
+        blocks.HypercolumnFusion([2, 3], 5, mode="bicubic")
 
 
 def test_resunet34_hypercolumn_fuses_every_decoder_scale() -> None:

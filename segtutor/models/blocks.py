@@ -370,11 +370,16 @@ class HypercolumnFusion(nn.Module):
     as the convolution over the concatenation would.
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int, mode: str = "bilinear"):
+    def __init__(
+        self, in_channels: Sequence[int], out_channels: int, mode: str = "bilinear"
+    ) -> None:
         super().__init__()
         if not in_channels:
             raise ValueError("in_channels must name the channels of at least one scale")
+        if mode not in ("bilinear", "nearest"):
+            raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
         self.splits = [checks.positive_int("in_channels", c) for c in in_channels]
+        out_channels = checks.positive_int("out_channels", out_channels)
         self.mode = mode
         self.weight = nn.Parameter(torch.empty(out_channels, sum(self.splits), 1, 1))
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")

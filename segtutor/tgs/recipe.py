@@ -216,7 +216,7 @@ def _fit_stage(
     of ``cycle_epochs``, down to ``min_lr_factor * lr``), ``epochs`` epochs. Each stage logs
     under its own name, since both count their epochs from 1."""
     train_loader, val_loader = loaders
-    # on CUDA one fused kernel updates every parameter (the per-tensor loop was launch-bound)
+    # on CUDA one fused kernel updates every parameter instead of small kernels per tensor
     fused = config.device().type == "cuda"
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, fused=fused or None)
     scheduler = schedules.cosine_warm_restarts(
