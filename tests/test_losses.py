@@ -458,6 +458,23 @@ def test_lovasz_hinge_perfect_empty_and_batch_of_one():
     assert torch.isfinite(g).all()
 
 
+@pytest.mark.parametrize("activation", ["relu", "elu+1"])
+def test_lovasz_hinge_on_an_empty_mask_pushes_only_the_most_salt_like_pixel(activation):
+    # With no positive pixel the Jaccard loss is 1 from the first false positive on, so the
+    # Lovász gradient weights are (1, 0, 0, ...): the loss is act(1 + max logit) and only the
+    # arg-max pixel gets a gradient. BCE spreads its gradient over every pixel instead, which
+    # is why a BCE-trained model tolerates the small specks the TGS metric scores 0
+    # (book/tgs/ablation.md).
+    z = torch.randn(1, 6, 7, dtype=DT, generator=torch.Generator().manual_seed(7))
+    empty = torch.zeros_like(z)
+    act = torch.relu if activation == "relu" else (lambda e: F.elu(e) + 1)
+    v, g = _grad(L.lovasz_hinge, z, empty, activation=activation)
+    assert v.item() == pytest.approx(act(1 + z.max()).item())
+    assert (g != 0).sum().item() == 1 and g.flatten().argmax() == z.flatten().argmax()
+    _, g_bce = _grad(F.binary_cross_entropy_with_logits, z, empty)
+    assert (g_bce > 0).all()
+
+
 def test_symmetric_lovasz_is_mean_of_both_problems():
     z, y = _binary_batch(seed=3)
     ref = 0.5 * (_hinge_reference(z, y) + _hinge_reference(-z, 1 - y))
