@@ -265,7 +265,7 @@ def test_step_gives_the_weights_of_a_hand_written_loop_exactly(grad_clip):
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(theirs.parameters(), grad_clip)
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert torch.equal(a, b)
     assert [r["train_loss"] for r in hist] == pytest.approx(
