@@ -8,7 +8,8 @@ executes the chapter's ``{code-cell}`` blocks in order in one namespace, with ``
 replaced by the recorder of :mod:`segtutor.results` (and IPython's ``display`` by a print when
 IPython is missing). In full mode it writes the chapter's full-size record,
 ``book/results/full/<chapter>.json``, as values arrive (a run stopped half-way leaves a valid
-record of what it measured). Each figure a cell shows is saved as a PNG under ``--figures``.
+record of what it measured, marked incomplete: only a run that reaches the chapter's end marks it
+complete). Each figure a cell shows is saved as a PNG under ``--figures``.
 Lines that are IPython magics (``%...``, ``!...``) are skipped. Exit code 1 names the failing
 cell.
 """
@@ -129,7 +130,7 @@ def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT
             break
         flush_figures()  # Jupyter's inline backend shows the figures a cell leaves open
         print(f"[cell {k}/{len(cells)}: {time.perf_counter() - t0:.1f} s]", flush=True)
-    record = results.stop()
+    record = results.stop(complete=code == 0)
     mode = "full" if full else "quick"
     print(f"{chapter}: {mode} mode, {time.perf_counter() - t_start:.0f} s, exit {code}")
     if record is not None:

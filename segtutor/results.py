@@ -9,13 +9,16 @@ result. The file is only ever written by executing the chapter in full mode
 
 Writer side: :func:`start` opens the record of a chapter (a no-op in quick mode);
 :func:`record_value` and :func:`record_curve` add to it, and the file is rewritten atomically
-after each, so a run stopped half-way leaves a valid record of what it measured.
+after each, so a run stopped half-way leaves a valid record of what it measured, marked
+incomplete until :func:`stop` says the chapter reached its end.
 :func:`glue` is a drop-in for ``myst_nb.glue`` that also records numbers, and
 :func:`segtutor.claims.claim` records its values the same way.
 
 Reader side: :func:`full_size` reads a record and says whether it is stale: it stores a hash of
-the chapter's code cells and the recipe the chapter declared, and either changing makes the
-record describe another experiment.
+the chapter's code cells and the recipe the chapter declared (the ``recipe`` given to
+:func:`show`: the full-mode settings that live outside the chapter, e.g. the TGS recipe's
+defaults in ``segtutor.tgs.options``), and either changing makes the record describe another
+experiment; so does a run that never reached the chapter's end.
 """
 
 from __future__ import annotations
@@ -162,6 +165,17 @@ def _as_number(name: str, value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _as_mapping(recipe: Any) -> Mapping[str, Any]:
+    """A recipe as a mapping: a dict as it is, a dataclass (``TrainOptions``) by its fields."""
+    if hasattr(recipe, "__dataclass_fields__") and not isinstance(recipe, type):
+        from dataclasses import asdict
+
+        return asdict(recipe)
+    if not isinstance(recipe, Mapping):
+        raise TypeError(f"recipe must be a mapping or a dataclass, got {type(recipe).__name__}")
+    return recipe
+
+
 class _Record:
     """The open record of one chapter's full-mode run; rewritten after every change."""
 
@@ -177,10 +191,13 @@ class _Record:
             "wall_s": 0.0,
             "recipe": {
                 "chapter_code": chapter_code_hash(chapter, root),
-                **(_jsonable(dict(recipe)) if recipe else {}),
+                **(_jsonable(_as_mapping(recipe)) if recipe else {}),
             },
             "values": {},
             "curves": {},
+            # True only once the chapter ran to its end (stop(complete=True)): a run killed by
+            # a time limit or stopped by a failing cell leaves a record that says so
+            "complete": False,
         }
         self.write()
 
@@ -226,11 +243,18 @@ def current() -> dict[str, Any] | None:
     return None if _active is None else json.loads(json.dumps(_active.data))
 
 
-def stop() -> Path | None:
-    """Write the open record a last time (its ``wall_s`` final) and close it; its path."""
+def stop(complete: bool = True) -> Path | None:
+    """Write the open record a last time (its ``wall_s`` final) and close it; its path.
+
+    ``complete=False`` (the chapter stopped at a failing cell) keeps the record marked
+    incomplete, so the quick page does not show it as the chapter's full-size result.
+    """
     global _active
     if _active is None:
         return None
+    if not isinstance(complete, bool):
+        raise TypeError(f"complete must be a bool, got {type(complete).__name__}")
+    _active.data["complete"] = complete
     _active.write()
     path, _active = _active.path, None
     return path
@@ -318,16 +342,22 @@ def full_size(
     record = json.loads(path.read_text(encoding="utf-8"))
     want = {"chapter_code": chapter_code_hash(chapter, root_path)}
     if recipe:
-        want.update(_jsonable(dict(recipe)))
+        want.update(_jsonable(_as_mapping(recipe)))
     had = record.get("recipe", {})
     changed = sorted(k for k in want if had.get(k) != want[k])
-    stale = None
+    reasons = []
+    if record.get("complete") is not True:
+        reasons.append(
+            f"the full-mode run stopped after {record.get('wall_s', 0):.0f} s, before the "
+            "chapter's end"
+        )
     if changed:
         what = ", ".join(
             "the chapter's code" if k == "chapter_code" else f"{k} {had.get(k)!r} -> {want[k]!r}"
             for k in changed
         )
-        stale = f"recorded with another recipe ({what}); run `{command}` again"
+        reasons.append(f"recorded with another recipe ({what})")
+    stale = f"{'; '.join(reasons)}; run `{command}` again" if reasons else None
     head = (
         f"At full size: {record['device']}, torch {record['torch']}, {record['date']}, "
         f"commit {record['commit']}, {record['wall_s']:.0f} s."
@@ -362,9 +392,17 @@ def show(
     names: Sequence[str] | None = None,
 ) -> FullSize:
     """For the end of a quick page: the line of :func:`full_size`, its table of values (all, or
-    ``names``) and its curves, when a record exists. Returns what :func:`full_size` found."""
+    ``names``) and its curves, when a record exists. Returns what :func:`full_size` found.
+
+    ``recipe``: the chapter's full-mode settings (a mapping or a dataclass). During the full
+    run that writes the record they are stored in it; on a quick page a record made with other
+    settings is called stale.
+    """
     if _active is not None and _active.data["chapter"] == _check_chapter(chapter):
         # this run is the full-size run: what it would show is what it is writing
+        if recipe:
+            _active.data["recipe"].update(_jsonable(_as_mapping(recipe)))
+            _active.write()
         found = FullSize(
             chapter, current(), None, f"This run writes the full-size record: {_active.path}."
         )

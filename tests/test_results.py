@@ -118,7 +118,9 @@ def test_writer_records_numbers_as_they_arrive(book, monkeypatch):
         "recipe",
         "values",
         "curves",
+        "complete",
     }
+    assert first["complete"] is False  # until the chapter reaches its end
     assert first["recipe"]["epochs"] == 5 and "chapter_code" in first["recipe"]
     assert first["torch"] == torch.__version__
     results.record_value("a", torch.tensor(0.25))
@@ -133,7 +135,8 @@ def test_writer_records_numbers_as_they_arrive(book, monkeypatch):
     with pytest.raises(TypeError, match="sequence of numbers"):
         results.record_curve("bad", "123")
     assert results.stop() == path
-    assert json.loads(path.read_text())["curves"] == {"loss": [1.0, 0.5, None]}
+    last = json.loads(path.read_text())
+    assert last["curves"] == {"loss": [1.0, 0.5, None]} and last["complete"] is True
 
 
 def test_reader_says_missing_current_and_stale(book, monkeypatch):
@@ -260,3 +263,62 @@ def test_show_during_the_full_run_points_at_the_record_being_written(book, monke
     found = results.show("book/demo/page.md")
     assert found.message.startswith("This run writes the full-size record")
     assert found.record["values"] == {"score": 0.5}
+
+
+def test_a_run_that_stopped_early_is_not_shown_as_the_full_size_result(book, monkeypatch):
+    chapter = "book/demo/page.md"
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    results.start(chapter, root=book)
+    results.record_value("score", 0.5)
+    # the process was killed here (a time limit): the record on disk is never completed
+    results._active = None
+    found = results.full_size(chapter, root=book)
+    assert found.record["values"] == {"score": 0.5}
+    assert "stopped after" in found.stale and "before the chapter's end" in found.stale
+    assert "Stale:" in found.message
+    results.start(chapter, root=book)
+    results.stop(complete=False)  # a failing cell
+    assert "before the chapter's end" in results.full_size(chapter, root=book).stale
+    results.start(chapter, root=book)
+    with pytest.raises(TypeError, match="complete must be a bool"):
+        results.stop(complete="yes")
+    assert results.stop() is not None
+    assert results.full_size(chapter, root=book).stale is None
+
+
+def test_script_runner_marks_a_failing_full_run_incomplete(book):
+    page = book / "book" / "demo" / "page.md"
+    page.write_text(page.read_text().replace("plt.plot([1, 2])", "1 / 0"))
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "run_chapter_script.py"),
+        "book/demo/page.md",
+        "--full",
+        "--root",
+        str(book),
+    ]
+    env = {"PATH": "/usr/bin:/bin", "SEGTUTOR_DEVICE": "cpu", "MPLBACKEND": "Agg"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1
+    record = json.loads(results.record_path("book/demo/page.md", book).read_text())
+    assert record["complete"] is False and record["values"]["demo_epochs"] == 5.0
+    assert "before the chapter's end" in results.full_size("book/demo/page.md", root=book).stale
+
+
+def test_the_recipe_given_to_show_is_recorded_and_checked(book, monkeypatch, capsys):
+    from segtutor.tgs import TrainOptions
+
+    chapter = "book/demo/page.md"
+    monkeypatch.setattr(results, "REPO_ROOT", book)
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    full = TrainOptions(seed=0).resolved()
+    results.start(chapter)
+    results.show(chapter, recipe=full)  # the full run stores the settings it ran with
+    results.stop()
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    assert results.full_size(chapter, TrainOptions(seed=0).resolved(quick=False)).stale is None
+    longer = TrainOptions(seed=0, stage1_epochs=31).resolved(quick=False)
+    stale = results.full_size(chapter, longer).stale
+    assert "stage1_epochs 30 -> 31" in stale
+    with pytest.raises(TypeError, match="recipe must be a mapping or a dataclass"):
+        results.full_size(chapter, [("epochs", 1)])

@@ -305,3 +305,15 @@ def test_train_options_reject_non_finite_and_out_of_range_numbers():
             tgs.TrainOptions(stage1_epochs=1, cycles=0, **bad).resolved()
     with pytest.raises(ValueError, match="seed must be"):
         tgs.synth("never-written", n=2, seed=-1)
+
+
+def test_resolved_for_the_other_mode_fills_that_modes_defaults(monkeypatch):
+    # a quick page names the full-mode recipe whose recorded results it shows
+    monkeypatch.setenv("SEGTUTOR_QUICK", "0")
+    full = TrainOptions(seed=3).resolved()
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    assert TrainOptions(seed=3).resolved(quick=False) == full
+    assert TrainOptions(seed=3).resolved(quick=True) == TrainOptions(seed=3).resolved()
+    assert TrainOptions(stage1_epochs=7).resolved(quick=False).stage1_epochs == 7  # set stays
+    with pytest.raises(TypeError, match="quick must be True, False or None"):
+        TrainOptions().resolved(quick="full")

@@ -250,18 +250,21 @@ class TrainOptions:
         named like a field (the parser is generated from the fields, see :mod:`segtutor.cli`)."""
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
-    def resolved(self) -> TrainOptions:
-        """A copy with every ``None`` that has a quick/full default filled in for the mode,
-        checked."""
+    def resolved(self, quick: bool | None = None) -> TrainOptions:
+        """A copy with every ``None`` that has a quick/full default filled in, checked: for the
+        mode this process runs in, or for ``quick=True``/``False`` (a quick page naming the
+        full-mode recipe it shows results of)."""
         # imported here: config imports torch, and the command line builds its parser from this
         # module without it
         from segtutor import config
 
+        if quick is not None and not isinstance(quick, bool):
+            raise TypeError(f"quick must be True, False or None, got {quick!r}")
         opts = replace(self)
         for f in fields(self):
             pair = f.metadata.get("resolve")
             if pair is not None and getattr(self, f.name) is None:
-                value = config.pick(*pair)
+                value = config.pick(*pair) if quick is None else pair[0 if quick else 1]
                 # a copy: the list in the metadata is shared by every TrainOptions
                 setattr(opts, f.name, list(value) if isinstance(value, list) else value)
         opts.validate()
