@@ -179,7 +179,7 @@ def session(
             continue
         left = deadline - time.monotonic()
         if left < min_start_s:
-            item.status, item.reason = "not reached", f"{left:.0f} s of the budget left"
+            item.status, item.reason = "not reached", f"{max(left, 0):.0f} s of the budget left"
             continue
         if item.name in scripts:
             script, *options = scripts[item.name]

@@ -11,13 +11,15 @@ IPython is missing). In full mode it writes the chapter's full-size record,
 record of what it measured, marked incomplete: only a run that reaches the chapter's end marks it
 complete). Each figure a cell shows is saved as a PNG under ``--figures``.
 Lines that are IPython magics (``%...``, ``!...``) are skipped. Exit code 1 names the failing
-cell.
+cell; SIGTERM (a time limit) ends the run with exit code 143 and a last write of the record,
+marked incomplete, with the time it ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -26,6 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived (a time limit, ``scripts/gpu_session.py``): end the run, keep the record."""
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise Stopped
 
 
 def _print_display(*objs: object, raw: bool = False, **kwargs: object) -> None:
@@ -115,6 +125,10 @@ def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT
     namespace: dict[str, object] = {"__name__": "__main__", "display": _print_display}
     t_start = time.perf_counter()
     code = 0
+    # a time limit's SIGTERM ends the run between two statements, so the record's last write
+    # says how long it ran and that it is incomplete (the default action would leave it as the
+    # last value found it)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     for k, cell in enumerate(cells, 1):
         source = "\n".join(
             "pass  # magic skipped" if line.lstrip().startswith(("%", "!")) else line
@@ -123,6 +137,10 @@ def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT
         t0 = time.perf_counter()
         try:
             exec(compile(source, f"{chapter}:cell{k}", "exec"), namespace)
+        except Stopped:
+            print(f"\n{chapter}: stopped (SIGTERM) in cell {k} of {len(cells)}", file=sys.stderr)
+            code = 128 + signal.SIGTERM
+            break
         except Exception:
             traceback.print_exc()
             print(f"\n{chapter}: cell {k} of {len(cells)} failed", file=sys.stderr)
@@ -130,6 +148,7 @@ def run(chapter: str, full: bool, figures: Path | None = None, root: Path = ROOT
             break
         flush_figures()  # Jupyter's inline backend shows the figures a cell leaves open
         print(f"[cell {k}/{len(cells)}: {time.perf_counter() - t0:.1f} s]", flush=True)
+    signal.signal(signal.SIGTERM, previous)
     record = results.stop(complete=code == 0)
     mode = "full" if full else "quick"
     print(f"{chapter}: {mode} mode, {time.perf_counter() - t_start:.0f} s, exit {code}")

@@ -93,8 +93,11 @@ def test_a_session_records_what_fits_and_leaves_the_rest_for_the_next(book, tmp_
     cut = results.full_size("book/demo/slow.md", root=book)
     assert cut.record["values"] == {"slow_started": 1.0}
     assert "before the chapter's end" in cut.stale
+    # the runner's last write on SIGTERM: the record says how long the run went on
+    assert cut.record["wall_s"] > 5 and cut.record["complete"] is False
     log = (out / "logs" / "demo-slow.log").read_text()
     assert "slow chapter started" in log and "[stopped at the budget" in log
+    assert "book/demo/slow.md: stopped (SIGTERM) in cell 1 of 1" in log
 
     # the next session skips what is recorded and owes only the cut-off chapter
     again = _session(book, tmp_path / "out2", 5, "--dry-run")
