@@ -198,7 +198,8 @@ def _train_parser(sub: Any) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="keep the folds an earlier call finished in --out and train the others "
+        help="keep the folds an earlier call finished in --out, continue a fold it left "
+        "unfinished from its last resume point (every few epochs) and train the others "
         "(same data and options; for runs split over several sittings); without "
         "it --out must be a new or empty folder",
     )

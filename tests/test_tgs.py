@@ -245,6 +245,69 @@ def test_resume_keeps_finished_folds_and_trains_the_others(tmp_path, capsys, mon
     assert err.count("\n") == 1 and "batch_size" in err
 
 
+@pytest.mark.slow
+def test_an_interrupted_fold_continues_from_its_resume_point_and_ends_as_if_never_stopped(
+    tmp_path, monkeypatch
+):
+    from segtutor.train import Trainer
+
+    monkeypatch.setenv("SEGTUTOR_QUICK", "1")
+    monkeypatch.setattr(recipe, "RESUME_EVERY", 1)  # a resume point after every epoch
+    data = tgs.synth(tmp_path / "data", n=24, n_test=4, seed=0, progress=False)
+    opts = tgs.TrainOptions(
+        folds=3,
+        train_folds=[0],
+        model=E2E_MODEL,
+        width=float(E2E_WIDTH),
+        stage1_epochs=2,
+        cycles=2,
+        cycle_epochs=2,
+        batch_size=8,
+        progress=False,
+        verbose=False,
+    )
+    whole = tgs.train(tmp_path / "whole", data=data, options=opts)
+
+    real_epoch, calls = Trainer.train_epoch, []
+
+    def counted(self, epoch, stop_at=None):
+        calls.append(epoch)
+        if stop_at is not None and len(calls) == stop_at:
+            raise KeyboardInterrupt  # a time limit, in the Lovasz stage's second cycle
+        return real_epoch(self, epoch)
+
+    run = tmp_path / "cut"
+    monkeypatch.setattr(Trainer, "train_epoch", lambda self, epoch: counted(self, epoch, 5))
+    with pytest.raises(KeyboardInterrupt):
+        tgs.train(run, data=data, options=opts)
+    fold = run / "fold0"
+    # kept for the next call: the first cycle's snapshot and the resume points, no history
+    assert (fold / "snapshot_1.pt").is_file() and not (fold / "snapshot_2.pt").exists()
+    assert [p.name for p in recipe.resume_files(fold)] == ["resume_stage1.pt", "resume_stage2.pt"]
+    assert not (fold / "history.json").exists() and recipe.has_progress(run)
+
+    calls.clear()
+    monkeypatch.setattr(Trainer, "train_epoch", lambda self, epoch: counted(self, epoch))
+    tgs.train(run, data=data, options=opts, resume=True)
+    assert calls == [3, 4]  # only the two epochs after the resume point, not the whole fold
+    assert recipe.resume_files(fold) == []  # Adam's state goes once the fold is finished
+    for j in (1, 2):
+        a = torch.load(whole / "fold0" / f"snapshot_{j}.pt", weights_only=True)["model"]
+        b = torch.load(fold / f"snapshot_{j}.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), f"snapshot_{j} differs"
+
+    def rows(path):
+        return [
+            {k: v for k, v in r.items() if k != "time"}
+            for r in json.loads((path / "fold0" / "history.json").read_text())
+        ]
+
+    assert rows(run) == rows(whole)
+    assert json.loads((run / "postprocess.json").read_text()) == json.loads(
+        (whole / "postprocess.json").read_text()
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # hostile input to the workflow: one line naming what is wrong, status 2, nothing left behind
 # --------------------------------------------------------------------------------------------

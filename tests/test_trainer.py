@@ -931,3 +931,31 @@ def test_train_one_epoch_reads_no_step_loss_on_the_host(monkeypatch):
     monkeypatch.undo()
     assert reads == []  # four steps, no read of a loss
     assert math.isfinite(mean)
+
+
+def test_checkpoints_keep_the_generator_of_a_batch_augmentation():
+    from segtutor.data.loaders import DeviceLoader
+    from segtutor.train import checkpoint as ckpt
+
+    class Jitter:  # a batch augmentation that draws from its own generator
+        def __init__(self):
+            self.generator = torch.Generator().manual_seed(7)
+
+        def __call__(self, x, y):
+            return x + torch.rand(x.shape, generator=self.generator), y
+
+    def batches(loader):
+        return [x.clone() for x, _ in loader]
+
+    x, y = torch.zeros(6, 1, 4, 4), torch.zeros(6, 4, 4)
+    loader = DeviceLoader(x, y, 2, shuffle=True, seed=1, device="cpu", augment=Jitter())
+    batches(loader)  # an epoch: both generators move on
+    state = ckpt.loader_generator_state(loader)
+    assert set(state) == {"loader_generator", "augment_generator"}
+    expected = batches(loader)
+    ckpt.restore_loader_generator(loader, state)
+    again = batches(loader)
+    assert all(torch.equal(a, b) for a, b in zip(expected, again))
+    # without the augmentation's state the same shuffle gives other values
+    ckpt.restore_loader_generator(loader, {"loader_generator": state["loader_generator"]})
+    assert not all(torch.equal(a, b) for a, b in zip(expected, batches(loader)))

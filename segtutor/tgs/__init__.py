@@ -64,7 +64,15 @@ _EXPORTS = {
     ),
     "run": ("read_run_config", "snapshot_paths"),
     "inference": ("build", "load_members", "predict", "predict_probs"),
-    "recipe": ("WithEmptyImageHead", "fit_fold", "has_salt", "train"),
+    "recipe": (
+        "RESUME_EVERY",
+        "WithEmptyImageHead",
+        "fit_fold",
+        "has_progress",
+        "has_salt",
+        "resume_files",
+        "train",
+    ),
     "cache": (
         "cached_run",
         "code_fingerprint",

@@ -233,7 +233,7 @@ def _trained_by(run: Path) -> str:
 def _train_into(run: Path, data: Path, opts: TrainOptions, key: str, by: str) -> None:
     """Train (or finish training) the run of ``key`` in ``run``; the body of a cache miss."""
     # imported here: training pulls in torch and the models, a hit needs neither
-    from segtutor.tgs.recipe import train
+    from segtutor.tgs.recipe import has_progress, train
 
     pinned = run / "data"
     if (run / "config.json").is_file():
@@ -244,7 +244,7 @@ def _train_into(run: Path, data: Path, opts: TrainOptions, key: str, by: str) ->
         if earlier is None or Path(earlier).resolve() != pinned.resolve():
             # trained on another path (the checkout moved): its folds cannot be resumed
             shutil.rmtree(run)
-    resuming = any(run.glob("fold*/history.json"))
+    resuming = has_progress(run)
     print(
         f"{'continuing' if resuming else 'training'} the run in {_shown(run)} "
         f"(no finished run of this recipe and data yet)",
@@ -257,6 +257,6 @@ def _train_into(run: Path, data: Path, opts: TrainOptions, key: str, by: str) ->
         _write_json(run / "cache.json", {"key": key, "trained_by": by or "an earlier call"})
         train(run, data=pinned, options=opts, resume=True)
     except BaseException:
-        if not any(run.glob("fold*/history.json")):
+        if not has_progress(run):
             shutil.rmtree(run, ignore_errors=True)
         raise

@@ -39,6 +39,13 @@ from segtutor.tgs.options import TrainOptions
 from segtutor.tgs.postprocessing import search_postprocess, search_threshold
 from segtutor.tgs.run import _check_same_run, _write_json, read_run_config, snapshot_paths
 from segtutor.train import NonFiniteLossError, Trainer, checkpoint, schedules
+from segtutor.train.bookkeeping import Callback
+
+# A fold's training writes a resume point (the trainer's whole state: weights, Adam, scheduler,
+# RNG, shuffling order, history) every this many epochs and at the end of each stage, so that a
+# run stopped by a time limit (a GPU lent in 10-minute calls) continues within the fold instead
+# of starting the fold again. The files go once the fold is finished.
+RESUME_EVERY = 5
 
 # --------------------------------------------------------------------------------------------
 # The empty-image loss term: a criterion over the model's whole output
@@ -152,19 +159,19 @@ def _make_logger(opts: TrainOptions, name: str, run_dir: Path) -> Any:
     return loggers[0] if len(loggers) == 1 else monitor.MultiLogger(loggers)
 
 
-def _augment_fn(
-    device: torch.device, seed: int
-) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+class _BatchAugment:
     """Batch augmentation of the recipe on ``device``: random left-right flips (salt on the left
-    looks like salt on the right; up-down is *not* symmetric in a seismic section) and lighting."""
-    gen = torch.Generator(device=device).manual_seed(seed)
+    looks like salt on the right; up-down is *not* symmetric in a seismic section) and lighting.
+    Its ``generator`` is an attribute so that the trainer's checkpoints (resume points) keep it.
+    """
 
-    def augment(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        images, masks = batch_random_flip(images, masks, hflip=0.5, generator=gen)
-        images = batch_lighting(images, brightness=0.1, contrast=0.1, generator=gen)
+    def __init__(self, device: torch.device, seed: int) -> None:
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        images, masks = batch_random_flip(images, masks, hflip=0.5, generator=self.generator)
+        images = batch_lighting(images, brightness=0.1, contrast=0.1, generator=self.generator)
         return images, masks
-
-    return augment
 
 
 def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, seed: int) -> Any:
@@ -176,7 +183,7 @@ def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, se
     """
     device = config.device()
     if device.type != "cuda" or opts.gpu_data:
-        augment = _augment_fn(device, seed) if (shuffle and opts.augment) else None
+        augment = _BatchAugment(device, seed) if (shuffle and opts.augment) else None
         return DeviceLoader(
             images,
             masks,
@@ -200,6 +207,30 @@ def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, se
     )
 
 
+class _ResumePoints(Callback):
+    """Save the trainer's checkpoint to ``path`` every ``every`` epochs and at ``last_epoch``
+    (after the callbacks before it, e.g. the snapshot of a cycle that ends there)."""
+
+    def __init__(self, path: Path, every: int, last_epoch: int) -> None:
+        self.path, self.every, self.last_epoch = path, every, last_epoch
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
+        epoch = int(row["epoch"])
+        if epoch % self.every == 0 or epoch == self.last_epoch:
+            trainer.save_checkpoint(self.path)
+
+
+def resume_files(fold_dir: str | os.PathLike) -> list[Path]:
+    """The resume points of an unfinished fold (``resume_stage<k>.pt``)."""
+    return sorted(Path(fold_dir).glob("resume_stage*.pt"))
+
+
+def has_progress(run_dir: str | os.PathLike) -> bool:
+    """Whether a run folder holds work worth keeping: a finished fold or a resume point."""
+    run = Path(run_dir)
+    return any(run.glob("fold*/history.json")) or any(run.glob("fold*/resume_stage*.pt"))
+
+
 def _fit_stage(
     model: torch.nn.Module,
     criterion: Callable[[Tensor, Tensor], Tensor],
@@ -211,10 +242,14 @@ def _fit_stage(
     logger_name: str,
     run_dir: Path,
     callbacks: tuple[Any, ...] = (),
+    resume_path: Path | None = None,
+    resume: bool = False,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
     """One loss stage: Adam at ``opts.lr`` under cosine annealing with warm restarts (one cycle
     of ``cycle_epochs``, down to ``min_lr_factor * lr``), ``epochs`` epochs. Each stage logs
-    under its own name, since both count their epochs from 1."""
+    under its own name, since both count their epochs from 1. With ``resume_path`` the stage
+    writes resume points there (:data:`RESUME_EVERY`); with ``resume`` and that file present it
+    continues from it (a stage already finished returns its history without training)."""
     train_loader, val_loader = loaders
     # on CUDA one fused kernel updates every parameter instead of small kernels per tensor
     fused = config.device().type == "cuda"
@@ -223,6 +258,8 @@ def _fit_stage(
         optimizer, cycle_epochs * len(train_loader), min_lr=opts.lr * min_lr_factor
     )
     logger = _make_logger(opts, logger_name, run_dir)
+    if resume_path is not None:
+        callbacks = (*callbacks, _ResumePoints(resume_path, RESUME_EVERY, epochs))
     trainer = _make_trainer(
         model,
         criterion,
@@ -234,7 +271,10 @@ def _fit_stage(
         logger=logger,
         callbacks=callbacks,
     )
-    rows = trainer.fit(epochs)
+    start = resume_path if resume and resume_path is not None and resume_path.is_file() else None
+    if start is not None and opts.verbose:
+        print(f"{logger_name}: continuing from {start}", flush=True)
+    rows = trainer.fit(epochs, resume=start)
     if logger is not None:
         logger.close()
     return trainer, rows
@@ -247,6 +287,7 @@ def fit_fold(
     fold_dir: str | os.PathLike,
     name: str = "fold0",
     init_state: Mapping[str, Tensor] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train one fold: stage 1 (BCE or BCE+Dice), then stage 2 (Lovász hinge) under cosine
     annealing with warm restarts, one snapshot per cycle.
@@ -259,6 +300,10 @@ def fit_fold(
         name: the run name for the loggers.
         init_state: start from these weights instead of a fresh model (the ablation chapter
             continues a stage-1 model with stage 2).
+        resume: continue from the resume points an earlier, interrupted call left in
+            ``fold_dir`` (``resume_stage1.pt``, ``resume_stage2.pt``: the whole trainer state,
+            written every :data:`RESUME_EVERY` epochs), so the fold ends as it would have
+            without the interruption; without it, the fold trains from the start.
 
     Returns:
         ``{"history": [rows], "snapshots": [paths], "model": the trained module}``; each history
@@ -287,6 +332,8 @@ def fit_fold(
             0.05,
             f"{name}/stage1",
             fold_dir.parent,
+            resume_path=fold_dir / "resume_stage1.pt",
+            resume=resume,
         )
         history += [dict(row, stage=1) for row in rows]
         if opts.cycles:
@@ -314,10 +361,13 @@ def fit_fold(
             f"{name}/stage2",
             fold_dir.parent,
             callbacks=(saver,),
+            resume_path=fold_dir / "resume_stage2.pt",
+            resume=resume,
         )
         offset = len(history)
         history += [dict(row, stage=2, epoch=row["epoch"] + offset) for row in rows]
-        snapshots = list(saver.paths)
+        # from the folder: a resumed stage saved only the cycles after its resume point
+        snapshots = snapshot_paths(fold_dir)[: opts.cycles]
     else:
         state = {
             k: v.detach().cpu() for k, v in checkpoint.unwrap(trainer.module).state_dict().items()
@@ -349,11 +399,13 @@ def train(
             first (quick: 400 images, full: 4000).
         options: :class:`TrainOptions`; None = the defaults.
         resume: keep the folds an earlier call already finished in ``run_dir`` (those with
-            their ``history.json``, written when a fold's training ends) and train only the
-            others; the out-of-fold predictions and the post-processing are then computed over
-            every trained fold. The earlier call must have used the same data and recipe (a
-            TGSInputError says what differs). For runs longer than one sitting, e.g. a GPU lent
-            in calls of a few minutes: run the same command again with ``--resume``.
+            their ``history.json``, written when a fold's training ends), continue a fold it
+            left unfinished from its last resume point (every :data:`RESUME_EVERY` epochs and
+            at each stage's end) and train the others; the out-of-fold predictions and the
+            post-processing are then computed over every trained fold. The earlier call must
+            have used the same data and recipe (a TGSInputError says what differs). For runs
+            longer than one sitting, e.g. a GPU lent in calls of a few minutes: run the same
+            command again with ``--resume``; no call loses more than a few epochs.
 
     Returns:
         ``run_dir`` as a Path.
@@ -382,7 +434,7 @@ def train(
         run.mkdir(parents=True, exist_ok=True)
         _train(run, data, opts, resume)
     except BaseException:
-        if created is not None and not list(run.glob("fold*/history.json")):
+        if created is not None and not has_progress(run):
             shutil.rmtree(created, ignore_errors=True)
         raise
     return run
@@ -436,12 +488,19 @@ def _train(run: Path, data: Path | None, opts: TrainOptions, resume: bool) -> No
         else:
             try:
                 result = fit_fold(
-                    opts, (x[tr], y[tr]), (x[va], y[va]), run / f"fold{k}", name=f"fold{k}"
+                    opts,
+                    (x[tr], y[tr]),
+                    (x[va], y[va]),
+                    run / f"fold{k}",
+                    name=f"fold{k}",
+                    resume=resume,
                 )
             except NonFiniteLossError as err:
                 raise TGSInputError(f"fold {k}: training diverged: {err}") from None
             # written last: its presence marks the fold as finished for --resume
             _write_json(run / f"fold{k}" / "history.json", result["history"])
+            for path in resume_files(run / f"fold{k}"):  # Adam's state: no longer needed
+                path.unlink()
             snapshots = result["snapshots"]
         members = load_members(opts, snapshots)
         probs, salt = predict_probs(

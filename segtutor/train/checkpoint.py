@@ -79,19 +79,30 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _loader_generators(loader: Any) -> dict[str, torch.Generator]:
+    """The generators that decide a loader's batches: its shuffling ``generator`` and, for a
+    batch augmentation that draws from its own (``loader.augment.generator``, e.g.
+    :class:`segtutor.data.loaders.DeviceLoader` with a GPU augmentation), that one."""
+    found = {
+        "loader_generator": getattr(loader, "generator", None),
+        "augment_generator": getattr(getattr(loader, "augment", None), "generator", None),
+    }
+    return {k: g for k, g in found.items() if isinstance(g, torch.Generator)}
+
+
 def loader_generator_state(loader: Any) -> dict[str, torch.Tensor]:
-    """``{"loader_generator": state}`` of a data loader's shuffling ``torch.Generator`` (so that
-    a resumed run sees the same batches), or ``{}`` when the loader has none."""
-    gen = getattr(loader, "generator", None)
-    return {"loader_generator": gen.get_state()} if isinstance(gen, torch.Generator) else {}
+    """``{"loader_generator": state}`` of a data loader's shuffling ``torch.Generator``, plus
+    ``"augment_generator"`` for an augmentation with its own (so that a resumed run sees the same
+    batches), or ``{}`` when the loader has none."""
+    return {k: g.get_state() for k, g in _loader_generators(loader).items()}
 
 
 def restore_loader_generator(loader: Any, state: dict[str, Any]) -> None:
-    """Put back the shuffling generator state saved by :func:`loader_generator_state`; nothing
-    when the loader has no generator or the checkpoint holds none."""
-    gen = getattr(loader, "generator", None)
-    if isinstance(gen, torch.Generator) and "loader_generator" in state:
-        gen.set_state(state["loader_generator"].cpu())
+    """Put back the generator states saved by :func:`loader_generator_state`; nothing for a
+    generator the loader lacks or the checkpoint does not hold."""
+    for key, gen in _loader_generators(loader).items():
+        if key in state:
+            gen.set_state(state[key].cpu())
 
 
 def save_checkpoint(

@@ -194,7 +194,8 @@ class SnapshotSaver(Callback):
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
         epoch = int(row["epoch"])
-        if epoch not in cycle_ends(self.cycle_epochs, self.cycle_mult, total=epoch):
+        ends = cycle_ends(self.cycle_epochs, self.cycle_mult, total=epoch)
+        if epoch not in ends:
             return
         state = {
             k: v.detach().cpu().clone() for k, v in unwrap(trainer.module).state_dict().items()
@@ -202,7 +203,9 @@ class SnapshotSaver(Callback):
         self.snapshots.append(state)
         self.epochs.append(epoch)
         if self.directory is not None and trainer.is_main:
-            path = self.directory / f"snapshot_{len(self.epochs)}.pt"
+            # numbered by the cycle, not by how many this object saw: a run resumed from a
+            # checkpoint in a later cycle continues the numbering of the files on disk
+            path = self.directory / f"snapshot_{len(ends)}.pt"
             atomic_save(
                 {"model": state, "epoch": epoch, **{k: float(v) for k, v in row.items()}}, path
             )
