@@ -196,22 +196,30 @@ def test_script_runner_executes_a_chapter_and_writes_its_record(book, tmp_path):
     assert results.full_size("book/demo/page.md", root=book).stale is None
 
 
-def test_script_runner_names_the_failing_cell(book):
+@pytest.mark.parametrize("mode", ["--quick", "--full"])
+def test_script_runner_names_the_failing_cell(book, mode):
     page = book / "book" / "demo" / "page.md"
     page.write_text(page.read_text().replace("plt.plot([1, 2])", "1 / 0"))
     cmd = [
         sys.executable,
         str(ROOT / "scripts" / "run_chapter_script.py"),
         "book/demo/page.md",
-        "--quick",
+        mode,
         "--root",
         str(book),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = {"PATH": "/usr/bin:/bin", "SEGTUTOR_DEVICE": "cpu", "MPLBACKEND": "Agg"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1
     assert "book/demo/page.md: cell 2 of 2 failed" in proc.stderr
     assert "ZeroDivisionError" in proc.stderr
-    assert not (book / "book" / "results").exists()  # quick mode writes no record
+    if mode == "--quick":
+        assert not (book / "book" / "results").exists()  # quick mode writes no record
+        return
+    # full mode: the record keeps what the first cell measured, marked incomplete
+    record = json.loads(results.record_path("book/demo/page.md", book).read_text())
+    assert record["complete"] is False and record["values"]["demo_epochs"] == 5.0
+    assert "before the chapter's end" in results.full_size("book/demo/page.md", root=book).stale
 
 
 def test_build_book_full_chapter_runs_the_script_runner(monkeypatch, tmp_path):
@@ -284,25 +292,6 @@ def test_a_run_that_stopped_early_is_not_shown_as_the_full_size_result(book, mon
         results.stop(complete="yes")
     assert results.stop() is not None
     assert results.full_size(chapter, root=book).stale is None
-
-
-def test_script_runner_marks_a_failing_full_run_incomplete(book):
-    page = book / "book" / "demo" / "page.md"
-    page.write_text(page.read_text().replace("plt.plot([1, 2])", "1 / 0"))
-    cmd = [
-        sys.executable,
-        str(ROOT / "scripts" / "run_chapter_script.py"),
-        "book/demo/page.md",
-        "--full",
-        "--root",
-        str(book),
-    ]
-    env = {"PATH": "/usr/bin:/bin", "SEGTUTOR_DEVICE": "cpu", "MPLBACKEND": "Agg"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 1
-    record = json.loads(results.record_path("book/demo/page.md", book).read_text())
-    assert record["complete"] is False and record["values"]["demo_epochs"] == 5.0
-    assert "before the chapter's end" in results.full_size("book/demo/page.md", root=book).stale
 
 
 def test_the_recipe_given_to_show_is_recorded_and_checked(book, monkeypatch, capsys):
