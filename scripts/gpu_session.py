@@ -8,9 +8,10 @@ command count and lets the next session pick up where this one stopped:
 1. ``--bench``: the GPU benchmarks first (``bench_train.py``, then ``bench_models.py`` for the
    TGS model and the U-Net), their output kept under ``OUT/bench/``.
 2. Every chapter of :data:`TRAINING_CHAPTERS`, in that order (short ones first, the TGS chapters
-   last), whose full-size record (``book/results/full/<chapter>.json``) is missing, stale
-   (its code changed) or incomplete (its run stopped before the end), is executed in full mode
-   by ``scripts/run_chapter_script.py``, each under the time that is left. A chapter cut off by
+   last; a chapter an earlier call had to stop goes after those never tried), whose full-size
+   record (``book/results/full/<chapter>.json``) is missing, stale (its code changed) or
+   incomplete (its run stopped before the end), is executed in full mode by
+   ``scripts/run_chapter_script.py``, each under the time that is left. A chapter cut off by
    the budget leaves a record marked incomplete; ``tgs/training`` continues its interrupted run
    from ``runs/book/`` on the next call when the machine is still warm.
 3. The records written (to commit), the figures and a log per chapter are copied under ``OUT``,
@@ -79,19 +80,27 @@ class Item:
 
 def owed(chapters: list[str], root: Path) -> list[Item]:
     """The chapters among ``chapters`` whose full-size record is missing, stale or incomplete
-    (status ``pending``, with the reason), and the others (``done before``)."""
+    (status ``pending``, with the reason), and the others (``done before``).
+
+    In the order they should run: first the chapters never tried (or changed since), then those
+    an earlier call stopped before their end, so that a chapter longer than one call's budget
+    cannot take every call's time while the others wait (``tgs/training`` still advances each
+    time it runs: it resumes inside its fold).
+    """
     from segtutor import results
 
-    items = []
+    fresh, retried, done = [], [], []
     for chapter in chapters:
         found = results.full_size(chapter, root=root)
         if found.record is None:
-            items.append(Item(chapter, "pending", "no record"))
+            fresh.append(Item(chapter, "pending", "no record"))
         elif found.stale is not None:
-            items.append(Item(chapter, "pending", found.stale.split("; run `")[0]))
+            reason = found.stale.split("; run `")[0]
+            cut = found.record.get("complete") is not True
+            (retried if cut else fresh).append(Item(chapter, "pending", reason))
         else:
-            items.append(Item(chapter, "done before", found.message))
-    return items
+            done.append(Item(chapter, "done before", found.message))
+    return fresh + retried + done
 
 
 def _run(cmd: list[str], timeout_s: float, log: Path, cwd: Path) -> tuple[int | None, float]:

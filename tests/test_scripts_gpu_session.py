@@ -103,6 +103,14 @@ def test_a_session_records_what_fits_and_leaves_the_rest_for_the_next(book, tmp_
     again = _session(book, tmp_path / "out2", 5, "--dry-run")
     assert "book/demo/fast.md: done before" in again.stdout
     assert "book/demo/slow.md: pending (the full-mode run stopped after" in again.stdout
+    # a chapter never tried runs before one that an earlier call had to stop
+    (book / "book" / "demo" / "new.md").write_text(FAST.replace("fast_score", "new_score"))
+    order = gpu_session.owed(["book/demo/slow.md", "book/demo/new.md", "book/demo/fast.md"], book)
+    assert [(i.name, i.status) for i in order] == [
+        ("book/demo/new.md", "pending"),
+        ("book/demo/slow.md", "pending"),
+        ("book/demo/fast.md", "done before"),
+    ]
 
 
 def test_a_failing_chapter_fails_the_session_and_a_changed_one_is_owed_again(book, tmp_path):
