@@ -221,8 +221,14 @@ def session(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(record, target)
     left_over = [i.name for i in items if i.status in ("not reached", "stopped at the budget")]
+    import torch
+
+    from segtutor import config
+
     summary = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": config.device_name(),  # what RESULTS.md records beside the figures
+        "torch": torch.__version__,
         "budget_s": budget_s,
         "items": [asdict(i) for i in items],
         "left": left_over,

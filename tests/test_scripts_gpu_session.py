@@ -82,6 +82,7 @@ def test_a_session_records_what_fits_and_leaves_the_rest_for_the_next(book, tmp_
     first = _session(book, out, 20)
     assert first.returncode == 0, first.stdout + first.stderr  # out of time is not a failure
     summary = json.loads((out / "session.json").read_text())
+    assert summary["device"].startswith("cpu") and summary["budget_s"] == 20
     status = {i["name"]: i["status"] for i in summary["items"]}
     assert status == {"book/demo/fast.md": "recorded", "book/demo/slow.md": "stopped at the budget"}
     assert summary["left"] == ["book/demo/slow.md"]
