@@ -44,7 +44,7 @@ from segtutor.train.bookkeeping import Callback
 # A fold's training writes a resume point (the trainer's whole state: weights, Adam, scheduler,
 # RNG, shuffling order, history) every this many epochs and at the end of each stage, so that a
 # run stopped by a time limit (a GPU lent in 10-minute calls) continues within the fold instead
-# of starting the fold again. The files go once the fold is finished.
+# of starting the fold again. train() removes them once the fold is finished.
 RESUME_EVERY = 5
 
 # --------------------------------------------------------------------------------------------
