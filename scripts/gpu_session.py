@@ -152,10 +152,6 @@ def _stop_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _stem(chapter: str) -> str:
-    return chapter[len("book/") : -len(".md")].replace("/", "-")
-
-
 def session(
     chapters: list[str],
     budget_s: float,
@@ -172,6 +168,7 @@ def session(
     if unknown:
         raise ValueError(f"chapters: no such chapter under {root}: {unknown}")
     from segtutor import results
+    from segtutor.fileio import atomic_write_text
 
     deadline = time.monotonic() + budget_s
     items = [Item(name, "pending", "--bench") for name, _ in BENCHMARKS] if bench else []
@@ -195,6 +192,7 @@ def session(
             cmd = [sys.executable, str(ROOT / script), *options]
             log = out / "bench" / f"{item.name}.txt"
         else:
+            stem = results.record_path(item.name, root).stem  # tgs-training, as the record
             cmd = [
                 sys.executable,
                 str(ROOT / "scripts" / "run_chapter_script.py"),
@@ -203,9 +201,9 @@ def session(
                 "--root",
                 str(root),
                 "--figures",
-                str(out / "figures" / _stem(item.name)),
+                str(out / "figures" / stem),
             ]
-            log = out / "logs" / f"{_stem(item.name)}.log"
+            log = out / "logs" / f"{stem}.log"
         print(f"\n=== {item.name} ({left:.0f} s of the budget left)", flush=True)
         code, item.seconds = _run(cmd, left, log, ROOT if item.name in scripts else root)
         if code is None:
@@ -233,7 +231,7 @@ def session(
         "items": [asdict(i) for i in items],
         "left": left_over,
     }
-    (out / "session.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "session.json", json.dumps(summary, indent=1) + "\n")
     print("\nsession:")
     for item in items:
         print(f"  {item.seconds:6.0f} s  {item.status:22s} {item.name}")
