@@ -33,15 +33,16 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
+from segtutor import runs
 from segtutor.tgs.layout import TGSInputError, _require_dir
 from segtutor.tgs.options import TrainOptions
 from segtutor.tgs.run import _write_json, read_run_config
 
-# the folder of the checkout that holds the segtutor package (runs/ there is git-ignored)
-_CHECKOUT = Path(__file__).resolve().parents[2]
-CACHE_ENV = "SEGTUTOR_RUN_CACHE"
+# runs/book in the checkout, or $SEGTUTOR_RUN_CACHE: see segtutor.runs
+_CHECKOUT = runs._CHECKOUT
+CACHE_ENV = runs.CACHE_ENV
+default_root = runs.default_root
 
 # options that change how a run is watched, not what it learns
 WATCH_OPTIONS = ("progress", "verbose", "tensorboard", "visdom")
@@ -52,35 +53,14 @@ _TRAINING_CODE = (
     "train",
     "models",
     "losses",
-    "losses.py",
     "data",
-    "metrics.py",
+    "metrics",
     "postprocess.py",
     "config.py",
 )
 
 # bump when the layout of a cached run folder changes
 _CACHE_FORMAT = 1
-
-
-def default_root() -> Path:
-    """Where :func:`cached_run` keeps its runs: ``$SEGTUTOR_RUN_CACHE`` if set, otherwise
-    ``runs/book`` in the checkout that holds the package (the same folder whatever the working
-    directory of the chapter), or ``runs/book`` under the working directory for an installed
-    package."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return Path(env)
-    if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "segtutor").is_dir():
-        return _CHECKOUT / "runs" / "book"
-    return Path("runs") / "book"
-
-
-def _hash_files(h: Any, folder: Path, files: list[Path]) -> None:
-    for path in files:
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        data = path.read_bytes()
-        h.update(len(data).to_bytes(8, "little") + data)
 
 
 def data_fingerprint(data_dir: str | os.PathLike) -> str:
@@ -91,23 +71,13 @@ def data_fingerprint(data_dir: str | os.PathLike) -> str:
     """
     folder = _require_dir(Path(data_dir), "data folder")
     h = hashlib.sha256()
-    _hash_files(h, folder, sorted(p for p in folder.rglob("*") if p.is_file()))
+    runs.hash_files(h, folder, sorted(p for p in folder.rglob("*") if p.is_file()))
     return h.hexdigest()
 
 
 def code_fingerprint() -> str:
     """SHA-256 (hex) of the sources of the modules that train a run (``.py`` files only)."""
-    package = Path(__file__).resolve().parents[1]
-    files: list[Path] = []
-    for part in _TRAINING_CODE:
-        path = package / part
-        if path.is_dir():
-            files += sorted(path.rglob("*.py"))
-        elif path.is_file():
-            files.append(path)
-    h = hashlib.sha256()
-    _hash_files(h, package, files)
-    return h.hexdigest()
+    return runs.source_fingerprint(_TRAINING_CODE)
 
 
 def recipe_key(options: TrainOptions | None, data_dir: str | os.PathLike) -> str:
@@ -163,14 +133,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the checkout (``runs/book/<key>``) when inside it."""
-    try:
-        return path.resolve().relative_to(_CHECKOUT).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _copy_data(data: Path, target: Path) -> None:
     """Copy the data folder to ``target`` all at once: into a temporary sibling, then renamed."""
     partial = target.with_name(target.name + ".partial")
@@ -217,7 +179,7 @@ def cached_run(
     with _locked(root / f"{key}.lock"):
         if is_complete(run):
             trained_by = _trained_by(run)
-            print(f"reusing the run trained by {trained_by} in {_shown(run)}", flush=True)
+            print(f"reusing the run trained by {trained_by} in {runs.shown(run)}", flush=True)
             return run
         _train_into(run, data, opts, key, by)
     return run
@@ -246,7 +208,7 @@ def _train_into(run: Path, data: Path, opts: TrainOptions, key: str, by: str) ->
             shutil.rmtree(run)
     resuming = has_progress(run)
     print(
-        f"{'continuing' if resuming else 'training'} the run in {_shown(run)} "
+        f"{'continuing' if resuming else 'training'} the run in {runs.shown(run)} "
         f"(no finished run of this recipe and data yet)",
         flush=True,
     )
