@@ -30,6 +30,7 @@ import math
 import numbers
 import os
 import re
+import secrets
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, runs
 from .fileio import atomic_write_text
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "chapter_code_hash",
     "code_cells",
     "current",
+    "current_id",
     "full_size",
     "glue",
     "plot_curves",
@@ -111,7 +113,14 @@ def chapter_code_hash(chapter: str, root: str | os.PathLike | None = None) -> st
     return hashlib.sha256(code.encode()).hexdigest()[:16]
 
 
+COMMIT_ENV = "SEGTUTOR_COMMIT"
+
+
 def _commit(root: Path) -> str:
+    """The checkout's commit (12 hex digits, ``-dirty`` with uncommitted changes); where git
+    cannot tell (a copy of the tree without ``.git``, as on a lent GPU machine),
+    ``$SEGTUTOR_COMMIT``, else ``"unknown"``."""
+    fallback = os.environ.get(COMMIT_ENV, "").strip() or "unknown"
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
@@ -126,9 +135,9 @@ def _commit(root: Path) -> str:
             timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return fallback
     if out.returncode != 0:
-        return "unknown"
+        return fallback
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
@@ -181,7 +190,13 @@ class _Record:
 
     def __init__(self, chapter: str, recipe: Mapping[str, Any] | None, root: Path) -> None:
         self.path = record_path(chapter, root)
+        self.id = secrets.token_hex(8)  # tells two runs of one chapter in a process apart
         self.t0 = time.perf_counter()
+        code = chapter_code_hash(chapter, root)
+        package = runs.source_fingerprint()[:16]
+        # a run that continues a stopped one (fits resume: segtutor.train.fit_resumable) adds
+        # its time to the earlier slices', so wall_s stays the chapter's execution time
+        self.earlier_s, slices = _earlier_slices(self.path, code, package)
         self.data: dict[str, Any] = {
             "chapter": chapter,
             "device": config.device_name(),
@@ -189,8 +204,11 @@ class _Record:
             "commit": _commit(root),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "wall_s": 0.0,
+            "slices": slices,
+            # the package's sources: a run of other code cannot continue this one's fits
+            "package_code": package,
             "recipe": {
-                "chapter_code": chapter_code_hash(chapter, root),
+                "chapter_code": code,
                 **(_jsonable(_as_mapping(recipe)) if recipe else {}),
             },
             "values": {},
@@ -202,9 +220,27 @@ class _Record:
         self.write()
 
     def write(self) -> None:
-        self.data["wall_s"] = round(time.perf_counter() - self.t0, 1)
+        self.data["wall_s"] = round(self.earlier_s + time.perf_counter() - self.t0, 1)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=False) + "\n")
+
+
+def _earlier_slices(path: Path, chapter_code: str, package_code: str) -> tuple[float, int]:
+    """(seconds, slices) of the earlier runs a new run of the chapter continues: those of the
+    record at ``path`` when it is incomplete and from the same chapter and package code (a run
+    of other code trains from scratch), else (0.0, 1)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        same = (
+            old.get("complete") is False
+            and old.get("package_code") == package_code
+            and old.get("recipe", {}).get("chapter_code") == chapter_code
+        )
+        if same:
+            return float(old["wall_s"]), int(old.get("slices", 1)) + 1
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return 0.0, 1
 
 
 def _torch_version() -> str:
@@ -241,6 +277,11 @@ def start(
 def current() -> dict[str, Any] | None:
     """The open record as a dict (a copy), or None when nothing is being recorded."""
     return None if _active is None else json.loads(json.dumps(_active.data))
+
+
+def current_id() -> str | None:
+    """An identifier of the open record, new with each :func:`start`; None when none is open."""
+    return None if _active is None else _active.id
 
 
 def stop(complete: bool = True) -> Path | None:

@@ -115,6 +115,8 @@ def test_writer_records_numbers_as_they_arrive(book, monkeypatch):
         "commit",
         "date",
         "wall_s",
+        "slices",
+        "package_code",
         "recipe",
         "values",
         "curves",

@@ -39,7 +39,7 @@ from segtutor.tgs.options import TrainOptions
 from segtutor.tgs.postprocessing import search_postprocess, search_threshold
 from segtutor.tgs.run import _check_same_run, _write_json, read_run_config, snapshot_paths
 from segtutor.train import NonFiniteLossError, Trainer, checkpoint, schedules
-from segtutor.train.bookkeeping import Callback
+from segtutor.train.slices import ResumePoints
 
 # A fold's training writes a resume point (the trainer's whole state: weights, Adam, scheduler,
 # RNG, shuffling order, history) every this many epochs and at the end of each stage, so that a
@@ -207,19 +207,6 @@ def _loader(images: Tensor, masks: Tensor, opts: TrainOptions, shuffle: bool, se
     )
 
 
-class _ResumePoints(Callback):
-    """Save the trainer's checkpoint to ``path`` every ``every`` epochs and at ``last_epoch``
-    (after the callbacks before it, e.g. the snapshot of a cycle that ends there)."""
-
-    def __init__(self, path: Path, every: int, last_epoch: int) -> None:
-        self.path, self.every, self.last_epoch = path, every, last_epoch
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
-        epoch = int(row["epoch"])
-        if epoch % self.every == 0 or epoch == self.last_epoch:
-            trainer.save_checkpoint(self.path)
-
-
 def resume_files(fold_dir: str | os.PathLike) -> list[Path]:
     """The resume points of an unfinished fold (``resume_stage<k>.pt``)."""
     return sorted(Path(fold_dir).glob("resume_stage*.pt"))
@@ -259,7 +246,7 @@ def _fit_stage(
     )
     logger = _make_logger(opts, logger_name, run_dir)
     if resume_path is not None:
-        callbacks = (*callbacks, _ResumePoints(resume_path, RESUME_EVERY, epochs))
+        callbacks = (*callbacks, ResumePoints(resume_path, every_epochs=RESUME_EVERY))
     trainer = _make_trainer(
         model,
         criterion,

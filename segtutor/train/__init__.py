@@ -1,6 +1,7 @@
 """Training: the loop as functions (:func:`train_one_epoch`, :func:`evaluate`, in
 :mod:`.loop`), the :class:`Trainer` that adds the bookkeeping, learning-rate schedules and the
-LR range test, checkpoints, snapshot ensembles and DistributedDataParallel helpers."""
+LR range test, checkpoints and resumable fits (:mod:`.slices`), snapshot ensembles and
+DistributedDataParallel helpers."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .schedules import (
     poly_lr,
     step_lr,
 )
+from .slices import ResumePoints, fit_resumable
 from .trainer import Callback, DeviceLoader, NonFiniteLossError, Trainer
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "DeviceLoader",
     "LRRangeResult",
     "NonFiniteLossError",
+    "ResumePoints",
     "SnapshotEnsemble",
     "SnapshotSaver",
     "Trainer",
@@ -34,6 +37,7 @@ __all__ = [
     "cycle_ends",
     "evaluate",
     "fit_cosine",
+    "fit_resumable",
     "load_checkpoint",
     "lr_range_test",
     "lr_sequence",

@@ -33,6 +33,7 @@ from torch.optim import lr_scheduler as sched
 
 from segtutor import checks
 from segtutor.train.checkpoint import atomic_save, unwrap
+from segtutor.train.slices import fit_resumable
 from segtutor.train.trainer import Callback, Trainer
 
 
@@ -102,6 +103,7 @@ def fit_cosine(
     epochs: int,
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
+    name: str | None = None,
     **options: Any,
 ) -> tuple[Trainer, list[dict[str, float]]]:
     """Train ``model`` for ``epochs`` epochs with AdamW and a cosine learning rate that falls from
@@ -111,6 +113,10 @@ def fit_cosine(
     ``train_loader`` must have a length (batches per epoch). ``options`` go to :class:`Trainer`
     (``num_classes`` is required; ``aux_weight``, ``device``, ``progress`` ...). Returns the
     trainer and its history (one dict per epoch, ``"lr"`` = the rate at the epoch's start).
+
+    ``name`` (one per fit of a chapter, e.g. ``"fcn8s"``): a full-size run of the chapter that
+    was stopped continues this fit where it stopped (:func:`segtutor.train.fit_resumable`);
+    without a full-size run being recorded it changes nothing.
     """
     checks.positive_int("epochs", epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -125,7 +131,9 @@ def fit_cosine(
         scheduler_interval="step",
         **options,
     )
-    return trainer, trainer.fit(epochs)
+    if name is None:
+        return trainer, trainer.fit(epochs)
+    return trainer, fit_resumable(trainer, epochs, name)
 
 
 def cycle_ends(
