@@ -12,8 +12,11 @@ command count and lets the next session pick up where this one stopped:
    record (``book/results/full/<chapter>.json``) is missing, stale (its code changed) or
    incomplete (its run stopped before the end), is executed in full mode by
    ``scripts/run_chapter_script.py``, each under the time that is left. A chapter cut off by
-   the budget leaves a record marked incomplete; ``tgs/training`` continues its interrupted run
-   from ``runs/book/`` on the next call when the machine is still warm.
+   the budget leaves a record marked incomplete; on the next call, when the machine is still
+   warm, it continues from ``runs/book/``: ``tgs/training`` its interrupted run, every other
+   chapter the fits it had started or finished (:func:`segtutor.train.fit_resumable`), and its
+   record's ``wall_s`` adds up the calls. A tree copied without ``.git`` takes the commit the
+   records name from ``$SEGTUTOR_COMMIT``.
 3. The records written (to commit), the figures and a log per chapter are copied under ``OUT``,
    with ``OUT/session.json``: what ran, how long, what is left.
 

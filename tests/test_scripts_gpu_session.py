@@ -38,6 +38,48 @@ glue("slow_done", 1, display=False)
 """
 
 
+# trains 40 epochs of 0.25 s each, writing a resume point after every epoch (every_s=0)
+RESUMABLE = """# Resumable
+
+```{code-cell} ipython3
+import time
+
+import torch
+from myst_nb import glue
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from segtutor.train import Callback, Trainer, fit_resumable
+
+
+class Slow(Callback):
+    def on_epoch_end(self, trainer, row):
+        print(f"trained epoch {row['epoch']}", flush=True)
+        time.sleep(0.25)
+
+
+torch.manual_seed(0)
+x = torch.rand(8, 1, 4, 4)
+y = (x[:, 0] > 0.5).float()
+model = nn.Conv2d(1, 1, 1)
+trainer = Trainer(
+    model,
+    nn.BCEWithLogitsLoss(),
+    torch.optim.SGD(model.parameters(), lr=0.1),
+    DataLoader(TensorDataset(x, y), batch_size=4),
+    num_classes=1,
+    device="cpu",
+    callbacks=[Slow()],
+    progress=False,
+    verbose=False,
+)
+history = fit_resumable(trainer, 40, "tiny", every_s=0)
+glue("epochs_in_history", len(history), display=False)
+glue("final_loss", history[-1]["train_loss"], display=False)
+```
+"""
+
+
 @pytest.fixture
 def book(tmp_path: Path) -> Path:
     (tmp_path / "book" / "demo").mkdir(parents=True)
@@ -52,6 +94,7 @@ def _session(
     budget_s: float,
     *extra: str,
     chapters: tuple[str, ...] = ("book/demo/fast.md", "book/demo/slow.md"),
+    env: dict[str, str] | None = None,
 ):
     cmd = [
         sys.executable,
@@ -68,7 +111,7 @@ def _session(
         *chapters,
         *extra,
     ]
-    env = {"PATH": "/usr/bin:/bin", "SEGTUTOR_DEVICE": "cpu", "MPLBACKEND": "Agg"}
+    env = {"PATH": "/usr/bin:/bin", "SEGTUTOR_DEVICE": "cpu", "MPLBACKEND": "Agg", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -125,6 +168,31 @@ def test_a_failing_chapter_fails_the_session_and_a_changed_one_is_owed_again(boo
     proc = _session(book, tmp_path / "o2", 100, chapters=("book/demo/fast.md",))
     assert proc.returncode == 1
     assert "failed (exit 1)" in proc.stdout
+
+
+def test_a_chapter_stopped_at_the_budget_continues_its_fit_in_the_next_session(book, tmp_path):
+    (book / "book" / "demo" / "resumable.md").write_text(RESUMABLE)
+    chapter = ("book/demo/resumable.md",)
+    env = {"SEGTUTOR_RUN_CACHE": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    first = _session(book, tmp_path / "o1", 8, chapters=chapter, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    log = (tmp_path / "o1" / "logs" / "demo-resumable.log").read_text()
+    done_first = [int(line.split()[-1]) for line in log.splitlines() if "trained epoch" in line]
+    assert done_first and done_first[-1] < 40, log  # stopped part-way through the fit
+    record = results.full_size("book/demo/resumable.md", root=book).record
+    assert record["complete"] is False and record["slices"] == 1
+
+    second = _session(book, tmp_path / "o2", 60, chapters=chapter, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    log = (tmp_path / "o2" / "logs" / "demo-resumable.log").read_text()
+    assert "tiny: continuing from the resume point" in log
+    done_second = [int(line.split()[-1]) for line in log.splitlines() if "trained epoch" in line]
+    # the epochs of the first session are not trained again (at most the one it was stopped in)
+    assert done_second[0] >= done_first[-1] and done_second[-1] == 40, log
+    found = results.full_size("book/demo/resumable.md", root=book)
+    assert found.stale is None, found.stale
+    assert found.record["values"]["epochs_in_history"] == 40
+    assert found.record["slices"] == 2  # its wall_s counts both sessions
 
 
 def test_bad_arguments_are_refused_with_their_names(book, tmp_path):
