@@ -664,6 +664,30 @@ def test_fit_cosine_uses_adamw_and_decays_once_to_zero_over_the_run():
     assert trainer.lr == pytest.approx(0.0, abs=1e-12) and history is trainer.history
     with pytest.raises(ValueError, match="epochs"):
         schedules.fit_cosine(model, nn.BCEWithLogitsLoss(), loader(x, y), epochs=0, num_classes=1)
+    assert not group["fused"]  # fused kernels are for CUDA parameters
+
+
+def test_adam_is_fused_on_cuda_only():
+    from segtutor.train.loop import fused_option
+
+    assert fused_option("cuda") is True and fused_option(torch.device("cuda", 1)) is True
+    assert fused_option("cpu") is None and fused_option("mps") is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_cosine_fuses_adamw_on_cuda():
+    x, y = threshold_task(16)
+    trainer, _ = schedules.fit_cosine(
+        tiny_net(1),
+        nn.BCEWithLogitsLoss(),
+        loader(x, y, batch_size=4),
+        epochs=1,
+        num_classes=1,
+        device="cuda",
+        progress=False,
+        verbose=False,
+    )
+    assert trainer.optimizer.param_groups[0]["fused"] is True
 
 
 def test_snapshot_saver_counts_cycles_and_saves_at_the_lr_minimum(tmp_path):

@@ -38,7 +38,7 @@ from segtutor.tgs.layout import (
 from segtutor.tgs.options import TrainOptions
 from segtutor.tgs.postprocessing import search_postprocess, search_threshold
 from segtutor.tgs.run import _check_same_run, _write_json, read_run_config, snapshot_paths
-from segtutor.train import NonFiniteLossError, Trainer, checkpoint, schedules
+from segtutor.train import NonFiniteLossError, Trainer, checkpoint, loop, schedules
 from segtutor.train.slices import ResumePoints
 
 # A fold's training writes a resume point (the trainer's whole state: weights, Adam, scheduler,
@@ -238,9 +238,8 @@ def _fit_stage(
     writes resume points there (:data:`RESUME_EVERY`); with ``resume`` and that file present it
     continues from it (a stage already finished returns its history without training)."""
     train_loader, val_loader = loaders
-    # on CUDA one fused kernel updates every parameter instead of small kernels per tensor
-    fused = config.device().type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, fused=fused or None)
+    fused = loop.fused_option(config.device())
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, fused=fused)
     scheduler = schedules.cosine_warm_restarts(
         optimizer, cycle_epochs * len(train_loader), min_lr=opts.lr * min_lr_factor
     )

@@ -103,6 +103,13 @@ def amp_context(
     return torch.autocast(device.type, dtype=dtype)
 
 
+def fused_option(device: torch.device | str) -> bool | None:
+    """The ``fused`` argument of Adam/AdamW for parameters trained on ``device``: True on CUDA
+    (one kernel updates every parameter instead of a few small kernels per tensor), None
+    elsewhere (PyTorch's own choice)."""
+    return True if torch.device(device).type == "cuda" else None
+
+
 def amp_dtype(amp: str | bool | None, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype of an ``amp`` setting on ``device``: ``"auto"``/``True`` is bf16 on
     CUDA where supported, else fp16 (which needs a GradScaler), and off on the CPU (autocast
