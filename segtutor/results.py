@@ -264,7 +264,10 @@ def start(
     ``recipe``: the settings of the full-mode experiment (epochs, images, widths...), stored
     beside a hash of the chapter's code cells; a reader whose recipe differs calls the record
     stale. In quick mode nothing is recorded (returns False) unless ``force`` (tests).
-    Starting again replaces the chapter's earlier record.
+    Starting again replaces the chapter's earlier record; when that record is incomplete and
+    from the same chapter and package code (a run stopped by a time limit, whose fits the new
+    run continues: :func:`segtutor.train.fit_resumable`), its ``wall_s`` carries over and
+    ``slices`` counts the runs.
     """
     global _active
     if config.is_quick() and not force:
