@@ -473,6 +473,11 @@ def test_lovasz_hinge_on_an_empty_mask_pushes_only_the_most_salt_like_pixel(acti
     assert (g != 0).sum().item() == 1 and g.flatten().argmax() == z.flatten().argmax()
     _, g_bce = _grad(F.binary_cross_entropy_with_logits, z, empty)
     assert (g_bce > 0).all()
+    # the symmetric form's background term pushes down every pixel whose background hinge
+    # error is positive (elu+1: every pixel), not only the most salt-like one
+    _, g_sym = _grad(L.symmetric_lovasz_hinge, z, empty, activation=activation)
+    pushed = (1 + z > 0) if activation == "relu" else torch.ones_like(z, dtype=torch.bool)
+    assert torch.equal(g_sym > 0, pushed) and pushed.sum() > 1
 
 
 def test_symmetric_lovasz_is_mean_of_both_problems():

@@ -846,6 +846,49 @@ def test_resunet34_encoder_is_resnet34_and_extras() -> None:
         plain.eval()(torch.randn(1, 3, 32, 32), return_cls=True)
 
 
+def test_resunet34_full_res_skip_feeds_a_conv_of_the_input_to_the_last_block() -> None:
+    model = small("resunet34", in_channels=1, full_res_skip=True, attention=False).eval()
+    plain = small("resunet34", in_channels=1, attention=False).eval()
+    assert plain.full_res is None
+    seen = []
+    hook = model.decoder[4].register_forward_hook(lambda m, i, o: seen.append(i))
+    x = torch.randn(2, 1, 50, 45)  # padded inside to 64x64
+    with torch.no_grad():
+        model(x)
+        padded, _ = blocks.pad_to_multiple(x, 32)
+        expected = model.full_res(padded)
+    hook.remove()
+    ((y, skip),) = seen
+    assert skip.shape == (2, model.full_res[0].out_channels, 64, 64)
+    torch.testing.assert_close(skip, expected)
+    assert y.shape[-1] == 32  # the 1/2 map, upsampled inside the block
+    # the extra parameters: the 3x3 conv-BN on the input, and the block's wider first conv
+    w = model.full_res[0].out_channels
+    extra = count_parameters(model) - count_parameters(plain)
+    assert extra == (1 * w * 9 + 2 * w) + (w * w * 9)
+
+
+def test_resunet34_zero_init_residual_starts_every_block_as_the_identity() -> None:
+    from torchvision.models.resnet import BasicBlock
+
+    model = small("resunet34", zero_init_residual=True).eval()
+    plain = small("resunet34").eval()
+    c = model.encoder.channels[1]  # the blocks of layer1 keep this width
+    x = torch.randn(2, c, 8, 8)
+    with torch.no_grad():
+        for net, identity in ((model, True), (plain, False)):
+            same = [
+                torch.equal(b(x), torch.relu(x))
+                for b in net.encoder.modules()
+                if isinstance(b, BasicBlock) and b.downsample is None and b.conv1.in_channels == c
+            ]
+            assert same and all(s == identity for s in same)
+    with pytest.raises(ValueError, match="pretrained=False"):
+        build_model("resunet34", pretrained=True, zero_init_residual=True)
+    with pytest.raises(TypeError, match="full_res_skip"):
+        small("resunet34", full_res_skip=1)
+
+
 # --------------------------------------------------------------------------- summary
 
 

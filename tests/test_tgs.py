@@ -636,6 +636,46 @@ def test_a_broken_run_config_is_named(tiny_run, tmp_path, capsys, config, messag
     _one_line_error(capsys, run / "config.json", message)
 
 
+def test_a_run_written_before_the_newer_options_reads_as_trained_without_them(tiny_run, tmp_path):
+    data, run = tiny_run
+    run = _copy_run(run, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["options"]["full_res_skip"] and cfg["options"]["symmetric_lovasz"]
+    for key in ("symmetric_lovasz", "full_res_skip", "zero_init_residual"):
+        del cfg["options"][key]
+    (run / "config.json").write_text(json.dumps(cfg))
+    opts = tgs.read_run_config(run)["options"]
+    assert (opts.symmetric_lovasz, opts.full_res_skip, opts.zero_init_residual) == (
+        False,
+        False,
+        False,
+    )
+    # a snapshot of that older model (no full-resolution skip) loads under the options read
+    snapshot = run / "fold0" / "snapshot_1.pt"
+    torch.save({"model": tgs.build(opts).state_dict()}, snapshot)
+    (member,) = tgs.load_members(opts, [snapshot])
+    assert member.full_res is None
+
+
+def test_stage2_criterion_is_the_symmetric_lovasz_hinge_unless_switched_off():
+    from segtutor import losses
+
+    logits = torch.randn(3, 1, 8, 8)
+    labels = (torch.rand(3, 1, 8, 8) > 0.6).float()
+    labels[0] = 0  # an empty image, where the two forms differ most
+    forms = ((True, losses.symmetric_lovasz_hinge), (False, losses.lovasz_hinge))
+    for symmetric, reference in forms:
+        criterion = recipe._stage2_criterion("elu", symmetric)
+        torch.testing.assert_close(
+            criterion(logits, labels), reference(logits, labels, activation="elu+1")
+        )
+    assert tgs.TrainOptions().symmetric_lovasz
+    assert not torch.allclose(
+        recipe._stage2_criterion("elu", True)(logits, labels),
+        recipe._stage2_criterion("elu", False)(logits, labels),
+    )
+
+
 def test_resume_refusal_says_what_differs(tiny_run, tmp_path, capsys):
     from segtutor import cli
 

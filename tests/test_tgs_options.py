@@ -43,7 +43,7 @@ def test_every_option_of_train_is_a_field_with_its_default_choices_and_metavar()
     # what is left is not an option of the recipe
     assert set(actions) == {"help", "data", "out", "resume", "quick"}
     # the ablation switches stay off the command line
-    assert {"verbose", "scse", "augment", "aux_weight"} <= {
+    assert {"verbose", "scse", "augment", "aux_weight", "full_res_skip"} <= {
         f.name for f in fields(TrainOptions) if f not in CLI_FIELDS
     }
 
@@ -70,6 +70,7 @@ def test_a_command_line_with_every_option_gives_the_same_options_as_python():
             "0",
             "--lovasz",
             "hinge",
+            "--no-symmetric-lovasz",
             "--cycles",
             "2",
             "--cycle-epochs",
@@ -101,6 +102,7 @@ def test_a_command_line_with_every_option_gives_the_same_options_as_python():
         stage1_loss="bce_dice",
         stage1_epochs=0,
         lovasz="hinge",
+        symmetric_lovasz=False,
         cycles=2,
         cycle_epochs=3,
         lr=0.01,

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 from .blocks import (
     ConvBNReLU,
@@ -52,6 +53,14 @@ class ResUNet34(RenamedHeads, nn.Module):
             2x and 4x).
         encoder_width: channel multiplier of the ResNet34 (1 for ImageNet weights).
         attention: scSE in each decoder block.
+        full_res_skip: give the last decoder block (1/2 -> 1/1) a skip of its own, one
+            conv-BN-ReLU on the input image, as the other blocks have the encoder's maps; without
+            it the full-resolution map is only an upsampled 1/2 map, and thin salt edges come from
+            bilinear interpolation.
+        zero_init_residual: start the encoder's residual branches at zero (the last batch norm
+            of each block has weight 0, as torchvision's ``zero_init_residual``), so every block
+            begins as the identity (Goyal et al., 2017); for training from scratch, so refused
+            with ``pretrained=True``.
     """
 
     # renamed: `head` (segmentation) and `classifier` (empty image); old checkpoints still load
@@ -72,8 +81,21 @@ class ResUNet34(RenamedHeads, nn.Module):
         deep_supervision: bool = False,
         classify: bool = False,
         dropout: float = 0.0,
+        full_res_skip: bool = False,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("full_res_skip", full_res_skip),
+            ("zero_init_residual", zero_init_residual),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        if zero_init_residual and pretrained:
+            raise ValueError(
+                "zero_init_residual=True would zero the pretrained weights of every residual "
+                "block; use it with pretrained=False"
+            )
         self.encoder = Encoder("resnet34", in_channels, pretrained=pretrained, width=encoder_width)
         self.output_stride = 32
         c = self.encoder.channels  # [64, 64, 128, 256, 512] * width
@@ -86,9 +108,11 @@ class ResUNet34(RenamedHeads, nn.Module):
                 UpBlock(d[4], c[2], d[3], "bilinear", attention),  # -> 1/8
                 UpBlock(d[3], c[1], d[2], "bilinear", attention),  # -> 1/4
                 UpBlock(d[2], c[0], d[1], "bilinear", attention),  # -> 1/2
-                UpBlock(d[1], 0, d[0], "bilinear", attention),  # -> 1/1, no skip at full size
+                # -> 1/1: the encoder has no full-size map; optionally one conv on the input
+                UpBlock(d[1], w if full_res_skip else 0, d[0], "bilinear", attention),
             ]
         )
+        self.full_res = ConvBNReLU(in_channels, w) if full_res_skip else None
         # a 1x1 fusion of every scale, computed scale by scale (no full-size concatenation)
         self.hypercolumn = HypercolumnFusion(d, w) if hypercolumn else None
         self.segmentation_head = nn.Sequential(
@@ -107,13 +131,20 @@ class ResUNet34(RenamedHeads, nn.Module):
         init_weights(self.center)
         init_weights(self.decoder)
         init_weights(self.segmentation_head)
+        if self.full_res is not None:
+            init_weights(self.full_res)
+        if zero_init_residual:
+            for block in self.encoder.modules():
+                if isinstance(block, BasicBlock):
+                    nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x: torch.Tensor, return_cls: bool = False) -> torch.Tensor | dict:
         x, size = pad_to_multiple(x, 32)
         e0, e1, e2, e3, e4 = self.encoder(x)
         y = self.center(e4)
         levels = []  # 1/16, 1/8, 1/4, 1/2, 1/1
-        for block, skip in zip(self.decoder, (e3, e2, e1, e0, None)):
+        full = self.full_res(x) if self.full_res is not None else None
+        for block, skip in zip(self.decoder, (e3, e2, e1, e0, full)):
             y = block(y, skip)
             levels.append(y)
         levels = levels[::-1]  # 1/1 first, for the hypercolumn
@@ -146,7 +177,8 @@ def resunet34(
     num_classes: int = 1, in_channels: int = 3, pretrained: bool = False, **options
 ) -> ResUNet34:
     """Build :class:`ResUNet34`; ``options``: ``decoder_width``, ``encoder_width``,
-    ``attention``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``dropout``.
+    ``attention``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``dropout``,
+    ``full_res_skip``, ``zero_init_residual``.
     ``pretrained=True`` loads the ImageNet ResNet34 (a 1-channel input gets the sum of the RGB
     filters)."""
     return ResUNet34(num_classes, in_channels, pretrained, **options)

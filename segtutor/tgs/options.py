@@ -103,8 +103,9 @@ class TrainOptions:
     """Every choice of the training recipe; ``None`` means "the quick/full default"
     (:meth:`resolved`).
 
-    Recipe switches (``scse``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``augment``)
-    exist so that the ablation chapter can turn the techniques off one at a time.
+    Recipe switches (``scse``, ``hypercolumn``, ``deep_supervision``, ``classify``, ``augment``,
+    ``full_res_skip``, ``zero_init_residual``) exist so that the ablation chapter can turn the
+    techniques off one at a time.
     """
 
     folds: int = field(
@@ -170,6 +171,14 @@ class TrainOptions:
         metadata=_meta(
             "stage-2 loss: the Lovasz hinge on relu(errors), or on elu(errors)+1",
             choices=("hinge", "elu"),
+        ),
+    )
+    symmetric_lovasz: bool = field(
+        default=True,
+        metadata=_meta(
+            "stage 2: the Lovasz hinge of the salt class alone, not the mean of the salt's and "
+            "the background's (the symmetric form, which also scores an empty image by how well "
+            "its background is found)"
         ),
     )
     cycles: int | None = field(
@@ -241,6 +250,10 @@ class TrainOptions:
     deep_supervision: bool = True
     classify: bool = True
     augment: bool = True
+    # resunet34 only: a full-resolution skip into the last decoder block, and residual blocks
+    # that start as the identity (ignored with pretrained=True, which brings its own weights)
+    full_res_skip: bool = True
+    zero_init_residual: bool = True
     aux_weight: float = field(default=0.2, metadata=_meta(number=WEIGHT))
     cls_weight: float = field(default=0.05, metadata=_meta(number=WEIGHT))
 
@@ -311,6 +324,8 @@ class TrainOptions:
                 hypercolumn=self.hypercolumn,
                 deep_supervision=self.deep_supervision,
                 classify=self.classify,
+                full_res_skip=self.full_res_skip,
+                zero_init_residual=self.zero_init_residual and not self.pretrained,
             )
         elif self.model == "unet":
             kwargs.update(base_width=max(2, round(64 * width)))

@@ -132,8 +132,10 @@ def _stage1_criterion(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     return losses.BCEWithLogitsLoss() if name == "bce" else losses.BCEDiceLoss()
 
 
-def _stage2_criterion(variant: str) -> Callable[[Tensor, Tensor], Tensor]:
-    return losses.LovaszHingeLoss(activation="elu+1" if variant == "elu" else "relu")
+def _stage2_criterion(variant: str, symmetric: bool) -> Callable[[Tensor, Tensor], Tensor]:
+    return losses.LovaszHingeLoss(
+        activation="elu+1" if variant == "elu" else "relu", symmetric=symmetric
+    )
 
 
 def _make_logger(opts: TrainOptions, name: str, run_dir: Path) -> Any:
@@ -338,7 +340,7 @@ def fit_fold(
         saver = schedules.SnapshotSaver(opts.cycle_epochs, directory=fold_dir)
         trainer, rows = _fit_stage(
             model,
-            _stage2_criterion(opts.lovasz),
+            _stage2_criterion(opts.lovasz, opts.symmetric_lovasz),
             loaders,
             opts,
             opts.cycles * opts.cycle_epochs,

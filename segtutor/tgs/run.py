@@ -46,6 +46,10 @@ def _read_json(path: Path) -> Any:
 
 _CONFIG_KEYS = {"options": dict, "data": str, "ids": list, "folds": list, "trained_folds": list}
 
+# options added after runs had been written, with the value those runs were trained with: a run
+# folder that does not name one was trained without it (its snapshots have no full-res skip)
+_BEFORE_OPTION = {"symmetric_lovasz": False, "full_res_skip": False, "zero_init_residual": False}
+
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """``RUN/config.json`` of a run folder, checked; ``"options"`` becomes a :class:`TrainOptions`.
@@ -70,7 +74,7 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     if unknown:
         raise TGSInputError(f"{path}: unknown option(s) {', '.join(map(repr, unknown))}")
     try:
-        opts = TrainOptions(**cfg["options"])
+        opts = TrainOptions(**{**_BEFORE_OPTION, **cfg["options"]})
         opts.validate()
     except (TypeError, ValueError) as err:
         raise TGSInputError(f"{path}: {err}") from None
