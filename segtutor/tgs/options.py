@@ -176,9 +176,9 @@ class TrainOptions:
     symmetric_lovasz: bool = field(
         default=True,
         metadata=_meta(
-            "stage 2: the Lovasz hinge of the salt class alone, not the mean of the salt's and "
-            "the background's (the symmetric form, which also scores an empty image by how well "
-            "its background is found)"
+            "stage 2: the Lovasz hinge of the salt class alone, instead of the symmetric form "
+            "(the mean of the salt's and the background's hinge, which also scores an empty "
+            "image by how well its background is found)"
         ),
     )
     cycles: int | None = field(

@@ -1,10 +1,10 @@
 """The training recipe: two loss stages per fold, snapshots, out-of-fold post-processing search.
 
-Per fold: stage 1 trains with BCE (or BCE + Dice); stage 2 continues with the Lovasz hinge under
-cosine annealing with warm restarts and saves one snapshot per cycle (:func:`fit_fold`). Over the
-folds, :func:`train` writes the run folder (:mod:`segtutor.tgs.run`), predicts each fold's
-held-out images with its snapshots and chooses the threshold and minimum component size on those
-out-of-fold predictions.
+Per fold: stage 1 trains with BCE (or BCE + Dice); stage 2 continues with the Lovasz hinge
+(symmetric by default: salt and background) under cosine annealing with warm restarts and saves
+one snapshot per cycle (:func:`fit_fold`). Over the folds, :func:`train` writes the run folder
+(:mod:`segtutor.tgs.run`), predicts each fold's held-out images with its snapshots and chooses
+the threshold and minimum component size on those out-of-fold predictions.
 """
 
 from __future__ import annotations
