@@ -144,6 +144,14 @@ def pair(name: str, value: int | Sequence[int], minimum: int = 1) -> tuple[int, 
     return (v, v)
 
 
+def boolean(name: str, value: object) -> bool:
+    """``value`` itself when it is a ``bool``, else a TypeError naming ``name`` (1, "yes" and
+    None are not switches here, although Python would count them as true or false)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def one_of(name: str, value: T, choices: Collection[T]) -> T:
     """``value`` itself when it is one of ``choices``, else a ValueError listing them."""
     try:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config, runs
+from . import checks, config, runs
 from .fileio import atomic_write_text
 
 __all__ = [
@@ -296,8 +296,7 @@ def stop(complete: bool = True) -> Path | None:
     global _active
     if _active is None:
         return None
-    if not isinstance(complete, bool):
-        raise TypeError(f"complete must be a bool, got {type(complete).__name__}")
+    checks.boolean("complete", complete)
     _active.data["complete"] = complete
     _active.write()
     path, _active = _active.path, None

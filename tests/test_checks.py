@@ -90,3 +90,10 @@ def test_one_of():
         checks.one_of("mode", "mean", ("min", "max"))
     with pytest.raises(ValueError, match="^mode must be one of"):
         checks.one_of("mode", ["max"], {"min", "max"})  # unhashable: refused, not a crash
+
+
+def test_boolean_takes_only_a_bool():
+    assert checks.boolean("flag", True) is True and checks.boolean("flag", False) is False
+    for bad in (1, 0, "yes", None, 1.0):
+        with pytest.raises(TypeError, match="flag must be a bool"):
+            checks.boolean("flag", bad)

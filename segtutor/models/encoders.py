@@ -148,8 +148,7 @@ class Encoder(nn.Module):
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
         checks.number("width", width, maximum=4, above=0)  # a channel multiplier
-        if not isinstance(stem_pool, bool):
-            raise TypeError(f"stem_pool must be a bool, got {type(stem_pool).__name__}")
+        checks.boolean("stem_pool", stem_pool)
         if pretrained and width != 1:
             raise ValueError(
                 f"pretrained weights exist only for width=1; got width={width} with pretrained=True"

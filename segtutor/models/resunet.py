@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from segtutor import checks
+
 from .blocks import (
     ConvBNReLU,
     DoubleConv,
@@ -85,12 +87,8 @@ class ResUNet34(RenamedHeads, nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("full_res_skip", full_res_skip),
-            ("zero_init_residual", zero_init_residual),
-        ):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        checks.boolean("full_res_skip", full_res_skip)
+        checks.boolean("zero_init_residual", zero_init_residual)
         if zero_init_residual and pretrained:
             raise ValueError(
                 "zero_init_residual=True would zero the pretrained weights of every residual "
