@@ -506,8 +506,27 @@ def test_constant_prediction_scores_hand_worked():
     assert got["mean_iou"] == pytest.approx(4 / 11)
     assert got["pixel_accuracy"] == pytest.approx(8 / 11)
     assert got["mean_pixel_accuracy"] == pytest.approx(0.5)
+    # Dice: class 0 2*8/(8+11) = 16/19, class 1 0/(3+0) = 0 -> 8/19;
+    # frequency-weighted IoU: (8 * 8/11 + 3 * 0) / 11 = 64/121
+    assert got["dice"] == pytest.approx(8 / 19)
+    assert got["frequency_weighted_iou"] == pytest.approx(64 / 121)
     # predict 1 everywhere: class 1 IoU 3/11, class 0 IoU 0 -> mIoU 3/22
     assert M.constant_prediction_scores(target, 2, label=1)["mean_iou"] == pytest.approx(3 / 22)
+
+
+def test_constant_prediction_scores_match_a_streamed_constant_prediction():
+    # the baseline's numbers are those a model predicting that label would be reported with
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (2, 9, 7), generator=gen)
+    target[0, 0, :3] = 255
+    got = M.constant_prediction_scores(target, 4, label=2)
+    cm = M.ConfusionMatrix(4, ignore_index=255)
+    cm.update(torch.full_like(target, 2), target)
+    streamed = cm.compute()
+    assert set(got) == {"label"} | set(M.summary_scores(torch.eye(4)))
+    for key, value in got.items():
+        if key != "label":
+            assert value == pytest.approx(streamed[key], nan_ok=True), key
 
 
 def test_constant_prediction_scores_rejects_bad_arguments():

@@ -61,6 +61,7 @@ from segtutor.metrics.confusion import (
     pixel_accuracy,
     precision_per_class,
     recall_per_class,
+    summary_scores,
 )
 from segtutor.metrics.instances import InstanceScores, instance_scores
 
@@ -83,6 +84,7 @@ __all__ = [
     "pixel_accuracy",
     "precision_per_class",
     "recall_per_class",
+    "summary_scores",
     "tgs_map",
     "tgs_scores",
     "trimap_iou",

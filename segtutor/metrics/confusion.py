@@ -143,6 +143,19 @@ def dice_coefficient(cm: Tensor) -> float:
     return _nanmean(dice_per_class(cm))
 
 
+def summary_scores(cm: Tensor) -> dict[str, float]:
+    """The five one-number scores of a confusion matrix ``[C, C]`` (rows: truth, columns:
+    prediction): ``pixel_accuracy``, ``mean_pixel_accuracy``, ``mean_iou``,
+    ``frequency_weighted_iou`` and ``dice`` (each in [0, 1], NaN where undefined)."""
+    return {
+        "pixel_accuracy": pixel_accuracy(cm),
+        "mean_pixel_accuracy": mean_pixel_accuracy(cm),
+        "mean_iou": mean_iou(cm),
+        "frequency_weighted_iou": frequency_weighted_iou(cm),
+        "dice": dice_coefficient(cm),
+    }
+
+
 class ConfusionMatrix:
     """Streaming confusion matrix: ``update`` per batch, ``compute`` at the end, ``reset``.
 
@@ -194,11 +207,7 @@ class ConfusionMatrix:
         """
         cm = self.matrix.detach().cpu()
         return {
-            "pixel_accuracy": pixel_accuracy(cm),
-            "mean_pixel_accuracy": mean_pixel_accuracy(cm),
-            "mean_iou": mean_iou(cm),
-            "frequency_weighted_iou": frequency_weighted_iou(cm),
-            "dice": dice_coefficient(cm),
+            **summary_scores(cm),
             "iou_per_class": iou_per_class(cm),
             "recall_per_class": recall_per_class(cm),
             "dice_per_class": dice_per_class(cm),
@@ -226,8 +235,10 @@ def constant_prediction_scores(
             (counting no ignored pixel), which for segmentation data is usually the background.
         ignore_index: label of ``target`` whose pixels are not counted, or None.
 
-    Returns ``{"label", "pixel_accuracy", "mean_pixel_accuracy", "mean_iou"}``, computed by the same
-    :func:`confusion_matrix` metrics as a trained model's scores.
+    Returns ``{"label"}`` and the scores of :func:`summary_scores` (``pixel_accuracy``,
+    ``mean_pixel_accuracy``, ``mean_iou``, ``frequency_weighted_iou``, ``dice``), the same
+    numbers a trained model's :meth:`ConfusionMatrix.compute` reports, so a table can set the
+    baseline beside every column.
     """
     checks.positive_int("num_classes", num_classes)
     target = _as_tensor(target, "target")
@@ -239,9 +250,4 @@ def constant_prediction_scores(
     else:
         label = checks.integer("label", label, 0, num_classes - 1)
     cm = confusion_matrix(torch.full_like(target, label), target, num_classes, ignore_index)
-    return {
-        "label": label,
-        "pixel_accuracy": pixel_accuracy(cm),
-        "mean_pixel_accuracy": mean_pixel_accuracy(cm),
-        "mean_iou": mean_iou(cm),
-    }
+    return {"label": label, **summary_scores(cm)}
