@@ -51,9 +51,14 @@ EXPECTED: dict[str, list[str]] = {
         r"^  reading both masks once",
     ],
     "bench_tgs.py": [
-        r"^baseline U-Net \+ BCE +test TGS mAP \d\.\d{4}",
-        r"^complete pipeline +test TGS mAP \d\.\d{4}",
-        r"^pipeline - baseline: [+-]\d\.\d{4} TGS mAP$",
+        r"^== seed 0$",
+        r"^== seed 1$",
+        r"^baseline U-Net \+ BCE +test TGS mAP \d\.\d{4} +fresh TGS mAP \d\.\d{4}",
+        r"^complete pipeline +test TGS mAP \d\.\d{4} +fresh TGS mAP \d\.\d{4}",
+        r"^pipeline - baseline: test [+-]\d\.\d{4}, fresh [+-]\d\.\d{4} TGS mAP$",
+        r"^== pipeline - baseline over 2 seeds$",
+        r"^test +mean [+-]\d\.\d{4} +SD \d\.\d{4} +pipeline ahead in [012] of 2$",
+        r"^fresh +mean [+-]\d\.\d{4} +SD \d\.\d{4} +pipeline ahead in [012] of 2$",
     ],
     "calibrate_tgs.py": [
         r"^baseline 'no salt anywhere': mAP \d\.\d{3}$",
@@ -96,3 +101,17 @@ def test_quick_mode_runs_every_branch_and_prints_the_table(script, tmp_path):
         assert len(rows) == 2 * 9, "9 rows (the PAIRS) in each of the two passes"
     # no work folder left behind (bench_tgs writes a data set and two runs into one)
     assert not list(tmp_path.glob("segtutor-*"))
+
+
+@pytest.mark.parametrize("bad", ["a", "0,0", "-1", ""])
+def test_bench_tgs_rejects_bad_seeds_before_any_work(bad):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_tgs.py"), "--seeds", bad],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--seeds: expected distinct seeds >= 0" in proc.stderr
